@@ -1,0 +1,157 @@
+"""A connection to one chain: the embedded EVM or any JSON-RPC endpoint.
+
+``ChainConnection.open("embedded")`` starts an in-process EVM (eth-tester over py-evm) with
+pre-funded, unlocked accounts; ``open("http://127.0.0.1:8545")`` reaches a node such as anvil.
+Both go through the same ``AsyncWeb3`` API. Devnet-only helpers (funding gas, moving block
+time) work on both and refuse on other chains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.contract import AsyncContract
+from web3.providers.eth_tester import AsyncEthereumTesterProvider
+
+from nuclux.chain import abi as artifacts
+from nuclux.chain.txqueue import TxQueue
+from nuclux.errors import ChainError, ChainUnavailable, UsageError
+
+EMBEDDED = "embedded"
+
+
+class ChainConnection:
+    """One endpoint, its transaction queues (one per account) and contract handles."""
+
+    def __init__(self, w3: AsyncWeb3, url: str, chain_id: int, *, confirmations: int = 1,
+                 tx_timeout: float = 120.0) -> None:
+        self.w3 = w3
+        self.url = url
+        self.chain_id = chain_id
+        self.confirmations = confirmations
+        self.tx_timeout = tx_timeout
+        self._queues: dict[str, TxQueue] = {}
+
+    @classmethod
+    async def open(cls, url: str = EMBEDDED, *, confirmations: int = 1,
+                   tx_timeout: float = 120.0) -> ChainConnection:
+        if url == EMBEDDED:
+            w3 = AsyncWeb3(AsyncEthereumTesterProvider())
+        elif url.startswith(("http://", "https://")):
+            w3 = AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": 30}))
+        else:
+            raise UsageError(f"chain {url!r} is neither 'embedded' nor an http(s) RPC URL")
+        try:
+            chain_id = int(await w3.eth.chain_id)
+        except (OSError, asyncio.TimeoutError) as exc:
+            await _disconnect(w3)
+            raise ChainUnavailable(f"cannot reach the chain at {url}: {exc}") from exc
+        except Exception as exc:
+            await _disconnect(w3)
+            if "Connect" in type(exc).__name__ or "Connection" in str(exc):
+                raise ChainUnavailable(f"cannot reach the chain at {url}: {exc}") from exc
+            raise
+        return cls(w3, url, chain_id, confirmations=confirmations, tx_timeout=tx_timeout)
+
+    @property
+    def is_embedded(self) -> bool:
+        return self.url == EMBEDDED
+
+    async def close(self) -> None:
+        await _disconnect(self.w3)
+
+    async def __aenter__(self) -> ChainConnection:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -------------------------------------------------------------- contracts and queues
+
+    def queue(self, account: LocalAccount) -> TxQueue:
+        q = self._queues.get(account.address)
+        if q is None:
+            q = TxQueue(self.w3, account, confirmations=self.confirmations,
+                        timeout=self.tx_timeout, automine=self.is_embedded)
+            self._queues[account.address] = q
+        return q
+
+    def contract(self, name: str, address: str) -> AsyncContract:
+        return self.w3.eth.contract(address=self.w3.to_checksum_address(address),
+                                    abi=artifacts.load(name).abi)
+
+    # -------------------------------------------------------------- time
+
+    async def now(self) -> int:
+        """Chain time: the latest block's timestamp."""
+        block = await self.w3.eth.get_block("latest")
+        return int(block["timestamp"])
+
+    async def block_number(self) -> int:
+        return int(await self.w3.eth.block_number)
+
+    async def advance_time(self, seconds: int) -> int:
+        """Devnet only: move chain time forward and mine a block; returns the new time."""
+        if seconds < 0:
+            raise UsageError("time only moves forward")
+        target = await self.now() + seconds
+        if self.is_embedded:
+            tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+            tester.time_travel(target)
+        else:
+            await self._dev_rpc("evm_setNextBlockTimestamp", [target])
+            await self._dev_rpc("evm_mine", [])
+        return await self.now()
+
+    async def mine(self) -> None:
+        if self.is_embedded:
+            tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+            tester.mine_blocks(1)
+        else:
+            await self._dev_rpc("evm_mine", [])
+
+    async def snapshot(self) -> int:
+        """Devnet only: remember the chain state; ``revert`` returns to it."""
+        if self.is_embedded:
+            tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+            return int(tester.take_snapshot())
+        return int(await self._dev_rpc("evm_snapshot", []), 16)
+
+    async def revert(self, snapshot_id: int) -> None:
+        if self.is_embedded:
+            tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+            tester.revert_to_snapshot(snapshot_id)
+        else:
+            await self._dev_rpc("evm_revert", [hex(snapshot_id)])
+        for q in self._queues.values():
+            q.forget_nonce()
+
+    # -------------------------------------------------------------- devnet gas
+
+    async def fund_gas(self, address: str, wei: int) -> None:
+        """Devnet only: send ether for gas from the node's first unlocked account."""
+        accounts = await self.w3.eth.accounts
+        if not accounts:
+            raise ChainError("this chain has no unlocked accounts to fund gas from (not a devnet)")
+        tx = await self.w3.eth.send_transaction(
+            {"from": accounts[0], "to": self.w3.to_checksum_address(address), "value": wei}
+        )
+        await self.w3.eth.wait_for_transaction_receipt(tx, timeout=self.tx_timeout)
+
+    async def eth_balance(self, address: str) -> int:
+        return int(await self.w3.eth.get_balance(self.w3.to_checksum_address(address)))
+
+    async def _dev_rpc(self, method: str, params: list[Any]) -> Any:
+        resp = await self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        if "error" in resp:
+            raise ChainError(f"{method} failed (is this a devnet?): {resp['error']}")
+        return resp.get("result")
+
+
+async def _disconnect(w3: AsyncWeb3) -> None:
+    disconnect = getattr(w3.provider, "disconnect", None)
+    if disconnect is not None:
+        await disconnect()

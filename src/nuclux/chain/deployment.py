@@ -1,0 +1,171 @@
+"""Deploying the contracts, and the deployment file other commands read.
+
+A ``Deployment`` names the chain (id and RPC URL), the contract addresses by name and the
+parameters they were deployed with (epoch length, windows, penalty ladder). It is JSON on disk:
+``nuclux devnet up`` and ``nuclux chain deploy`` write one; every other command reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_abi import encode as abi_encode
+from eth_account.signers.local import LocalAccount
+from web3.types import TxParams
+
+from nuclux.chain import abi as artifacts
+from nuclux.chain.connection import ChainConnection
+from nuclux.core.types import ONE_NUX, ResourceClass
+from nuclux.errors import ChainError, DeploymentNotFound
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeployParams:
+    """Deploy-time parameters; the defaults suit a devnet (seconds-long epochs)."""
+
+    supply: int = 1_000_000_000 * ONE_NUX
+    epoch_length: int = 60
+    accept_window: int = 600
+    dispute_window: int = 600
+    fail_threshold: int = 3
+    min_stake: int = 100 * ONE_NUX
+    unbonding_delay: int = 3600
+    suspend_after: int = 3
+    slash_after: int = 5
+    suspension_period: int = 86_400
+    slash_cap: int = 50 * ONE_NUX
+
+    def __post_init__(self) -> None:
+        if self.epoch_length <= 0:
+            raise ValueError("epoch_length must be positive")
+        if not 0 < self.fail_threshold < 256 or not 0 < self.suspend_after <= self.slash_after < 256:
+            raise ValueError("penalty ladder: 0 < suspend_after <= slash_after < 256")
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    chain_id: int
+    rpc_url: str
+    addresses: dict[str, str]
+    params: DeployParams
+    deployer: str
+    block: int
+    modules: dict[str, str] = field(default_factory=dict)
+
+    def address(self, name: str) -> str:
+        try:
+            return self.addresses[name]
+        except KeyError:
+            raise DeploymentNotFound(f"the deployment has no contract named {name}") from None
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["version"] = FORMAT_VERSION
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Deployment:
+        if raw.get("version") != FORMAT_VERSION:
+            raise DeploymentNotFound(f"unsupported deployment file version {raw.get('version')}")
+        try:
+            return cls(
+                chain_id=int(raw["chain_id"]),
+                rpc_url=str(raw["rpc_url"]),
+                addresses={str(k): str(v) for k, v in raw["addresses"].items()},
+                params=DeployParams(**raw["params"]),
+                deployer=str(raw["deployer"]),
+                block=int(raw["block"]),
+                modules={str(k): str(v) for k, v in raw.get("modules", {}).items()},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DeploymentNotFound(f"invalid deployment file: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".deploy-")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(self.to_json(), fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> Deployment:
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise DeploymentNotFound(
+                f"no deployment file at {path}; run `nuclux devnet up` or `nuclux chain deploy`"
+            ) from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DeploymentNotFound(f"cannot read deployment file {path}: {exc}") from exc
+        return cls.from_json(raw)
+
+
+async def _deploy_one(conn: ChainConnection, deployer: LocalAccount, name: str,
+                      types: list[str], args: list[Any]) -> str:
+    art = artifacts.load(name)
+    data = art.bytecode + abi_encode(types, args).hex()
+    receipt = await conn.queue(deployer).send({"data": data}, context=f"deploy {name}")  # type: ignore[typeddict-item]
+    address = receipt["contractAddress"]
+    if address is None:
+        raise ChainError(f"deploy {name}: no contract address in the receipt")
+    return str(address)
+
+
+async def call_as(conn: ChainConnection, account: LocalAccount, name: str, address: str,
+                  fn: str, args: list[Any], context: str) -> Any:
+    c = conn.contract(name, address)
+    data = c.encode_abi(fn, args=args)
+    tx: TxParams = {"to": c.address, "data": data}
+    return await conn.queue(account).send(tx, context=context)
+
+
+async def deploy(conn: ChainConnection, deployer: LocalAccount,
+                 params: DeployParams = DeployParams(),
+                 modules: dict[ResourceClass, str] | None = None) -> Deployment:
+    """Deploy every contract; authorise a settlement module per resource class.
+
+    Classes without an explicit module get the time-accrual module.
+    """
+    d = deployer.address
+    p = params
+    coin = await _deploy_one(conn, deployer, "NuxCoin", ["address", "uint256"], [d, p.supply])
+    keys = await _deploy_one(conn, deployer, "KeyDirectory", [], [])
+    reg = await _deploy_one(
+        conn, deployer, "ProviderRegistry",
+        ["address", "uint256", "uint256", "uint8", "uint8", "uint256", "uint256"],
+        [coin, p.min_stake, p.unbonding_delay, p.suspend_after, p.slash_after,
+         p.suspension_period, p.slash_cap],
+    )
+    lm = await _deploy_one(
+        conn, deployer, "LeaseManager",
+        ["address", "address", "uint256", "uint256", "uint256", "uint8"],
+        [coin, reg, p.epoch_length, p.accept_window, p.dispute_window, p.fail_threshold],
+    )
+    accrual = await _deploy_one(conn, deployer, "TimeAccrualSettlement", [], [])
+    await call_as(conn, deployer, "ProviderRegistry", reg, "setLeaseManager", [lm],
+                  "bind the lease manager")
+    chosen: dict[str, str] = {}
+    for cls in ResourceClass:
+        module = (modules or {}).get(cls, accrual)
+        await call_as(conn, deployer, "LeaseManager", lm, "setModule", [int(cls), module],
+                      f"authorise the {cls.name.lower()} module")
+        chosen[cls.name.lower()] = module
+    return Deployment(
+        chain_id=conn.chain_id,
+        rpc_url=conn.url,
+        addresses={"NuxCoin": coin, "KeyDirectory": keys, "ProviderRegistry": reg,
+                   "LeaseManager": lm, "TimeAccrualSettlement": accrual},
+        params=p,
+        deployer=d,
+        block=await conn.block_number(),
+        modules=chosen,
+    )

@@ -1,0 +1,303 @@
+"""Domain methods for one account: NuxCoin, the provider registry, the key directory, leases.
+
+``Ledger(conn, deployment, account)`` sends through the account's ``TxQueue``; reads go
+straight to the node. Every contract refusal surfaces as a ``ContractRevert`` subclass.
+Opening a lease, registering and topping up approve exactly the amount needed first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3.contract import AsyncContract
+from web3.logs import DISCARD
+from web3.types import TxParams, TxReceipt
+
+from nuclux.chain.connection import ChainConnection
+from nuclux.chain.deployment import Deployment
+from nuclux.chain.revert import decode_revert, revert_data_from_exception
+from nuclux.core.lease import Lease, LeaseState
+from nuclux.core.types import Address, LeaseId, ResourceClass, Wei
+from nuclux.errors import ChainError, UsageError
+
+PROVIDER_STATUS = ("none", "active", "paused", "leaving")
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    owner: Address
+    operator: Address
+    status: str
+    faults: int
+    suspended_until: int
+    stake: Wei
+    release_at: int
+    cert_fingerprint: bytes
+    x25519_key: bytes
+    capacity: tuple[int, int, int]
+    price: tuple[int, int, int]
+    endpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderOffer:
+    """What a provider registers: capacities and posted prices per class, indexed by class."""
+
+    endpoint: str
+    cert_fingerprint: bytes
+    x25519_key: bytes
+    capacity: tuple[int, int, int]
+    price: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        if not self.endpoint or len(self.endpoint.encode()) > 256:
+            raise UsageError("endpoint must be 1..256 bytes")
+        if len(self.cert_fingerprint) != 32 or len(self.x25519_key) != 32:
+            raise UsageError("certificate fingerprint and X25519 key must be 32 bytes each")
+        if any(c < 0 or c >= 2**64 for c in self.capacity):
+            raise UsageError("capacities must fit in 64 bits")
+        if any(p < 0 or p >= 2**128 for p in self.price):
+            raise UsageError("prices must fit in 128 bits")
+
+
+class Ledger:
+    def __init__(self, conn: ChainConnection, deployment: Deployment,
+                 account: LocalAccount) -> None:
+        if deployment.chain_id != conn.chain_id:
+            raise ChainError(
+                f"the deployment is for chain {deployment.chain_id}, connected to {conn.chain_id}"
+            )
+        self.conn = conn
+        self.deployment = deployment
+        self.account = account
+        self.address = Address(account.address)
+        self.coin = conn.contract("NuxCoin", deployment.address("NuxCoin"))
+        self.registry = conn.contract("ProviderRegistry", deployment.address("ProviderRegistry"))
+        self.leases = conn.contract("LeaseManager", deployment.address("LeaseManager"))
+        self.keydir = conn.contract("KeyDirectory", deployment.address("KeyDirectory"))
+
+    def for_account(self, account: LocalAccount) -> Ledger:
+        return Ledger(self.conn, self.deployment, account)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _send(self, contract: AsyncContract, fn: str, args: list[Any],
+                    context: str) -> TxReceipt:
+        tx: TxParams = {"to": contract.address, "data": contract.encode_abi(fn, args=args)}
+        return await self.conn.queue(self.account).send(tx, context=context)
+
+    async def _call(self, contract: AsyncContract, fn: str, *args: Any) -> Any:
+        try:
+            return await contract.get_function_by_name(fn)(*args).call()
+        except Exception as exc:
+            data = revert_data_from_exception(exc)
+            if data is not None:
+                raise decode_revert(data, fn) from None
+            raise
+
+    def _cs(self, address: str) -> str:
+        try:
+            return str(self.conn.w3.to_checksum_address(address))
+        except ValueError:
+            raise UsageError(f"{address!r} is not an Ethereum address") from None
+
+    async def _ensure_allowance(self, spender: str, amount: int) -> None:
+        have = int(await self._call(self.coin, "allowance", self.address, spender))
+        if have < amount:
+            await self._send(self.coin, "approve", [spender, amount], "approve NuxCoin")
+
+    # ------------------------------------------------------------------ NuxCoin
+
+    async def balance(self, address: str | None = None) -> Wei:
+        return Wei(int(await self._call(self.coin, "balanceOf", self._cs(address or self.address))))
+
+    async def total_supply(self) -> Wei:
+        return Wei(int(await self._call(self.coin, "totalSupply")))
+
+    async def transfer(self, to: str, amount: int) -> TxReceipt:
+        if amount <= 0:
+            raise UsageError("amount must be positive")
+        return await self._send(self.coin, "transfer", [self._cs(to), amount], "transfer")
+
+    # ------------------------------------------------------------------ registry and keys
+
+    async def register_provider(self, offer: ProviderOffer, stake: int,
+                                operator: str | None = None) -> TxReceipt:
+        await self._ensure_allowance(self.registry.address, stake)
+        return await self._send(self.registry, "register", [
+            self._cs(operator or self.address), stake, offer.endpoint, offer.cert_fingerprint,
+            offer.x25519_key, list(offer.capacity), list(offer.price)], "register provider")
+
+    async def update_provider(self, offer: ProviderOffer, provider: str | None = None) -> TxReceipt:
+        return await self._send(self.registry, "update", [
+            self._cs(provider or self.address), offer.endpoint, offer.cert_fingerprint,
+            offer.x25519_key, list(offer.capacity), list(offer.price)], "update provider")
+
+    async def set_operator(self, operator: str) -> TxReceipt:
+        return await self._send(self.registry, "setOperator", [self._cs(operator)], "set operator")
+
+    async def set_paused(self, paused: bool, provider: str | None = None) -> TxReceipt:
+        return await self._send(self.registry, "setPaused",
+                                [self._cs(provider or self.address), paused], "pause provider")
+
+    async def leave(self) -> TxReceipt:
+        return await self._send(self.registry, "leave", [], "leave")
+
+    async def withdraw_stake(self) -> TxReceipt:
+        return await self._send(self.registry, "withdraw", [], "withdraw stake")
+
+    async def provider(self, address: str) -> ProviderInfo:
+        p = await self._call(self.registry, "getProvider", self._cs(address))
+        return ProviderInfo(
+            owner=Address(self._cs(address)), operator=Address(p[0]),
+            status=PROVIDER_STATUS[int(p[1])], faults=int(p[2]), suspended_until=int(p[3]),
+            stake=Wei(int(p[5])), release_at=int(p[6]), cert_fingerprint=bytes(p[7]),
+            x25519_key=bytes(p[8]), capacity=(int(p[9][0]), int(p[9][1]), int(p[9][2])),
+            price=(int(p[10][0]), int(p[10][1]), int(p[10][2])), endpoint=str(p[11]),
+        )
+
+    async def providers(self) -> list[ProviderInfo]:
+        n = int(await self._call(self.registry, "providerCount"))
+        out: list[ProviderInfo] = []
+        for start in range(0, n, 100):
+            page = await self._call(self.registry, "providersPage", start, 100)
+            for addr in page:
+                info = await self.provider(addr)
+                if info.status != "none":
+                    out.append(info)
+        return out
+
+    async def unbond_end(self, provider: str) -> int:
+        return int(await self._call(self.registry, "unbondEnd", self._cs(provider)))
+
+    async def publish_key(self, x25519_public: bytes) -> TxReceipt:
+        if len(x25519_public) != 32:
+            raise UsageError("an X25519 public key is 32 bytes")
+        return await self._send(self.keydir, "publish", [x25519_public], "publish key")
+
+    async def key_of(self, address: str) -> bytes | None:
+        key = bytes(await self._call(self.keydir, "keyOf", self._cs(address)))
+        return None if key == bytes(32) else key
+
+    # ------------------------------------------------------------------ leases
+
+    async def open_lease(self, provider: str, cls: ResourceClass, units: int, term_epochs: int,
+                         max_price: int, escrow: int) -> LeaseId:
+        if units <= 0 or term_epochs <= 0 or escrow <= 0:
+            raise UsageError("units, term and escrow must be positive")
+        await self._ensure_allowance(self.leases.address, escrow)
+        receipt = await self._send(self.leases, "openLease", [
+            self._cs(provider), int(cls), units, term_epochs, max_price, escrow], "open lease")
+        for ev in self.leases.events.LeaseOpened().process_receipt(receipt, errors=DISCARD):
+            return LeaseId(int(ev["args"]["id"]))
+        raise ChainError("open lease: no LeaseOpened event in the receipt")
+
+    async def accept(self, lease_id: int) -> TxReceipt:
+        return await self._send(self.leases, "accept", [lease_id], f"accept lease {lease_id}")
+
+    async def decline(self, lease_id: int) -> TxReceipt:
+        return await self._send(self.leases, "decline", [lease_id], f"decline lease {lease_id}")
+
+    async def extend(self, lease_id: int, epochs: int, add_escrow: int) -> TxReceipt:
+        if add_escrow > 0:
+            await self._ensure_allowance(self.leases.address, add_escrow)
+        return await self._send(self.leases, "extend", [lease_id, epochs, add_escrow],
+                                f"extend lease {lease_id}")
+
+    async def accept_extension(self, lease_id: int) -> TxReceipt:
+        return await self._send(self.leases, "acceptExtension", [lease_id],
+                                f"accept extension of lease {lease_id}")
+
+    async def decline_extension(self, lease_id: int) -> TxReceipt:
+        return await self._send(self.leases, "declineExtension", [lease_id],
+                                f"decline extension of lease {lease_id}")
+
+    async def expire_extension(self, lease_id: int) -> TxReceipt:
+        return await self._send(self.leases, "expireExtension", [lease_id],
+                                f"expire extension of lease {lease_id}")
+
+    async def top_up(self, lease_id: int, amount: int) -> TxReceipt:
+        await self._ensure_allowance(self.leases.address, amount)
+        return await self._send(self.leases, "topUp", [lease_id, amount],
+                                f"top up lease {lease_id}")
+
+    async def cancel(self, lease_id: int) -> TxReceipt:
+        return await self._send(self.leases, "cancel", [lease_id], f"cancel lease {lease_id}")
+
+    async def claim(self, lease_id: int) -> Wei:
+        receipt = await self._send(self.leases, "claim", [lease_id], f"claim lease {lease_id}")
+        for ev in self.leases.events.Claimed().process_receipt(receipt, errors=DISCARD):
+            return Wei(int(ev["args"]["amount"]))
+        return Wei(0)
+
+    async def end_term(self, lease_id: int) -> TxReceipt:
+        return await self._send(self.leases, "endTerm", [lease_id], f"end term of {lease_id}")
+
+    async def expire_ticket(self, lease_id: int) -> TxReceipt:
+        return await self._send(self.leases, "expireTicket", [lease_id],
+                                f"expire ticket {lease_id}")
+
+    async def settle(self, lease_id: int) -> TxReceipt:
+        return await self._send(self.leases, "settle", [lease_id], f"settle lease {lease_id}")
+
+    async def report_fault(self, lease_id: int, reason: bytes) -> TxReceipt:
+        """Modules only: report a provable fault on a lease."""
+        return await self._send(self.leases, "reportFault", [lease_id, reason.ljust(32, b"\0")],
+                                f"report fault on lease {lease_id}")
+
+    async def lease(self, lease_id: int) -> Lease:
+        raw = await self._call(self.leases, "getLease", lease_id)
+        (consumer, cls, state, faults, start, end, provider, deadline, ext_epochs, escrow, paid,
+         price, units, term, ext_escrow, ext_deadline) = raw
+        if int(state) == 0:
+            raise UsageError(f"no lease with id {lease_id}")
+        return Lease(
+            id=LeaseId(lease_id), consumer=Address(consumer), provider=Address(provider),
+            cls=ResourceClass(int(cls)), state=LeaseState(int(state)), units=int(units),
+            price=Wei(int(price)), term_epochs=int(term), start_epoch=int(start),
+            end_epoch=int(end), escrow=Wei(int(escrow)), paid=Wei(int(paid)),
+            faults=int(faults), deadline=int(deadline), ext_epochs=int(ext_epochs),
+            ext_escrow=Wei(int(ext_escrow)), ext_deadline=int(ext_deadline),
+        )
+
+    async def lease_count(self) -> int:
+        return int(await self._call(self.leases, "leaseCount"))
+
+    async def claimable(self, lease_id: int) -> tuple[Wei, Wei]:
+        now, due = await self._call(self.leases, "claimable", lease_id)
+        return Wei(int(now)), Wei(int(due))
+
+    async def epoch(self) -> int:
+        return int(await self._call(self.leases, "epoch"))
+
+    # ------------------------------------------------------------------ events
+
+    async def events(self, from_block: int = 0, to_block: int | None = None) -> list[ChainEvent]:
+        """Every Nuclux event in a block range, in chain order."""
+        last = to_block if to_block is not None else await self.conn.block_number()
+        out: list[ChainEvent] = []
+        for contract in (self.coin, self.registry, self.leases, self.keydir):
+            logs = await self.conn.w3.eth.get_logs(
+                {"address": contract.address, "fromBlock": from_block, "toBlock": last}
+            )
+            for log in logs:
+                for ev_abi in contract.events:
+                    try:
+                        ev = ev_abi().process_log(log)
+                    except Exception:  # noqa: S112 - a log matches exactly one event ABI
+                        continue
+                    out.append(ChainEvent(ev["event"], dict(ev["args"]), int(log["blockNumber"]),
+                                          int(log["logIndex"])))
+                    break
+        out.sort(key=lambda e: (e.block, e.log_index))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEvent:
+    name: str
+    args: dict[str, Any]
+    block: int
+    log_index: int
