@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ISettlementModule, LeaseView, NUM_CLASSES, State} from "./LeaseTypes.sol";
 import {ProviderRegistry} from "./ProviderRegistry.sol";
 
@@ -97,6 +98,9 @@ contract LeaseManager is Ownable {
 
     uint256 public leaseCount;
     mapping(uint256 id => Lease) internal _leases;
+    /// When a missed acceptance last counted as a fault of each provider: at most one per
+    /// accept window, so a flood of tickets cannot pile up faults.
+    mapping(address provider => uint256) public lastMissFault;
     address[NUM_CLASSES] public modules;
 
     constructor(
@@ -157,7 +161,7 @@ contract LeaseManager is Ownable {
             provider: provider,
             deadline: uint40(deadline),
             extEpochs: 0,
-            escrow: uint128(escrow),
+            escrow: SafeCast.toUint128(escrow),
             paid: 0,
             price: uint128(price),
             units: units,
@@ -198,7 +202,7 @@ contract LeaseManager is Ownable {
         uint256 deadline = block.timestamp + acceptWindow;
         l.state = State.ActiveTicketed;
         l.extEpochs = epochs;
-        l.extEscrow = uint128(addEscrow);
+        l.extEscrow = SafeCast.toUint128(addEscrow);
         l.extDeadline = uint40(deadline);
         emit ExtensionRequested(id, epochs, addEscrow, deadline);
         if (addEscrow > 0) token.safeTransferFrom(msg.sender, address(this), addEscrow);
@@ -209,7 +213,7 @@ contract LeaseManager is Ownable {
         Lease storage l = _lease(id);
         if (l.state != State.Active && l.state != State.ActiveTicketed) revert BadState(id, l.state);
         if (amount == 0) revert ZeroAmount();
-        l.escrow += uint128(amount);
+        l.escrow = SafeCast.toUint128(uint256(l.escrow) + amount);
         emit ToppedUp(id, amount, l.escrow);
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
@@ -294,7 +298,10 @@ contract LeaseManager is Ownable {
         l.escrow = 0;
         emit TicketExpired(id, refund);
         token.safeTransfer(l.consumer, refund);
-        registry.recordFault(l.provider, l.consumer);
+        if (block.timestamp >= lastMissFault[l.provider] + acceptWindow) {
+            lastMissFault[l.provider] = block.timestamp;
+            registry.recordFault(l.provider, l.consumer, false);
+        }
     }
 
     function expireExtension(uint256 id) external {
@@ -344,7 +351,7 @@ contract LeaseManager is Ownable {
         l.faults = faults;
         emit FaultReported(id, faults, reason);
         if (faults < failThreshold) {
-            registry.recordFault(l.provider, l.consumer);
+            registry.recordFault(l.provider, l.consumer, true);
             return false;
         }
         if (s == State.ActiveTicketed) _refundExtension(id, l);
@@ -356,7 +363,7 @@ contract LeaseManager is Ownable {
         l.escrow = uint128(due);
         if (toProvider > 0) token.safeTransfer(l.provider, toProvider);
         if (refund > 0) token.safeTransfer(l.consumer, refund);
-        uint256 slashed = registry.recordFault(l.provider, l.consumer);
+        uint256 slashed = registry.recordFault(l.provider, l.consumer, true);
         emit LeaseFailed(id, toProvider, refund, slashed);
         return true;
     }
@@ -407,6 +414,7 @@ contract LeaseManager is Ownable {
         l.state = State.Closing;
         l.deadline = uint40(until);
         emit LeaseClosing(id, l.endEpoch, until);
+        registry.noteLeaseRelease(l.provider, until);
     }
 
     function _clearExtension(Lease storage l) internal {

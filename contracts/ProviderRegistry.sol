@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {NUM_CLASSES} from "./LeaseTypes.sol";
 
 /// @title ProviderRegistry: who offers what, at what posted price, backed by what stake.
@@ -45,6 +46,7 @@ contract ProviderRegistry is Ownable {
     uint8 public constant LEAVING = 2;
     uint8 public constant SUSPENDED = 3;
     uint8 public constant NO_CAPACITY = 4;
+    uint8 public constant LOW_STAKE = 5;
 
     uint256 public constant MAX_ENDPOINT_BYTES = 256;
 
@@ -86,6 +88,9 @@ contract ProviderRegistry is Ownable {
 
     mapping(address provider => Provider) internal _providers;
     mapping(address operator => address provider) public providerOfOperator;
+    /// Faults survive leaving and re-registering.
+    mapping(address provider => uint8) public faultHistory;
+    mapping(address provider => bool) internal _listed;
     address[] internal _everRegistered;
 
     constructor(
@@ -133,16 +138,22 @@ contract ProviderRegistry is Ownable {
         Provider storage p = _providers[msg.sender];
         if (p.status != Status.None) revert AlreadyRegistered(msg.sender);
         if (stake < minStake) revert StakeTooLow(stake, minStake);
+        address boundTo = providerOfOperator[msg.sender];
+        if (boundTo != address(0) && boundTo != msg.sender) revert OperatorInUse(msg.sender);
         _checkEndpoint(endpoint);
         _bindOperator(msg.sender, operator);
         p.status = Status.Active;
-        p.stake = uint128(stake);
+        p.stake = SafeCast.toUint128(stake);
+        p.faults = faultHistory[msg.sender];
         p.certFingerprint = certFingerprint;
         p.x25519Key = x25519Key;
         p.capacity = capacity;
         p.price = price;
         p.endpoint = endpoint;
-        _everRegistered.push(msg.sender);
+        if (!_listed[msg.sender]) {
+            _listed[msg.sender] = true;
+            _everRegistered.push(msg.sender);
+        }
         emit ProviderRegistered(msg.sender, operator, stake, endpoint);
         token.safeTransferFrom(msg.sender, address(this), stake);
     }
@@ -173,7 +184,7 @@ contract ProviderRegistry is Ownable {
 
     function addStake(uint256 amount) external {
         Provider storage p = _registered(msg.sender);
-        p.stake += uint128(amount);
+        p.stake = SafeCast.toUint128(uint256(p.stake) + amount);
         emit StakeAdded(msg.sender, amount, p.stake);
         token.safeTransferFrom(msg.sender, address(this), amount);
     }
@@ -220,6 +231,7 @@ contract ProviderRegistry is Ownable {
         }
         if (block.timestamp < p.suspendedUntil) revert ProviderNotServing(provider, SUSPENDED);
         if (p.capacity[cls] == 0) revert ProviderNotServing(provider, NO_CAPACITY);
+        if (p.stake < minStake) revert ProviderNotServing(provider, LOW_STAKE);
         return p.price[cls];
     }
 
@@ -239,7 +251,9 @@ contract ProviderRegistry is Ownable {
     }
 
     /// Record an on-chain-provable fault; returns the amount slashed to `victim`.
-    function recordFault(address provider, address victim)
+    /// Only `slashable` faults (proven by a module) can cost stake; others (a missed
+    /// acceptance) count towards warnings and suspension only.
+    function recordFault(address provider, address victim, bool slashable)
         external
         onlyLeaseManager
         returns (uint256 slashed)
@@ -248,11 +262,12 @@ contract ProviderRegistry is Ownable {
         if (p.status == Status.None) return 0;
         uint8 faults = p.faults < type(uint8).max ? p.faults + 1 : p.faults;
         p.faults = faults;
+        faultHistory[provider] = faults;
         if (faults >= suspendAfter) {
             p.suspendedUntil = uint40(block.timestamp + suspensionPeriod);
         }
         emit FaultRecorded(provider, faults, p.suspendedUntil);
-        if (faults >= slashAfter) {
+        if (slashable && faults >= slashAfter) {
             slashed = p.stake < slashCap ? p.stake : slashCap;
             if (slashed > 0) {
                 p.stake -= uint128(slashed);

@@ -14,12 +14,14 @@ const require = createRequire(import.meta.url);
 const solc = require("solc");
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const outDir = path.join(root, "src", "nuclux", "chain", "artifacts");
-const CONTRACTS = ["NuxCoin", "KeyDirectory", "ProviderRegistry", "LeaseManager", "TimeAccrualSettlement"];
+const CONTRACTS = ["NuxCoin", "KeyDirectory", "ProviderRegistry", "LeaseManager", "TimeAccrualSettlement", "TestFaultModule"];
 
 const sources = {};
-for (const f of fs.readdirSync(path.join(root, "contracts")).sort()) {
-  if (f.endsWith(".sol")) {
-    sources[`contracts/${f}`] = { content: fs.readFileSync(path.join(root, "contracts", f), "utf8") };
+for (const dir of ["contracts", "contracts/test"]) {
+  for (const f of fs.readdirSync(path.join(root, dir)).sort()) {
+    if (f.endsWith(".sol")) {
+      sources[`${dir}/${f}`] = { content: fs.readFileSync(path.join(root, dir, f), "utf8") };
+    }
   }
 }
 const input = {
@@ -47,7 +49,8 @@ if (errors.length) process.exit(2);
 const check = process.argv.includes("--check");
 let stale = [];
 for (const name of CONTRACTS) {
-  const unit = out.contracts[`contracts/${name}.sol`][name];
+  const file0 = name.startsWith("Test") ? `contracts/test/${name}.sol` : `contracts/${name}.sol`;
+  const unit = out.contracts[file0][name];
   const art = {
     contractName: name,
     compiler: `solc-js ${solc.version()}`,

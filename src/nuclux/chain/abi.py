@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 
 CONTRACT_NAMES = (
     "NuxCoin",
@@ -20,6 +20,7 @@ CONTRACT_NAMES = (
     "ProviderRegistry",
     "LeaseManager",
     "TimeAccrualSettlement",
+    "TestFaultModule",
 )
 
 

@@ -8,13 +8,13 @@ time) work on both and refuse on other chains.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.contract import AsyncContract
 from web3.providers.eth_tester import AsyncEthereumTesterProvider
+from web3.types import Wei as EthWei
 
 from nuclux.chain import abi as artifacts
 from nuclux.chain.txqueue import TxQueue
@@ -26,8 +26,15 @@ EMBEDDED = "embedded"
 class ChainConnection:
     """One endpoint, its transaction queues (one per account) and contract handles."""
 
-    def __init__(self, w3: AsyncWeb3, url: str, chain_id: int, *, confirmations: int = 1,
-                 tx_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        w3: AsyncWeb3[Any],
+        url: str,
+        chain_id: int,
+        *,
+        confirmations: int = 1,
+        tx_timeout: float = 120.0,
+    ) -> None:
         self.w3 = w3
         self.url = url
         self.chain_id = chain_id
@@ -36,8 +43,10 @@ class ChainConnection:
         self._queues: dict[str, TxQueue] = {}
 
     @classmethod
-    async def open(cls, url: str = EMBEDDED, *, confirmations: int = 1,
-                   tx_timeout: float = 120.0) -> ChainConnection:
+    async def open(
+        cls, url: str = EMBEDDED, *, confirmations: int = 1, tx_timeout: float = 120.0
+    ) -> ChainConnection:
+        w3: AsyncWeb3[Any]
         if url == EMBEDDED:
             w3 = AsyncWeb3(AsyncEthereumTesterProvider())
         elif url.startswith(("http://", "https://")):
@@ -46,7 +55,7 @@ class ChainConnection:
             raise UsageError(f"chain {url!r} is neither 'embedded' nor an http(s) RPC URL")
         try:
             chain_id = int(await w3.eth.chain_id)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             await _disconnect(w3)
             raise ChainUnavailable(f"cannot reach the chain at {url}: {exc}") from exc
         except Exception as exc:
@@ -74,14 +83,20 @@ class ChainConnection:
     def queue(self, account: LocalAccount) -> TxQueue:
         q = self._queues.get(account.address)
         if q is None:
-            q = TxQueue(self.w3, account, confirmations=self.confirmations,
-                        timeout=self.tx_timeout, automine=self.is_embedded)
+            q = TxQueue(
+                self.w3,
+                account,
+                confirmations=self.confirmations,
+                timeout=self.tx_timeout,
+                automine=self.is_embedded,
+            )
             self._queues[account.address] = q
         return q
 
     def contract(self, name: str, address: str) -> AsyncContract:
-        return self.w3.eth.contract(address=self.w3.to_checksum_address(address),
-                                    abi=artifacts.load(name).abi)
+        return self.w3.eth.contract(
+            address=self.w3.to_checksum_address(address), abi=artifacts.load(name).abi
+        )
 
     # -------------------------------------------------------------- time
 
@@ -97,18 +112,20 @@ class ChainConnection:
         """Devnet only: move chain time forward and mine a block; returns the new time."""
         if seconds < 0:
             raise UsageError("time only moves forward")
-        target = await self.now() + seconds
         if self.is_embedded:
-            tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
-            tester.time_travel(target)
+            tester: Any = self.w3.provider.ethereum_tester
+            # the pending block may already be ahead of the latest one (wall clock)
+            pending = int(tester.get_block_by_number("pending")["timestamp"])
+            tester.time_travel(max(pending, await self.now()) + seconds)
         else:
+            target = await self.now() + seconds
             await self._dev_rpc("evm_setNextBlockTimestamp", [target])
             await self._dev_rpc("evm_mine", [])
         return await self.now()
 
     async def mine(self) -> None:
         if self.is_embedded:
-            tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+            tester: Any = self.w3.provider.ethereum_tester
             tester.mine_blocks(1)
         else:
             await self._dev_rpc("evm_mine", [])
@@ -116,13 +133,13 @@ class ChainConnection:
     async def snapshot(self) -> int:
         """Devnet only: remember the chain state; ``revert`` returns to it."""
         if self.is_embedded:
-            tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+            tester: Any = self.w3.provider.ethereum_tester
             return int(tester.take_snapshot())
         return int(await self._dev_rpc("evm_snapshot", []), 16)
 
     async def revert(self, snapshot_id: int) -> None:
         if self.is_embedded:
-            tester: Any = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+            tester: Any = self.w3.provider.ethereum_tester
             tester.revert_to_snapshot(snapshot_id)
         else:
             await self._dev_rpc("evm_revert", [hex(snapshot_id)])
@@ -137,7 +154,7 @@ class ChainConnection:
         if not accounts:
             raise ChainError("this chain has no unlocked accounts to fund gas from (not a devnet)")
         tx = await self.w3.eth.send_transaction(
-            {"from": accounts[0], "to": self.w3.to_checksum_address(address), "value": wei}
+            {"from": accounts[0], "to": self.w3.to_checksum_address(address), "value": EthWei(wei)}
         )
         await self.w3.eth.wait_for_transaction_receipt(tx, timeout=self.tx_timeout)
 
@@ -145,13 +162,12 @@ class ChainConnection:
         return int(await self.w3.eth.get_balance(self.w3.to_checksum_address(address)))
 
     async def _dev_rpc(self, method: str, params: list[Any]) -> Any:
-        resp = await self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        resp = await self.w3.provider.make_request(method, params)
         if "error" in resp:
             raise ChainError(f"{method} failed (is this a devnet?): {resp['error']}")
         return resp.get("result")
 
 
-async def _disconnect(w3: AsyncWeb3) -> None:
-    disconnect = getattr(w3.provider, "disconnect", None)
-    if disconnect is not None:
-        await disconnect()
+async def _disconnect(w3: AsyncWeb3[Any]) -> None:
+    if isinstance(w3.provider, AsyncHTTPProvider):
+        await w3.provider.disconnect()

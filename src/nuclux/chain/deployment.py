@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
 from web3.types import TxParams
 
@@ -45,7 +45,10 @@ class DeployParams:
     def __post_init__(self) -> None:
         if self.epoch_length <= 0:
             raise ValueError("epoch_length must be positive")
-        if not 0 < self.fail_threshold < 256 or not 0 < self.suspend_after <= self.slash_after < 256:
+        if (
+            not 0 < self.fail_threshold < 256
+            or not 0 < self.suspend_after <= self.slash_after < 256
+        ):
             raise ValueError("penalty ladder: 0 < suspend_after <= slash_after < 256")
 
 
@@ -109,8 +112,9 @@ class Deployment:
         return cls.from_json(raw)
 
 
-async def _deploy_one(conn: ChainConnection, deployer: LocalAccount, name: str,
-                      types: list[str], args: list[Any]) -> str:
+async def _deploy_one(
+    conn: ChainConnection, deployer: LocalAccount, name: str, types: list[str], args: list[Any]
+) -> str:
     art = artifacts.load(name)
     data = art.bytecode + abi_encode(types, args).hex()
     receipt = await conn.queue(deployer).send({"data": data}, context=f"deploy {name}")  # type: ignore[typeddict-item]
@@ -120,17 +124,27 @@ async def _deploy_one(conn: ChainConnection, deployer: LocalAccount, name: str,
     return str(address)
 
 
-async def call_as(conn: ChainConnection, account: LocalAccount, name: str, address: str,
-                  fn: str, args: list[Any], context: str) -> Any:
+async def call_as(
+    conn: ChainConnection,
+    account: LocalAccount,
+    name: str,
+    address: str,
+    fn: str,
+    args: list[Any],
+    context: str,
+) -> Any:
     c = conn.contract(name, address)
     data = c.encode_abi(fn, args=args)
     tx: TxParams = {"to": c.address, "data": data}
     return await conn.queue(account).send(tx, context=context)
 
 
-async def deploy(conn: ChainConnection, deployer: LocalAccount,
-                 params: DeployParams = DeployParams(),
-                 modules: dict[ResourceClass, str] | None = None) -> Deployment:
+async def deploy(
+    conn: ChainConnection,
+    deployer: LocalAccount,
+    params: DeployParams = DeployParams(),
+    modules: dict[ResourceClass, str] | None = None,
+) -> Deployment:
     """Deploy every contract; authorise a settlement module per resource class.
 
     Classes without an explicit module get the time-accrual module.
@@ -140,30 +154,64 @@ async def deploy(conn: ChainConnection, deployer: LocalAccount,
     coin = await _deploy_one(conn, deployer, "NuxCoin", ["address", "uint256"], [d, p.supply])
     keys = await _deploy_one(conn, deployer, "KeyDirectory", [], [])
     reg = await _deploy_one(
-        conn, deployer, "ProviderRegistry",
+        conn,
+        deployer,
+        "ProviderRegistry",
         ["address", "uint256", "uint256", "uint8", "uint8", "uint256", "uint256"],
-        [coin, p.min_stake, p.unbonding_delay, p.suspend_after, p.slash_after,
-         p.suspension_period, p.slash_cap],
+        [
+            coin,
+            p.min_stake,
+            p.unbonding_delay,
+            p.suspend_after,
+            p.slash_after,
+            p.suspension_period,
+            p.slash_cap,
+        ],
     )
     lm = await _deploy_one(
-        conn, deployer, "LeaseManager",
+        conn,
+        deployer,
+        "LeaseManager",
         ["address", "address", "uint256", "uint256", "uint256", "uint8"],
         [coin, reg, p.epoch_length, p.accept_window, p.dispute_window, p.fail_threshold],
     )
     accrual = await _deploy_one(conn, deployer, "TimeAccrualSettlement", [], [])
-    await call_as(conn, deployer, "ProviderRegistry", reg, "setLeaseManager", [lm],
-                  "bind the lease manager")
+    await call_as(
+        conn, deployer, "ProviderRegistry", reg, "setLeaseManager", [lm], "bind the lease manager"
+    )
     chosen: dict[str, str] = {}
     for cls in ResourceClass:
         module = (modules or {}).get(cls, accrual)
-        await call_as(conn, deployer, "LeaseManager", lm, "setModule", [int(cls), module],
-                      f"authorise the {cls.name.lower()} module")
+        await call_as(
+            conn,
+            deployer,
+            "LeaseManager",
+            lm,
+            "setModule",
+            [int(cls), module],
+            f"authorise the {cls.name.lower()} module",
+        )
         chosen[cls.name.lower()] = module
+    # Every class has its module now; nobody may add or swap one later.
+    await call_as(
+        conn,
+        deployer,
+        "LeaseManager",
+        lm,
+        "renounceOwnership",
+        [],
+        "renounce lease manager ownership",
+    )
     return Deployment(
         chain_id=conn.chain_id,
         rpc_url=conn.url,
-        addresses={"NuxCoin": coin, "KeyDirectory": keys, "ProviderRegistry": reg,
-                   "LeaseManager": lm, "TimeAccrualSettlement": accrual},
+        addresses={
+            "NuxCoin": coin,
+            "KeyDirectory": keys,
+            "ProviderRegistry": reg,
+            "LeaseManager": lm,
+            "TimeAccrualSettlement": accrual,
+        },
         params=p,
         deployer=d,
         block=await conn.block_number(),

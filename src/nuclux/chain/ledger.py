@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
 from web3.contract import AsyncContract
 from web3.logs import DISCARD
 from web3.types import TxParams, TxReceipt
@@ -63,8 +64,9 @@ class ProviderOffer:
 
 
 class Ledger:
-    def __init__(self, conn: ChainConnection, deployment: Deployment,
-                 account: LocalAccount) -> None:
+    def __init__(
+        self, conn: ChainConnection, deployment: Deployment, account: LocalAccount
+    ) -> None:
         if deployment.chain_id != conn.chain_id:
             raise ChainError(
                 f"the deployment is for chain {deployment.chain_id}, connected to {conn.chain_id}"
@@ -83,8 +85,9 @@ class Ledger:
 
     # ------------------------------------------------------------------ plumbing
 
-    async def _send(self, contract: AsyncContract, fn: str, args: list[Any],
-                    context: str) -> TxReceipt:
+    async def _send(
+        self, contract: AsyncContract, fn: str, args: list[Any], context: str
+    ) -> TxReceipt:
         tx: TxParams = {"to": contract.address, "data": contract.encode_abi(fn, args=args)}
         return await self.conn.queue(self.account).send(tx, context=context)
 
@@ -123,24 +126,50 @@ class Ledger:
 
     # ------------------------------------------------------------------ registry and keys
 
-    async def register_provider(self, offer: ProviderOffer, stake: int,
-                                operator: str | None = None) -> TxReceipt:
+    async def register_provider(
+        self, offer: ProviderOffer, stake: int, operator: str | None = None
+    ) -> TxReceipt:
         await self._ensure_allowance(self.registry.address, stake)
-        return await self._send(self.registry, "register", [
-            self._cs(operator or self.address), stake, offer.endpoint, offer.cert_fingerprint,
-            offer.x25519_key, list(offer.capacity), list(offer.price)], "register provider")
+        return await self._send(
+            self.registry,
+            "register",
+            [
+                self._cs(operator or self.address),
+                stake,
+                offer.endpoint,
+                offer.cert_fingerprint,
+                offer.x25519_key,
+                list(offer.capacity),
+                list(offer.price),
+            ],
+            "register provider",
+        )
 
     async def update_provider(self, offer: ProviderOffer, provider: str | None = None) -> TxReceipt:
-        return await self._send(self.registry, "update", [
-            self._cs(provider or self.address), offer.endpoint, offer.cert_fingerprint,
-            offer.x25519_key, list(offer.capacity), list(offer.price)], "update provider")
+        return await self._send(
+            self.registry,
+            "update",
+            [
+                self._cs(provider or self.address),
+                offer.endpoint,
+                offer.cert_fingerprint,
+                offer.x25519_key,
+                list(offer.capacity),
+                list(offer.price),
+            ],
+            "update provider",
+        )
 
     async def set_operator(self, operator: str) -> TxReceipt:
         return await self._send(self.registry, "setOperator", [self._cs(operator)], "set operator")
 
     async def set_paused(self, paused: bool, provider: str | None = None) -> TxReceipt:
-        return await self._send(self.registry, "setPaused",
-                                [self._cs(provider or self.address), paused], "pause provider")
+        return await self._send(
+            self.registry,
+            "setPaused",
+            [self._cs(provider or self.address), paused],
+            "pause provider",
+        )
 
     async def leave(self) -> TxReceipt:
         return await self._send(self.registry, "leave", [], "leave")
@@ -151,11 +180,18 @@ class Ledger:
     async def provider(self, address: str) -> ProviderInfo:
         p = await self._call(self.registry, "getProvider", self._cs(address))
         return ProviderInfo(
-            owner=Address(self._cs(address)), operator=Address(p[0]),
-            status=PROVIDER_STATUS[int(p[1])], faults=int(p[2]), suspended_until=int(p[3]),
-            stake=Wei(int(p[5])), release_at=int(p[6]), cert_fingerprint=bytes(p[7]),
-            x25519_key=bytes(p[8]), capacity=(int(p[9][0]), int(p[9][1]), int(p[9][2])),
-            price=(int(p[10][0]), int(p[10][1]), int(p[10][2])), endpoint=str(p[11]),
+            owner=Address(self._cs(address)),
+            operator=Address(p[0]),
+            status=PROVIDER_STATUS[int(p[1])],
+            faults=int(p[2]),
+            suspended_until=int(p[3]),
+            stake=Wei(int(p[5])),
+            release_at=int(p[6]),
+            cert_fingerprint=bytes(p[7]),
+            x25519_key=bytes(p[8]),
+            capacity=(int(p[9][0]), int(p[9][1]), int(p[9][2])),
+            price=(int(p[10][0]), int(p[10][1]), int(p[10][2])),
+            endpoint=str(p[11]),
         )
 
     async def providers(self) -> list[ProviderInfo]:
@@ -183,13 +219,24 @@ class Ledger:
 
     # ------------------------------------------------------------------ leases
 
-    async def open_lease(self, provider: str, cls: ResourceClass, units: int, term_epochs: int,
-                         max_price: int, escrow: int) -> LeaseId:
+    async def open_lease(
+        self,
+        provider: str,
+        cls: ResourceClass,
+        units: int,
+        term_epochs: int,
+        max_price: int,
+        escrow: int,
+    ) -> LeaseId:
         if units <= 0 or term_epochs <= 0 or escrow <= 0:
             raise UsageError("units, term and escrow must be positive")
         await self._ensure_allowance(self.leases.address, escrow)
-        receipt = await self._send(self.leases, "openLease", [
-            self._cs(provider), int(cls), units, term_epochs, max_price, escrow], "open lease")
+        receipt = await self._send(
+            self.leases,
+            "openLease",
+            [self._cs(provider), int(cls), units, term_epochs, max_price, escrow],
+            "open lease",
+        )
         for ev in self.leases.events.LeaseOpened().process_receipt(receipt, errors=DISCARD):
             return LeaseId(int(ev["args"]["id"]))
         raise ChainError("open lease: no LeaseOpened event in the receipt")
@@ -203,25 +250,30 @@ class Ledger:
     async def extend(self, lease_id: int, epochs: int, add_escrow: int) -> TxReceipt:
         if add_escrow > 0:
             await self._ensure_allowance(self.leases.address, add_escrow)
-        return await self._send(self.leases, "extend", [lease_id, epochs, add_escrow],
-                                f"extend lease {lease_id}")
+        return await self._send(
+            self.leases, "extend", [lease_id, epochs, add_escrow], f"extend lease {lease_id}"
+        )
 
     async def accept_extension(self, lease_id: int) -> TxReceipt:
-        return await self._send(self.leases, "acceptExtension", [lease_id],
-                                f"accept extension of lease {lease_id}")
+        return await self._send(
+            self.leases, "acceptExtension", [lease_id], f"accept extension of lease {lease_id}"
+        )
 
     async def decline_extension(self, lease_id: int) -> TxReceipt:
-        return await self._send(self.leases, "declineExtension", [lease_id],
-                                f"decline extension of lease {lease_id}")
+        return await self._send(
+            self.leases, "declineExtension", [lease_id], f"decline extension of lease {lease_id}"
+        )
 
     async def expire_extension(self, lease_id: int) -> TxReceipt:
-        return await self._send(self.leases, "expireExtension", [lease_id],
-                                f"expire extension of lease {lease_id}")
+        return await self._send(
+            self.leases, "expireExtension", [lease_id], f"expire extension of lease {lease_id}"
+        )
 
     async def top_up(self, lease_id: int, amount: int) -> TxReceipt:
         await self._ensure_allowance(self.leases.address, amount)
-        return await self._send(self.leases, "topUp", [lease_id, amount],
-                                f"top up lease {lease_id}")
+        return await self._send(
+            self.leases, "topUp", [lease_id, amount], f"top up lease {lease_id}"
+        )
 
     async def cancel(self, lease_id: int) -> TxReceipt:
         return await self._send(self.leases, "cancel", [lease_id], f"cancel lease {lease_id}")
@@ -236,30 +288,62 @@ class Ledger:
         return await self._send(self.leases, "endTerm", [lease_id], f"end term of {lease_id}")
 
     async def expire_ticket(self, lease_id: int) -> TxReceipt:
-        return await self._send(self.leases, "expireTicket", [lease_id],
-                                f"expire ticket {lease_id}")
+        return await self._send(
+            self.leases, "expireTicket", [lease_id], f"expire ticket {lease_id}"
+        )
 
     async def settle(self, lease_id: int) -> TxReceipt:
         return await self._send(self.leases, "settle", [lease_id], f"settle lease {lease_id}")
 
     async def report_fault(self, lease_id: int, reason: bytes) -> TxReceipt:
         """Modules only: report a provable fault on a lease."""
-        return await self._send(self.leases, "reportFault", [lease_id, reason.ljust(32, b"\0")],
-                                f"report fault on lease {lease_id}")
+        return await self._send(
+            self.leases,
+            "reportFault",
+            [lease_id, reason.ljust(32, b"\0")],
+            f"report fault on lease {lease_id}",
+        )
 
     async def lease(self, lease_id: int) -> Lease:
         raw = await self._call(self.leases, "getLease", lease_id)
-        (consumer, cls, state, faults, start, end, provider, deadline, ext_epochs, escrow, paid,
-         price, units, term, ext_escrow, ext_deadline) = raw
+        (
+            consumer,
+            cls,
+            state,
+            faults,
+            start,
+            end,
+            provider,
+            deadline,
+            ext_epochs,
+            escrow,
+            paid,
+            price,
+            units,
+            term,
+            ext_escrow,
+            ext_deadline,
+        ) = raw
         if int(state) == 0:
             raise UsageError(f"no lease with id {lease_id}")
         return Lease(
-            id=LeaseId(lease_id), consumer=Address(consumer), provider=Address(provider),
-            cls=ResourceClass(int(cls)), state=LeaseState(int(state)), units=int(units),
-            price=Wei(int(price)), term_epochs=int(term), start_epoch=int(start),
-            end_epoch=int(end), escrow=Wei(int(escrow)), paid=Wei(int(paid)),
-            faults=int(faults), deadline=int(deadline), ext_epochs=int(ext_epochs),
-            ext_escrow=Wei(int(ext_escrow)), ext_deadline=int(ext_deadline),
+            id=LeaseId(lease_id),
+            consumer=Address(consumer),
+            provider=Address(provider),
+            cls=ResourceClass(int(cls)),
+            state=LeaseState(int(state)),
+            units=int(units),
+            price=Wei(int(price)),
+            term_epochs=int(term),
+            start_epoch=int(start),
+            end_epoch=int(end),
+            escrow=Wei(int(escrow)),
+            paid=Wei(int(paid)),
+            faults=int(faults),
+            deadline=int(deadline),
+            ext_epochs=int(ext_epochs),
+            ext_escrow=Wei(int(ext_escrow)),
+            ext_deadline=int(ext_deadline),
         )
 
     async def lease_count(self) -> int:
@@ -282,15 +366,17 @@ class Ledger:
             logs = await self.conn.w3.eth.get_logs(
                 {"address": contract.address, "fromBlock": from_block, "toBlock": last}
             )
+            by_topic = _event_topics(contract)
             for log in logs:
-                for ev_abi in contract.events:
-                    try:
-                        ev = ev_abi().process_log(log)
-                    except Exception:  # noqa: S112 - a log matches exactly one event ABI
-                        continue
-                    out.append(ChainEvent(ev["event"], dict(ev["args"]), int(log["blockNumber"]),
-                                          int(log["logIndex"])))
-                    break
+                name = by_topic.get(bytes(log["topics"][0])) if log["topics"] else None
+                if name is None:
+                    continue
+                ev = contract.events[name]().process_log(log)
+                out.append(
+                    ChainEvent(
+                        name, dict(ev["args"]), int(log["blockNumber"]), int(log["logIndex"])
+                    )
+                )
         out.sort(key=lambda e: (e.block, e.log_index))
         return out
 
@@ -301,3 +387,13 @@ class ChainEvent:
     args: dict[str, Any]
     block: int
     log_index: int
+
+
+def _event_topics(contract: AsyncContract) -> dict[bytes, str]:
+    out: dict[bytes, str] = {}
+    for item in contract.abi:
+        if item.get("type") == "event":
+            raw: dict[str, Any] = dict(item)
+            types = ",".join(str(i["type"]) for i in raw["inputs"])
+            out[keccak(text=f"{raw['name']}({types})")] = str(raw["name"])
+    return out

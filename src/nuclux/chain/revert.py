@@ -10,8 +10,8 @@ import ast
 import re
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError
 
 from nuclux.chain.abi import error_selectors
@@ -55,7 +55,14 @@ _CLASS_BY_ERROR: dict[str, type[ContractRevert]] = {
     "StillBonded": ProviderUnavailable,
 }
 
-_NOT_SERVING = {0: "not registered", 1: "paused", 2: "leaving", 3: "suspended", 4: "no capacity"}
+_NOT_SERVING = {
+    0: "not registered",
+    1: "paused",
+    2: "leaving",
+    3: "suspended",
+    4: "no capacity",
+    5: "stake below minimum",
+}
 
 _PANIC = bytes.fromhex("4e487b71")
 _ERROR_STRING = bytes.fromhex("08c379a0")

@@ -21,7 +21,8 @@ from eth_account.signers.local import LocalAccount
 from hexbytes import HexBytes
 from web3 import AsyncWeb3
 from web3.exceptions import TransactionNotFound, Web3RPCError
-from web3.types import TxParams, TxReceipt
+from web3.types import Nonce, TxParams, TxReceipt
+from web3.types import Wei as EthWei
 
 from nuclux.chain.revert import decode_revert, revert_data_from_exception
 from nuclux.errors import ChainError, ContractRevert, TransactionError
@@ -31,9 +32,18 @@ GAS_PAD = 10_000
 
 
 class TxQueue:
-    def __init__(self, w3: AsyncWeb3, account: LocalAccount, *, confirmations: int = 1,
-                 timeout: float = 120.0, automine: bool = False, bump_after: float = 20.0,
-                 bump_factor: float = 1.25, poll_interval: float = 0.05) -> None:
+    def __init__(
+        self,
+        w3: AsyncWeb3[Any],
+        account: LocalAccount,
+        *,
+        confirmations: int = 1,
+        timeout: float = 120.0,
+        automine: bool = False,
+        bump_after: float = 20.0,
+        bump_factor: float = 1.25,
+        poll_interval: float = 0.05,
+    ) -> None:
         self.w3 = w3
         self.account = account
         self.address = account.address
@@ -57,7 +67,7 @@ class TxQueue:
             tx["gas"] = await self._estimate(tx, context)
         await self._set_fees(tx)
         async with self._lock:
-            tx["nonce"] = await self._take_nonce()
+            tx["nonce"] = Nonce(await self._take_nonce())
             tx_hash = await self._send_signed(tx, context)
             self._next_nonce = int(tx["nonce"]) + 1
             self.sent += 1
@@ -91,8 +101,8 @@ class TxQueue:
             tip = int(await self.w3.eth.max_priority_fee)
         except (Web3RPCError, ValueError):
             tip = 1_000_000_000
-        tx["maxPriorityFeePerGas"] = tip
-        tx["maxFeePerGas"] = 2 * base + tip
+        tx["maxPriorityFeePerGas"] = EthWei(tip)
+        tx["maxFeePerGas"] = EthWei(2 * base + tip)
 
     async def _take_nonce(self) -> int:
         pending = int(await self.w3.eth.get_transaction_count(self.address, "pending"))
@@ -119,8 +129,7 @@ class TxQueue:
         while True:
             for h in hashes:
                 receipt = await self._receipt(h)
-                if receipt is not None:
-                    await self._await_depth(receipt, start, context)
+                if receipt is not None and await self._await_depth(receipt, start, context):
                     return receipt
             now = time.monotonic()
             if now - start > self.timeout:
@@ -143,8 +152,10 @@ class TxQueue:
 
     async def _bump(self, tx: TxParams, context: str) -> HexBytes | None:
         """Replace a stuck transaction: same nonce, higher fees."""
-        tx["maxPriorityFeePerGas"] = int(int(tx["maxPriorityFeePerGas"]) * self.bump_factor) + 1
-        tx["maxFeePerGas"] = int(int(tx["maxFeePerGas"]) * self.bump_factor) + 1
+        tx["maxPriorityFeePerGas"] = EthWei(
+            int(int(tx["maxPriorityFeePerGas"]) * self.bump_factor) + 1
+        )
+        tx["maxFeePerGas"] = EthWei(int(int(tx["maxFeePerGas"]) * self.bump_factor) + 1)
         signed = self.account.sign_transaction(cast(dict[str, Any], tx))
         try:
             h = HexBytes(await self.w3.eth.send_raw_transaction(signed.raw_transaction))
@@ -153,17 +164,19 @@ class TxQueue:
         self.bumped += 1
         return h
 
-    async def _await_depth(self, receipt: TxReceipt, start: float, context: str) -> None:
+    async def _await_depth(self, receipt: TxReceipt, start: float, context: str) -> bool:
+        """Wait until ``receipt`` is deep enough; False if a reorg dropped or moved it."""
         if self.automine or self.confirmations <= 1:
-            return
+            return True
         target = int(receipt["blockNumber"]) + self.confirmations - 1
         while int(await self.w3.eth.block_number) < target:
             if time.monotonic() - start > self.timeout:
                 raise TransactionError(f"{context}: not {self.confirmations} blocks deep in time")
             await asyncio.sleep(self.poll_interval)
+        again = await self._receipt(HexBytes(receipt["transactionHash"]))
+        return again is not None and again["blockHash"] == receipt["blockHash"]
 
-    async def _explain_failure(self, tx: TxParams, receipt: TxReceipt,
-                               context: str) -> ChainError:
+    async def _explain_failure(self, tx: TxParams, receipt: TxReceipt, context: str) -> ChainError:
         call = {k: v for k, v in tx.items() if k in ("from", "to", "data", "value", "gas")}
         try:
             await self.w3.eth.call(cast(TxParams, call), int(receipt["blockNumber"]) - 1)

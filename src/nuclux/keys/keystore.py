@@ -100,7 +100,7 @@ class Keystore:
         """Public facts about one account, or ``AccountNotFound`` / ``CorruptKeystore``."""
         info = self._find(name_or_address)
         if info.problem is not None:
-            raise CorruptKeystore(f"keystore file {info.path} is unusable: {info.problem}")
+            raise CorruptKeystore(f"keystore file {info.path} {info.problem}")
         return info
 
     def load(self, name_or_address: str, passphrase: str) -> AccountKeys:
@@ -120,7 +120,7 @@ class Keystore:
     def create(self, name: str, keys: AccountKeys, passphrase: str) -> AccountInfo:
         """Encrypt ``keys`` into a new file ``<name>.json``; never overwrites."""
         path = self.path_of(name)
-        self._refuse_existing(name, path, keys.address)
+        self.ensure_new(name, keys.address)
         document: dict[str, Any] = dict(
             Account.encrypt(keys.eth_private_key, passphrase, kdf="scrypt", iterations=self.kdf_n)
         )
@@ -138,10 +138,9 @@ class Keystore:
         """Import a keystore v3 file from another wallet, re-encrypted with this keystore's KDF
         under the same passphrase. It must decrypt first; nothing is written otherwise."""
         validate_name(name)
-        try:
-            document = _read_document(path)
-        except AccountNotFound as err:
-            raise UsageError(f"no keystore file at {path}") from err
+        if not path.is_file():
+            raise UsageError(f"no keystore file at {path}")
+        document = _read_document(path)
         private_key = _decrypt(document, passphrase, path)
         return self.create(name, from_private_key(private_key), passphrase)
 
@@ -159,11 +158,14 @@ class Keystore:
             )
         return _read_info(path)
 
-    def _refuse_existing(self, name: str, path: Path, address: str) -> None:
+    def ensure_new(self, name: str, address: str | None = None) -> None:
+        """Raise ``AccountExists`` if ``name`` (or ``address``) is taken: lets a caller fail
+        before prompting for a passphrase. ``create`` checks again."""
+        path = self.path_of(name)
         if path.exists():
             raise AccountExists(f"an account named {name!r} already exists at {path}")
         for info in self.list():
-            if info.address is not None and info.address.lower() == address.lower():
+            if address and info.address and info.address.lower() == address.lower():
                 raise AccountExists(
                     f"address {address} is already stored as account {info.name!r} ({info.path})"
                 )
@@ -182,23 +184,38 @@ class Keystore:
             ) from err
 
 
+class _BadFileError(Exception):
+    """Why a file is not a usable keystore, without the path; ``kind`` is the public error."""
+
+    def __init__(self, reason: str, kind: type[KeystoreError] = CorruptKeystore) -> None:
+        super().__init__(reason)
+        self.reason, self.kind = reason, kind
+
+
 def _read_document(path: Path) -> dict[str, Any]:
+    try:
+        return _parse_file(path)
+    except _BadFileError as err:
+        raise err.kind(f"keystore file {path} {err.reason}") from err
+
+
+def _parse_file(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError as err:
-        raise AccountNotFound(f"no keystore file at {path}") from err
+        raise _BadFileError("does not exist", AccountNotFound) from err
     except OSError as err:
-        raise KeystoreError(f"cannot read keystore file {path}: {err.strerror}") from err
+        raise _BadFileError(f"cannot be read: {err.strerror}", KeystoreError) from err
     if len(raw) > MAX_FILE_BYTES:
-        raise CorruptKeystore(f"keystore file {path} is larger than {MAX_FILE_BYTES} bytes")
+        raise _BadFileError(f"is larger than {MAX_FILE_BYTES} bytes")
     try:
         document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CorruptKeystore(f"keystore file {path} is not valid JSON: {err}") from err
+        raise _BadFileError(f"is not valid JSON ({err})") from err
     problem = _structure_problem(document)
     if problem is not None:
-        raise CorruptKeystore(f"keystore file {path} is not a keystore v3 file: {problem}")
+        raise _BadFileError(f"is not a keystore v3 file ({problem})")
     return dict(document)
 
 
@@ -212,12 +229,14 @@ def _structure_problem(document: object) -> str | None:
     if not isinstance(crypto, dict) or not isinstance(crypto.get("kdfparams"), dict):
         return "missing crypto.kdfparams"
     params: dict[str, object] = crypto["kdfparams"]
+    if params.get("dklen") != 32:
+        return "kdfparams.dklen is not 32"
     kdf = crypto.get("kdf")
     if kdf == "scrypt":
         n, r, p = params.get("n"), params.get("r"), params.get("p")
         if not (isinstance(n, int) and isinstance(r, int) and isinstance(p, int)):
             return "scrypt parameters are not integers"
-        if not (1 < n <= _MAX_SCRYPT_N and 0 < r * p <= _MAX_SCRYPT_RP):
+        if not (1 < n <= _MAX_SCRYPT_N and r > 0 and p > 0 and r * p <= _MAX_SCRYPT_RP):
             return "scrypt parameters are outside the accepted limits"
     elif kdf == "pbkdf2":
         c = params.get("c")
@@ -231,22 +250,19 @@ def _structure_problem(document: object) -> str | None:
 def _read_info(path: Path) -> AccountInfo:
     name = path.stem
     try:
-        document = _read_document(path)
-    except KeystoreError as err:
-        return AccountInfo(name, path, None, None, problem=str(err))
+        document = _parse_file(path)
+    except _BadFileError as err:
+        return AccountInfo(name, path, None, None, problem=err.reason)
     address = document.get("address")
     if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
-        return AccountInfo(name, path, None, None, problem="missing or invalid address field")
+        return AccountInfo(name, path, None, None, problem="has no valid address field")
     checksummed = str(to_checksum_address("0x" + address.lower().removeprefix("0x")))
     meta = document.get("nuclux")
     x_public = meta.get("x25519_public") if isinstance(meta, dict) else None
     if not isinstance(x_public, str) or not re.fullmatch(r"[0-9a-f]{64}", x_public):
         x_public = None
-    if not _NAME.fullmatch(name):
-        return AccountInfo(
-            name, path, checksummed, x_public, problem="file name is not a valid account name"
-        )
-    return AccountInfo(name, path, checksummed, x_public)
+    problem = None if _NAME.fullmatch(name) else "has a name that is not a valid account name"
+    return AccountInfo(name, path, checksummed, x_public, problem)
 
 
 def _decrypt(document: dict[str, Any], passphrase: str, path: Path) -> bytes:
@@ -255,9 +271,9 @@ def _decrypt(document: dict[str, Any], passphrase: str, path: Path) -> bytes:
     except ValueError as err:
         if "MAC mismatch" in str(err):
             raise WrongPassphrase(f"wrong passphrase for keystore file {path}") from err
-        raise CorruptKeystore(f"keystore file {path} cannot be decrypted: {err}") from err
-    except (KeyError, TypeError) as err:
-        raise CorruptKeystore(f"keystore file {path} is missing a field: {err}") from err
+        raise CorruptKeystore(f"keystore file {path} cannot be decrypted ({err})") from err
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CorruptKeystore(f"keystore file {path} has a missing or malformed field") from err
 
 
 def _write_new(path: Path, data: bytes) -> None:

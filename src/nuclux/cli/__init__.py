@@ -1,0 +1,1 @@
+"""The ``nuclux`` command line: ``main.app`` (typer) and ``main.run`` (entry point)."""

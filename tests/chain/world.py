@@ -1,0 +1,94 @@
+"""A deployed Nuclux world on the embedded EVM, shared by the chain tests.
+
+Built once per test session (deploying costs ~1 s); each test runs from a snapshot and the
+chain is reverted afterwards, so tests stay independent and fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+
+from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger, deploy
+from nuclux.chain.deployment import _deploy_one
+from nuclux.chain.ledger import ProviderOffer
+from nuclux.core.types import ONE_NUX, ResourceClass
+
+PARAMS = DeployParams(
+    epoch_length=60,
+    accept_window=300,
+    dispute_window=300,
+    fail_threshold=3,
+    min_stake=100 * ONE_NUX,
+    unbonding_delay=3600,
+    suspend_after=3,
+    slash_after=5,
+    suspension_period=86_400,
+    slash_cap=20 * ONE_NUX,
+)
+PRICES = (2 * 10**15, 10**15, 3 * 10**15)
+START_NUX = 10_000 * ONE_NUX
+STAKE = 200 * ONE_NUX
+
+
+def test_account(label: str) -> LocalAccount:
+    acct: LocalAccount = Account.from_key(keccak(text=f"nuclux-test/{label}"))
+    return acct
+
+
+def offer(i: int) -> ProviderOffer:
+    return ProviderOffer(
+        endpoint=f"https://127.0.0.1:{9000 + i}",
+        cert_fingerprint=keccak(text=f"cert{i}"),
+        x25519_key=keccak(text=f"x{i}"),
+        capacity=(1000, 8, 10_000),
+        price=PRICES,
+    )
+
+
+@dataclass
+class World:
+    conn: ChainConnection
+    deployment: Deployment
+    deployer: Ledger
+    providers: list[Ledger]
+    consumers: list[Ledger]
+    operators: list[Ledger]
+    outsider: Ledger
+
+    @property
+    def lm_address(self) -> str:
+        return self.deployment.address("LeaseManager")
+
+    @property
+    def registry_address(self) -> str:
+        return self.deployment.address("ProviderRegistry")
+
+    def holders(self) -> list[str]:
+        people = [self.deployer, *self.providers, *self.consumers, *self.operators, self.outsider]
+        return [p.address for p in people] + [self.lm_address, self.registry_address]
+
+
+async def build_world(
+    conn: ChainConnection, n_providers: int = 3, n_consumers: int = 2, register: int = 3
+) -> World:
+    """Deploy with a fault-reporting test module for bandwidth; fund and register providers."""
+    deployer = test_account("deployer")
+    await conn.fund_gas(deployer.address, 10**21)
+    fault_module = await _deploy_one(conn, deployer, "TestFaultModule", [], [])
+    dep = await deploy(conn, deployer, PARAMS, modules={ResourceClass.BANDWIDTH: fault_module})
+    d = Ledger(conn, dep, deployer)
+    provs = [d.for_account(test_account(f"provider{i}")) for i in range(n_providers)]
+    ops = [d.for_account(test_account(f"operator{i}")) for i in range(n_providers)]
+    cons = [d.for_account(test_account(f"consumer{i}")) for i in range(n_consumers)]
+    outsider = d.for_account(test_account("outsider"))
+    for who in [*provs, *cons, *ops, outsider]:
+        await conn.fund_gas(who.address, 10**20)
+    for who in [*provs, *cons]:
+        await d.transfer(who.address, START_NUX)
+    for i in range(register):
+        await provs[i].register_provider(offer(i), STAKE, operator=ops[i].address)
+    return World(conn, dep, d, provs, cons, ops, outsider)
