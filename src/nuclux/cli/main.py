@@ -31,7 +31,9 @@ from typer import _click  # typer vendors click; TyperGroup.invoke is typed with
 from typer.core import TyperGroup
 
 from nuclux import __version__
+from nuclux.cli.chain_cmd import balance_cmd, chain_app, transfer_cmd
 from nuclux.cli.config_cmd import config_app
+from nuclux.cli.demo_cmd import demo_cmd
 from nuclux.cli.keys_cmd import keys_app
 from nuclux.cli.output import (
     INTERRUPTED_EXIT,
@@ -109,6 +111,10 @@ def main(
 #     app.add_typer(chain_cmd.chain_app, name="chain")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
+app.add_typer(chain_app, name="chain")
+app.command("balance")(balance_cmd)
+app.command("transfer")(transfer_cmd)
+app.command("demo")(demo_cmd)
 
 
 def run() -> None:
