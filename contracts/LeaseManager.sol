@@ -269,15 +269,15 @@ contract LeaseManager is Ownable {
         _refundExtension(id, l);
     }
 
-    /// Pay the provider what it has earned so far (capped by escrow). Owner or operator may
-    /// call; the money goes to the owner (cold) address.
+    /// Pay the provider what it has earned so far (capped by escrow). Anyone may trigger it
+    /// (a keeper, the operator): the money can only go to the provider's owner (cold) address
+    /// and entitlement does not depend on when it is claimed.
     function claim(uint256 id) external returns (uint256 amount) {
         Lease storage l = _lease(id);
         State s = l.state;
         if (s != State.Active && s != State.ActiveTicketed && s != State.Closing) {
             revert BadState(id, s);
         }
-        registry.checkOperator(l.provider, msg.sender);
         uint256 due = _due(id, l);
         amount = due - l.paid;
         if (amount == 0) revert NothingToClaim(id);

@@ -29,7 +29,7 @@ const input = {
   sources,
   settings: {
     evmVersion: "cancun",
-    optimizer: { enabled: true, runs: 200 },
+    optimizer: { enabled: true, runs: 1000 },
     metadata: { bytecodeHash: "none" },
     outputSelection: { "*": { "*": ["abi", "evm.bytecode.object", "evm.deployedBytecode.object"] } },
   },

@@ -23,8 +23,11 @@ from nuclux.core.types import ONE_NUX, ResourceClass, format_nux
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 
 EPOCH = 60
-PRICE = {ResourceClass.STORAGE: ONE_NUX // 100, ResourceClass.COMPUTE: ONE_NUX // 20,
-         ResourceClass.BANDWIDTH: ONE_NUX // 50}
+PRICE = {
+    ResourceClass.STORAGE: ONE_NUX // 100,
+    ResourceClass.COMPUTE: ONE_NUX // 20,
+    ResourceClass.BANDWIDTH: ONE_NUX // 50,
+}
 
 
 @dataclass
@@ -37,9 +40,14 @@ class DemoSummary:
     staked: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"steps": self.steps, "balances_wei": self.balances, "leases": self.leases,
-                "supply_wei": self.supply, "escrow_wei": self.held_in_escrow,
-                "staked_wei": self.staked}
+        return {
+            "steps": self.steps,
+            "balances_wei": self.balances,
+            "leases": self.leases,
+            "supply_wei": self.supply,
+            "escrow_wei": self.held_in_escrow,
+            "staked_wei": self.staked,
+        }
 
 
 def _new_account() -> tuple[str, LocalAccount]:
@@ -61,8 +69,10 @@ async def run_demo(say: Callable[[str], None] = lambda _m: None) -> DemoSummary:
         await conn.fund_gas(deployer.address, 10**21)
         dep = await deploy(conn, deployer, DeployParams(epoch_length=EPOCH))
         bank = Ledger(conn, dep, deployer)
-        step(f"deployed NuxCoin, ProviderRegistry, LeaseManager on the embedded EVM "
-             f"(chain {conn.chain_id}, epoch {EPOCH} s)")
+        step(
+            f"deployed NuxCoin, ProviderRegistry, LeaseManager on the embedded EVM "
+            f"(chain {conn.chain_id}, epoch {EPOCH} s)"
+        )
 
         _, consumer_acct = _new_account()
         consumer = bank.for_account(consumer_acct)
@@ -76,27 +86,54 @@ async def run_demo(say: Callable[[str], None] = lambda _m: None) -> DemoSummary:
         await bank.transfer(consumer.address, 1_000 * ONE_NUX)
         for p in providers:
             await bank.transfer(p.address, 500 * ONE_NUX)
-        step("created a consumer and three providers from fresh seed phrases; "
-             "faucet sent 1000 NUX to the consumer, 500 NUX to each provider")
+        step(
+            "created a consumer and three providers from fresh seed phrases; "
+            "faucet sent 1000 NUX to the consumer, 500 NUX to each provider"
+        )
 
         for i, (p, op) in enumerate(zip(providers, operators, strict=True)):
             offer = ProviderOffer(
-                endpoint=f"https://127.0.0.1:{7400 + i}", cert_fingerprint=os.urandom(32),
-                x25519_key=os.urandom(32), capacity=(500, 4, 10_000),
-                price=(PRICE[ResourceClass.STORAGE], PRICE[ResourceClass.COMPUTE],
-                       PRICE[ResourceClass.BANDWIDTH]),
+                endpoint=f"https://127.0.0.1:{7400 + i}",
+                cert_fingerprint=os.urandom(32),
+                x25519_key=os.urandom(32),
+                capacity=(500, 4, 10_000),
+                price=(
+                    PRICE[ResourceClass.STORAGE],
+                    PRICE[ResourceClass.COMPUTE],
+                    PRICE[ResourceClass.BANDWIDTH],
+                ),
             )
             await p.register_provider(offer, 200 * ONE_NUX, operator=op.address)
         step("registered 3 providers: 200 NUX stake each, operator hot keys, posted prices")
 
-        storage = await consumer.open_lease(providers[0].address, ResourceClass.STORAGE, 10, 10,
-                                            PRICE[ResourceClass.STORAGE], 2 * ONE_NUX)
-        compute = await consumer.open_lease(providers[1].address, ResourceClass.COMPUTE, 2, 5,
-                                            PRICE[ResourceClass.COMPUTE], 3 * ONE_NUX)
-        egress = await consumer.open_lease(providers[2].address, ResourceClass.BANDWIDTH, 50, 5,
-                                           PRICE[ResourceClass.BANDWIDTH], 5 * ONE_NUX)
-        step(f"opened leases {storage} (storage, 10 GiB x 10 epochs), {compute} (compute) and "
-             f"{egress} (bandwidth); escrow locked")
+        storage = await consumer.open_lease(
+            providers[0].address,
+            ResourceClass.STORAGE,
+            10,
+            10,
+            PRICE[ResourceClass.STORAGE],
+            2 * ONE_NUX,
+        )
+        compute = await consumer.open_lease(
+            providers[1].address,
+            ResourceClass.COMPUTE,
+            2,
+            5,
+            PRICE[ResourceClass.COMPUTE],
+            3 * ONE_NUX,
+        )
+        egress = await consumer.open_lease(
+            providers[2].address,
+            ResourceClass.BANDWIDTH,
+            50,
+            5,
+            PRICE[ResourceClass.BANDWIDTH],
+            5 * ONE_NUX,
+        )
+        step(
+            f"opened leases {storage} (storage, 10 GiB x 10 epochs), {compute} (compute) and "
+            f"{egress} (bandwidth); escrow locked"
+        )
         await operators[0].accept(storage)
         await operators[1].accept(compute)
         await operators[2].decline(egress)
@@ -114,28 +151,42 @@ async def run_demo(say: Callable[[str], None] = lambda _m: None) -> DemoSummary:
         await consumer.cancel(storage)
         await conn.advance_time(5 * EPOCH)
         await consumer.end_term(compute)
-        step(f"cancelled lease {storage}; lease {compute} reached the end of its term; "
-             "both entered the dispute window")
+        step(
+            f"cancelled lease {storage}; lease {compute} reached the end of its term; "
+            "both entered the dispute window"
+        )
         await conn.advance_time(dep.params.dispute_window + 1)
         await consumer.settle(storage)
         await consumer.settle(compute)
-        step("after the dispute window both leases settled: providers paid "
-             "min(escrow, entitlement), the residue refunded to the consumer")
+        step(
+            "after the dispute window both leases settled: providers paid "
+            "min(escrow, entitlement), the residue refunded to the consumer"
+        )
 
-        names = {consumer.address: "consumer", dep.address("LeaseManager"): "lease escrow",
-                 dep.address("ProviderRegistry"): "registry stakes", deployer.address: "faucet"}
+        names = {
+            consumer.address: "consumer",
+            dep.address("LeaseManager"): "lease escrow",
+            dep.address("ProviderRegistry"): "registry stakes",
+            deployer.address: "faucet",
+        }
         for i, p in enumerate(providers):
             names[p.address] = f"provider {i + 1}"
         for addr, name in names.items():
             out.balances[name] = await bank.balance(addr)
         for lid in (storage, compute, egress):
             lease = await bank.lease(lid)
-            out.leases.append({
-                "id": lid, "class": lease.cls.name.lower(), "state": lease.state.label,
-                "provider": lease.provider, "units": lease.units,
-                "epochs": max(0, lease.end_epoch - lease.start_epoch),
-                "price_wei": lease.price, "paid_wei": lease.paid,
-            })
+            out.leases.append(
+                {
+                    "id": lid,
+                    "class": lease.cls.name.lower(),
+                    "state": lease.state.label,
+                    "provider": lease.provider,
+                    "units": lease.units,
+                    "epochs": max(0, lease.end_epoch - lease.start_epoch),
+                    "price_wei": lease.price,
+                    "paid_wei": lease.paid,
+                }
+            )
         out.supply = await bank.total_supply()
         out.held_in_escrow = out.balances["lease escrow"]
         out.staked = out.balances["registry stakes"]

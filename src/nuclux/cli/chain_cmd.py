@@ -14,8 +14,9 @@ from nuclux.cli.session import deployment_path, ledger_session, load_deployment,
 from nuclux.core.types import format_nux, parse_nux
 from nuclux.errors import UsageError
 
-chain_app = typer.Typer(help="Deploy the Nuclux contracts and inspect a deployment.",
-                        no_args_is_help=True)
+chain_app = typer.Typer(
+    help="Deploy the Nuclux contracts and inspect a deployment.", no_args_is_help=True
+)
 
 AccountOpt = Annotated[
     str | None, typer.Option("--account", "-a", help="Keystore account (name or address).")
@@ -33,7 +34,9 @@ DeploymentOpt = Annotated[
 def deploy_cmd(
     ctx: typer.Context,
     rpc: Annotated[str, typer.Option("--rpc", help="JSON-RPC URL of the chain.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Where to write the deployment.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to write the deployment.")
+    ] = None,
     epoch_length: Annotated[int, typer.Option(help="Seconds per epoch.")] = 3600,
     account: AccountOpt = None,
     private_key_env: KeyEnvOpt = None,
@@ -69,10 +72,18 @@ def info_cmd(ctx: typer.Context, deployment: DeploymentOpt = None, json: JsonFla
     c = command_ctx(ctx, json=json)
     dep = load_deployment(c, deployment)
     data = dep.to_json()
-    emit(c, data, lambda: show_fields([
-        ("chain id", dep.chain_id), ("rpc", dep.rpc_url), *dep.addresses.items(),
-        ("epoch length", f"{dep.params.epoch_length} s"),
-    ]))
+    emit(
+        c,
+        data,
+        lambda: show_fields(
+            [
+                ("chain id", dep.chain_id),
+                ("rpc", dep.rpc_url),
+                *dep.addresses.items(),
+                ("epoch length", f"{dep.params.epoch_length} s"),
+            ]
+        ),
+    )
 
 
 def balance_cmd(
@@ -91,12 +102,13 @@ def balance_cmd(
         if name is None:
             raise UsageError("give an address, --account, or set a default account")
         address = open_keystore(c).info(name).address
+    who: str = address
 
     async def go() -> dict[str, object]:
         async with ledger_session(c, None, deployment) as ledger:
-            nux = await ledger.balance(address)
-            eth = await ledger.conn.eth_balance(address)
-        return {"address": address, "nux": format_nux(nux), "nux_wei": nux, "eth_wei": eth}
+            nux = await ledger.balance(who)
+            eth = await ledger.conn.eth_balance(who)
+        return {"address": who, "nux": format_nux(nux), "nux_wei": nux, "eth_wei": eth}
 
     data = asyncio.run(go())
     emit(c, data, lambda: stdout_console().print(f"{data['address']}: {data['nux']} NUX"))
@@ -125,10 +137,20 @@ def transfer_cmd(
         async with ledger_session(c, acct, deployment) as ledger:
             receipt = await ledger.transfer(to, wei)
             left = await ledger.balance()
-        return {"from": acct.address, "to": to, "amount_wei": wei,
-                "tx": receipt["transactionHash"].hex(), "balance_wei": left}
+        return {
+            "from": acct.address,
+            "to": to,
+            "amount_wei": wei,
+            "tx": receipt["transactionHash"].hex(),
+            "balance_wei": left,
+        }
 
     data = asyncio.run(go())
-    emit(c, data, lambda: stdout_console().print(
-        f"sent {format_nux(wei)} NUX to {to} (tx {data['tx']}); "
-        f"balance {format_nux(int(str(data['balance_wei'])))} NUX"))
+    emit(
+        c,
+        data,
+        lambda: stdout_console().print(
+            f"sent {format_nux(wei)} NUX to {to} (tx {data['tx']}); "
+            f"balance {format_nux(int(str(data['balance_wei'])))} NUX"
+        ),
+    )

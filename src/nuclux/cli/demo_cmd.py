@@ -21,11 +21,27 @@ def demo_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
 
 
 def _render(s: DemoSummary) -> None:
-    table("Balances (NUX)", ["holder", "balance"],
-          [(name, format_nux(wei)) for name, wei in s.balances.items()])
-    table("Leases", ["id", "class", "state", "units", "epochs", "price/unit", "paid"],
-          [(x["id"], x["class"], x["state"], x["units"], x["epochs"],
-            format_nux(x["price_wei"]), format_nux(x["paid_wei"])) for x in s.leases])
+    table(
+        "Balances (NUX)",
+        ["holder", "balance"],
+        [(name, format_nux(wei)) for name, wei in s.balances.items()],
+    )
+    table(
+        "Leases",
+        ["id", "class", "state", "units", "epochs", "price/unit", "paid"],
+        [
+            (
+                x["id"],
+                x["class"],
+                x["state"],
+                x["units"],
+                x["epochs"],
+                format_nux(x["price_wei"]),
+                format_nux(x["paid_wei"]),
+            )
+            for x in s.leases
+        ],
+    )
     total = sum(s.balances.values())
     stdout_console().print(
         f"total supply {format_nux(s.supply)} NUX; held by the holders above "
