@@ -102,6 +102,8 @@ def balance_cmd(
         if name is None:
             raise UsageError("give an address, --account, or set a default account")
         address = open_keystore(c).info(name).address
+    if address is None:
+        raise UsageError("that account's keystore file is unreadable; see `nuclux keys list`")
     who: str = address
 
     async def go() -> dict[str, object]:
