@@ -77,14 +77,15 @@ def free_port(port: int = 0) -> int:
         return int(s.getsockname()[1])
 
 
-async def rpc_call(
-    url: str, method: str, params: list[Any] | None = None, timeout: float = 2.0
-) -> Any:
-    """One raw JSON-RPC call, to probe a node without a web3 client."""
+async def rpc_call(url: str, method: str, params: list[Any] | None = None) -> Any:
+    """One raw JSON-RPC call, to probe a node without a web3 client (2 s at most)."""
     payload = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
-        async with session.post(url, json=payload) as resp:
-            body = await resp.json(content_type=None)
+    limit = aiohttp.ClientTimeout(total=2.0)
+    async with (
+        aiohttp.ClientSession(timeout=limit) as session,
+        session.post(url, json=payload) as r,
+    ):
+        body = await r.json(content_type=None)
     if "error" in body:
         raise ChainError(f"{method} failed: {body['error']}")
     return body["result"]
@@ -99,18 +100,19 @@ def is_anvil(pid: int, port: int) -> bool:
     return "anvil" in Path(argv[0]).name and f"\0--port\0{port}\0" in "\0".join(argv) + "\0"
 
 
-async def wait_until(done: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout
+async def wait_until(done: Callable[[], bool], seconds: float) -> bool:
+    """Poll ``done`` until it holds (True) or ``seconds`` pass (False)."""
+    deadline = time.monotonic() + seconds
     while not done():
         if time.monotonic() >= deadline:
             return False
-        await asyncio.sleep(interval)
+        await asyncio.sleep(0.02)
     return True
 
 
-async def terminate(pid: int, gone: Callable[[], bool], timeout: float = 10.0) -> None:
-    """SIGTERM ``pid`` alone, SIGKILL it if it outlives ``timeout``; ``gone`` says it exited."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+async def terminate(pid: int, gone: Callable[[], bool], grace: float = 10.0) -> None:
+    """SIGTERM ``pid`` alone, SIGKILL it if it outlives ``grace``; ``gone`` says it exited."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         if gone():
             return
         try:
@@ -178,7 +180,8 @@ class AnvilProcess:
         for _attempt in range(3):
             self.port = free_port(self.port if self._fixed_port else 0)
             with self.log_path.open("wb") as log:
-                self.proc = subprocess.Popen(
+                # Popen, not asyncio's: a detached node must outlive this event loop.
+                self.proc = subprocess.Popen(  # noqa: ASYNC220
                     self.command(binary),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -202,7 +205,7 @@ class AnvilProcess:
         assert self.proc is not None
         while self.proc.poll() is None:
             try:
-                if int(await rpc_call(self.rpc_url, "eth_chainId", timeout=1.0), 16):
+                if int(await rpc_call(self.rpc_url, "eth_chainId"), 16):
                     return False
             except RPC_ERRORS:
                 pass

@@ -176,16 +176,17 @@ async def _accounts(
 async def devnet_up(
     state_dir: Path,
     port: int | None = None,
-    params: DeployParams = DeployParams(),
+    params: DeployParams | None = None,
     *,
     funded: int = 5,
     nux_each: int = DEFAULT_NUX_EACH,
     binary: Path | None = None,
-    timeout: float = START_TIMEOUT,
+    start_within: float = START_TIMEOUT,
 ) -> DevnetInfo:
     """Start a detached anvil, deploy, fund accounts 1..funded with NuxCoin, record it all."""
     if not 0 <= funded < DEV_ACCOUNTS:
         raise UsageError(f"funded must be 0..{DEV_ACCOUNTS - 1} (account 0 is the deployer)")
+    params = params or DeployParams()
     if nux_each < 0 or nux_each * funded > params.supply:
         raise UsageError("the faucet cannot pay that much NuxCoin out of the supply")
     state_dir = Path(state_dir)
@@ -196,7 +197,7 @@ async def devnet_up(
             f"{record.get('rpc_url')}); run `nuclux devnet down` first"
         )
     anvil = AnvilProcess(state_dir, port, binary=binary or find_anvil(), detached=True)
-    await anvil.start(timeout)
+    await anvil.start(start_within)
     try:
         async with await ChainConnection.open(anvil.rpc_url) as conn:
             deployer = dev_account(0)
@@ -272,7 +273,7 @@ async def devnet_status(state_dir: Path) -> DevnetStatus:
         )
 
 
-async def devnet_down(state_dir: Path, timeout: float = 10.0) -> DevnetDown:
+async def devnet_down(state_dir: Path, grace: float = 10.0) -> DevnetDown:
     """Stop the recorded anvil (only if that PID is still anvil) and forget it; idempotent."""
     state_dir = Path(state_dir)
     record = _read_record(state_dir)
@@ -286,7 +287,7 @@ async def devnet_down(state_dir: Path, timeout: float = 10.0) -> DevnetDown:
 
     stopped = is_anvil(pid, port)
     if stopped:
-        await terminate(pid, gone, timeout)
+        await terminate(pid, gone, grace)
         message = f"stopped anvil (pid {pid}) at {record.get('rpc_url')}"
     else:
         gone()

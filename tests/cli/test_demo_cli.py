@@ -1,0 +1,45 @@
+"""``nuclux demo`` runs the whole lease lifecycle on the embedded chain and conserves tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from nuclux.cli.main import app
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+    return {"NUCLUX_CONFIG": str(cfg), "NUCLUX_DATA_DIR": str(tmp_path / "data")}
+
+
+def test_demo_json_summary_is_consistent(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--json"], env=_env(tmp_path))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    balances = data["balances_wei"]
+    assert sum(balances.values()) == data["supply_wei"]  # nothing minted or burned
+    assert data["escrow_wei"] == 0  # every lease settled or refunded
+    states = {x["class"]: x["state"] for x in data["leases"]}
+    assert states == {"storage": "closed", "compute": "closed", "bandwidth": "closed"}
+    by_class = {x["class"]: x for x in data["leases"]}
+    assert by_class["bandwidth"]["paid_wei"] == 0  # declined: nothing paid
+    for cls in ("storage", "compute"):
+        lease = by_class[cls]
+        assert lease["paid_wei"] == lease["units"] * lease["price_wei"] * lease["epochs"]
+    one = 10**18
+    assert balances["consumer"] == 1000 * one - by_class["storage"]["paid_wei"] - by_class[
+        "compute"
+    ]["paid_wei"]
+    assert balances["provider 1"] == 300 * one + by_class["storage"]["paid_wei"]
+
+
+def test_demo_prints_tables(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo"], env=_env(tmp_path))
+    assert result.exit_code == 0, result.output
+    assert "Leases" in result.stdout
+    assert "conserved" in result.stdout
+    assert "NOT conserved" not in result.stdout
