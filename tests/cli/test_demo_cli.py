@@ -31,9 +31,10 @@ def test_demo_json_summary_is_consistent(tmp_path: Path) -> None:
         lease = by_class[cls]
         assert lease["paid_wei"] == lease["units"] * lease["price_wei"] * lease["epochs"]
     one = 10**18
-    assert balances["consumer"] == 1000 * one - by_class["storage"]["paid_wei"] - by_class[
-        "compute"
-    ]["paid_wei"]
+    assert (
+        balances["consumer"]
+        == 1000 * one - by_class["storage"]["paid_wei"] - by_class["compute"]["paid_wei"]
+    )
     assert balances["provider 1"] == 300 * one + by_class["storage"]["paid_wei"]
 
 

@@ -21,7 +21,6 @@ import os
 import platform
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -110,16 +109,35 @@ async def wait_until(done: Callable[[], bool], seconds: float) -> bool:
     return True
 
 
-async def terminate(pid: int, gone: Callable[[], bool], grace: float = 10.0) -> None:
-    """SIGTERM ``pid`` alone, SIGKILL it if it outlives ``grace``; ``gone`` says it exited."""
+def has_exited(pid: int, port: int) -> bool:
+    """Whether anvil ``pid`` has exited; reaps it when it is this process's child."""
+    try:
+        done, _status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # started by another process (or reaped): ask /proc
+        return not is_anvil(pid, port)
+    return done == pid
+
+
+def reap_zombie(pid: int) -> None:
+    """Reap ``pid`` if it is a zombie child of this process; never touches a live process."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            os.waitpid(pid, os.WNOHANG)
+    except (OSError, IndexError):  # gone, or not our child (ChildProcessError is an OSError)
+        pass
+
+
+async def terminate(pid: int, port: int, grace: float = 10.0) -> None:
+    """SIGTERM anvil ``pid`` alone, SIGKILL it if it outlives ``grace``; wait until it is gone."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        if gone():
+        if has_exited(pid, port):
             return
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             return
-        if await wait_until(gone, wait):
+        if await wait_until(lambda: has_exited(pid, port), wait):
             return
     raise ChainError(f"anvil (pid {pid}) did not exit after SIGKILL")
 
@@ -127,7 +145,9 @@ async def terminate(pid: int, gone: Callable[[], bool], grace: float = 10.0) -> 
 class AnvilProcess:
     """One anvil node on loopback, started and stopped by its owner; logs in ``state_dir``.
 
-    ``detached`` puts it in its own session so it survives the process that started it.
+    ``detached`` puts it in its own session so it survives the process that started it. It is
+    spawned with ``os.posix_spawn`` rather than ``Popen``: no ``Popen`` object is left to warn
+    "still running" when a detached node rightly outlives this process.
     """
 
     def __init__(
@@ -146,7 +166,7 @@ class AnvilProcess:
         self.extra_args = tuple(extra_args)
         self.port = port or 0
         self._fixed_port = port is not None
-        self.proc: subprocess.Popen[bytes] | None = None
+        self._pid: int | None = None
 
     @property
     def rpc_url(self) -> str:
@@ -154,9 +174,13 @@ class AnvilProcess:
 
     @property
     def pid(self) -> int:
-        if self.proc is None:
+        if self._pid is None:
             raise ChainError("anvil has not been started")
-        return self.proc.pid
+        return self._pid
+
+    @property
+    def running(self) -> bool:
+        return self._pid is not None and not has_exited(self._pid, self.port)
 
     def command(self, binary: Path) -> list[str]:
         flags = {
@@ -170,27 +194,39 @@ class AnvilProcess:
         args = [str(part) for item in flags.items() for part in item]
         return [str(binary), *args, "--quiet", *self.extra_args]
 
+    def _spawn(self, binary: Path) -> int:
+        log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        actions = [
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, log, 1),
+            (os.POSIX_SPAWN_DUP2, log, 2),
+        ]
+        try:
+            return os.posix_spawn(
+                binary,
+                self.command(binary),
+                os.environ,
+                file_actions=actions,
+                setsid=self.detached,
+                setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # as Popen restores them
+            )
+        except OSError as exc:
+            raise ChainUnavailable(f"cannot start anvil ({binary}): {exc}") from exc
+        finally:
+            os.close(log)
+
     async def start(self, timeout: float = START_TIMEOUT) -> AnvilProcess:
         """Start anvil; return once its JSON-RPC answers, else raise ``ChainUnavailable``."""
-        if self.proc is not None:
+        if self._pid is not None:
             raise UsageError("this anvil is already started")
         binary = self.binary or find_anvil()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + timeout
         for _attempt in range(3):
             self.port = free_port(self.port if self._fixed_port else 0)
-            with self.log_path.open("wb") as log:
-                # Popen, not asyncio's: a detached node must outlive this event loop.
-                self.proc = subprocess.Popen(  # noqa: ASYNC220
-                    self.command(binary),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=self.state_dir,
-                    start_new_session=self.detached,
-                )
+            self._pid = self._spawn(binary)
             try:
-                exited = await self._wait_ready(deadline)
+                exited = await self._wait_ready(self._pid, deadline)
             except BaseException:
                 await self.stop()
                 raise
@@ -200,10 +236,9 @@ class AnvilProcess:
                 break  # losing the race for a picked port is the only failure worth a retry
         raise ChainUnavailable(f"anvil exited at start ({self.rpc_url}):\n{self.log_tail()}")
 
-    async def _wait_ready(self, deadline: float) -> bool:
+    async def _wait_ready(self, pid: int, deadline: float) -> bool:
         """False once the RPC answers; True if anvil exited first."""
-        assert self.proc is not None
-        while self.proc.poll() is None:
+        while not has_exited(pid, self.port):
             try:
                 if int(await rpc_call(self.rpc_url, "eth_chainId"), 16):
                     return False
@@ -223,15 +258,10 @@ class AnvilProcess:
             return "(no log)"
         return data[-limit:].decode(errors="replace").strip() or "(empty log)"
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop this PID only (SIGTERM, then SIGKILL); a no-op if it is not running."""
-        proc = self.proc
-        if proc is not None:
-            await terminate(proc.pid, lambda: proc.poll() is not None, timeout)
+        if self._pid is not None:
+            await terminate(self._pid, self.port, timeout)
 
     async def __aenter__(self) -> AnvilProcess:
         return await self.start()

@@ -18,9 +18,11 @@ shown because they are fit only for a devnet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import functools
 import json
-import subprocess
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +39,7 @@ from nuclux.chain.anvil import (
     AnvilProcess,
     find_anvil,
     is_anvil,
+    reap_zombie,
     rpc_call,
     terminate,
 )
@@ -63,9 +66,6 @@ DEV_MNEMONIC = "test test test test test test test test test test test junk"
 DEFAULT_NUX_EACH = 100_000 * ONE_NUX
 DEVNET_FILE = "devnet.json"
 DEPLOYMENT_FILE = "deployment.json"
-# Detached nodes this process started, kept so that this process reaps them (no zombies and no
-# "subprocess still running" ResourceWarning when devnet_up and devnet_down share a process).
-_SPAWNED: dict[int, subprocess.Popen[bytes]] = {}
 
 
 @functools.cache
@@ -158,6 +158,18 @@ def _read_record(state_dir: Path) -> dict[str, Any] | None:
         raise ChainError(f"unreadable devnet record {path} ({exc}); delete it by hand") from exc
 
 
+@contextlib.contextmanager
+def _exclusive(state_dir: Path) -> Iterator[None]:
+    """One ``devnet up`` at a time per state dir; the lock dies with its process."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / ".devnet.lock").open("w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ChainError(f"another `devnet up` is already starting in {state_dir}") from None
+        yield
+
+
 async def _accounts(
     conn: ChainConnection | None, deployment: Deployment | None, funded: int
 ) -> tuple[DevAccount, ...]:
@@ -190,13 +202,21 @@ async def devnet_up(
     if nux_each < 0 or nux_each * funded > params.supply:
         raise UsageError("the faucet cannot pay that much NuxCoin out of the supply")
     state_dir = Path(state_dir)
-    record = _read_record(state_dir)
-    if record is not None and is_anvil(record["pid"], record["port"]):
-        raise ChainError(
-            f"a devnet is already running from {state_dir} (pid {record['pid']}, "
-            f"{record.get('rpc_url')}); run `nuclux devnet down` first"
-        )
-    anvil = AnvilProcess(state_dir, port, binary=binary or find_anvil(), detached=True)
+    with _exclusive(state_dir):
+        record = _read_record(state_dir)
+        if record is not None and is_anvil(record["pid"], record["port"]):
+            raise ChainError(
+                f"a devnet is already running from {state_dir} (pid {record['pid']}, "
+                f"{record.get('rpc_url')}); run `nuclux devnet down` first"
+            )
+        anvil = AnvilProcess(state_dir, port, binary=binary or find_anvil(), detached=True)
+        return await _bring_up(anvil, params, funded, nux_each, start_within)
+
+
+async def _bring_up(
+    anvil: AnvilProcess, params: DeployParams, funded: int, nux_each: int, start_within: float
+) -> DevnetInfo:
+    state_dir = anvil.state_dir
     await anvil.start(start_within)
     try:
         async with await ChainConnection.open(anvil.rpc_url) as conn:
@@ -226,8 +246,6 @@ async def devnet_up(
     except BaseException:
         await anvil.stop()
         raise
-    assert anvil.proc is not None
-    _SPAWNED[anvil.pid] = anvil.proc
     return info
 
 
@@ -258,7 +276,8 @@ async def devnet_status(state_dir: Path) -> DevnetStatus:
         await rpc_call(url, "eth_chainId")
         conn = await ChainConnection.open(url)
     except RPC_ERRORS as exc:
-        return down(f"anvil (pid {pid}) is alive but its RPC at {url} does not answer: {exc}")
+        why = str(exc) or type(exc).__name__
+        return down(f"anvil (pid {pid}) is alive but its RPC at {url} does not answer: {why}")
     async with conn:
         return DevnetStatus(
             running=True,
@@ -280,17 +299,12 @@ async def devnet_down(state_dir: Path, grace: float = 10.0) -> DevnetDown:
     if record is None:
         return DevnetDown(False, None, f"no devnet recorded in {state_dir}; nothing to stop")
     pid, port = record["pid"], record["port"]
-    proc = _SPAWNED.pop(pid, None)
-
-    def gone() -> bool:  # our own child must be reaped; anyone else's exits by itself
-        return proc.poll() is not None if proc is not None else not is_anvil(pid, port)
-
     stopped = is_anvil(pid, port)
     if stopped:
-        await terminate(pid, gone, grace)
+        await terminate(pid, port, grace)
         message = f"stopped anvil (pid {pid}) at {record.get('rpc_url')}"
     else:
-        gone()
+        reap_zombie(pid)  # in case this process started it and it died
         message = f"anvil (pid {pid}) had already exited; removed its record"
     (state_dir / DEVNET_FILE).unlink(missing_ok=True)
     return DevnetDown(stopped, pid, message)

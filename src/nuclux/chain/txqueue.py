@@ -178,12 +178,16 @@ class TxQueue:
 
     async def _explain_failure(self, tx: TxParams, receipt: TxReceipt, context: str) -> ChainError:
         call = {k: v for k, v in tx.items() if k in ("from", "to", "data", "value", "gas")}
-        try:
-            await self.w3.eth.call(cast(TxParams, call), int(receipt["blockNumber"]) - 1)
-        except Exception as exc:
-            data = revert_data_from_exception(exc)
-            if data is not None:
-                return decode_revert(data, context)
+        block = int(receipt["blockNumber"])
+        for at in (block - 1, block):  # a pruning node may no longer hold the parent state
+            try:
+                await self.w3.eth.call(cast(TxParams, call), at)
+            except Exception as exc:
+                data = revert_data_from_exception(exc)
+                if data is not None:
+                    return decode_revert(data, context)
+                continue
+            break
         if int(receipt["gasUsed"]) >= int(tx["gas"]):
             return TransactionError(f"{context}: out of gas ({receipt['gasUsed']} used)")
         return ContractRevert(f"{context}: transaction reverted")

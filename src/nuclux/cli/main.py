@@ -34,7 +34,9 @@ from nuclux import __version__
 from nuclux.cli.chain_cmd import balance_cmd, chain_app, transfer_cmd
 from nuclux.cli.config_cmd import config_app
 from nuclux.cli.demo_cmd import demo_cmd
+from nuclux.cli.devnet_cmd import devnet_app
 from nuclux.cli.keys_cmd import keys_app
+from nuclux.cli.lease_cmd import lease_app
 from nuclux.cli.output import (
     INTERRUPTED_EXIT,
     Ctx,
@@ -42,6 +44,7 @@ from nuclux.cli.output import (
     report_internal,
     stderr_console,
 )
+from nuclux.cli.provider_cmd import provider_app
 from nuclux.errors import NucluxError
 
 
@@ -112,6 +115,9 @@ def main(
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(chain_app, name="chain")
+app.add_typer(lease_app, name="lease")
+app.add_typer(devnet_app, name="devnet")
+app.add_typer(provider_app, name="provider")
 app.command("balance")(balance_cmd)
 app.command("transfer")(transfer_cmd)
 app.command("demo")(demo_cmd)

@@ -1,0 +1,100 @@
+"""``nuclux devnet up|status|down``: a local anvil with the contracts deployed and funded."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from nuclux.chain.deployment import DeployParams
+from nuclux.chain.devnet import DevAccount, devnet_down, devnet_status, devnet_up
+from nuclux.cli.output import JsonFlag, command_ctx, emit, show_fields, stdout_console, table
+from nuclux.cli.session import devnet_dir
+from nuclux.core.types import ONE_NUX, format_nux
+from nuclux.errors import UsageError
+
+devnet_app = typer.Typer(
+    help="Run a local multi-process chain (anvil on 127.0.0.1).", no_args_is_help=True
+)
+
+
+def _accounts_table(accounts: tuple[DevAccount, ...]) -> None:
+    table(
+        "Devnet accounts (private keys are public knowledge: devnet only)",
+        ["#", "address", "NUX", "private key"],
+        [
+            (a.index, a.address, format_nux(a.nux) if a.nux is not None else "?", a.private_key)
+            for a in accounts
+        ],
+    )
+
+
+@devnet_app.command("up")
+def up_cmd(
+    ctx: typer.Context,
+    port: Annotated[int | None, typer.Option(help="RPC port (default: a free one).")] = None,
+    accounts: Annotated[int, typer.Option(help="Accounts to fund with NuxCoin.", min=0, max=9)] = 5,
+    nux: Annotated[int, typer.Option(help="NuxCoin per funded account.", min=0)] = 100_000,
+    epoch_length: Annotated[int, typer.Option(help="Seconds per epoch.", min=1)] = 60,
+    json: JsonFlag = False,
+) -> None:
+    """Start anvil, deploy the contracts, fund accounts; record it for other commands."""
+    c = command_ctx(ctx, json=json)
+    if port is not None and not 1024 <= port <= 65535:
+        raise UsageError("--port must be between 1024 and 65535")
+    info = asyncio.run(
+        devnet_up(
+            devnet_dir(c),
+            port,
+            DeployParams(epoch_length=epoch_length),
+            funded=accounts,
+            nux_each=nux * ONE_NUX,
+        )
+    )
+    data = info.to_json()
+
+    def render() -> None:
+        show_fields(
+            [
+                ("rpc", info.rpc_url),
+                ("chain id", info.chain_id),
+                ("pid", info.pid),
+                *info.addresses.items(),
+                ("state", info.state_dir),
+            ]
+        )
+        _accounts_table(info.accounts)
+
+    emit(c, data, render)
+
+
+@devnet_app.command("status")
+def status_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
+    """Show whether the devnet runs, its RPC URL, contracts and funded accounts."""
+    c = command_ctx(ctx, json=json)
+    st = asyncio.run(devnet_status(devnet_dir(c)))
+
+    def render() -> None:
+        show_fields(
+            [
+                ("running", st.running),
+                ("detail", st.detail),
+                ("rpc", st.rpc_url),
+                ("chain id", st.chain_id),
+                ("block", st.block_number),
+                *st.addresses.items(),
+            ]
+        )
+        if st.accounts:
+            _accounts_table(st.accounts)
+
+    emit(c, st.to_json(), render)
+
+
+@devnet_app.command("down")
+def down_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
+    """Stop the devnet's anvil (only that process)."""
+    c = command_ctx(ctx, json=json)
+    res = asyncio.run(devnet_down(devnet_dir(c)))
+    emit(c, res.to_json(), lambda: stdout_console().print(res.message))

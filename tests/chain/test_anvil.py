@@ -1,0 +1,202 @@
+"""The chain adapter against a real anvil node, over JSON-RPC.
+
+One anvil per module on a free loopback port, contracts deployed once; each test uses its own
+dev accounts so tests do not interfere. Covers: NuxCoin through a plain web3 ERC-20 client, the
+lease lifecycle with exact balance conservation and revert decoding on the JSON-RPC path,
+concurrent sends from one account, and fee bumping of a stuck transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import pytest_asyncio
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.types import TxParams
+
+from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger, deploy
+from nuclux.chain.devnet import AnvilProcess, dev_account, find_anvil
+from nuclux.chain.ledger import ProviderOffer
+from nuclux.chain.txqueue import TxQueue
+from nuclux.core.lease import LeaseState
+from nuclux.core.types import ONE_NUX, ResourceClass
+from nuclux.errors import ContractRevert, InvalidLeaseState
+
+pytestmark = pytest.mark.anvil
+
+PARAMS = DeployParams(epoch_length=60, accept_window=300, dispute_window=300)
+START_NUX = 10_000 * ONE_NUX
+FUNDED = (1, 3, 4, 5, 7)  # dev accounts paid NuxCoin by the deployer (account 0)
+
+ERC20_ABI: list[dict[str, Any]] = json.loads("""[
+ {"type": "function", "name": "name", "stateMutability": "view", "inputs": [],
+  "outputs": [{"name": "", "type": "string"}]},
+ {"type": "function", "name": "symbol", "stateMutability": "view", "inputs": [],
+  "outputs": [{"name": "", "type": "string"}]},
+ {"type": "function", "name": "decimals", "stateMutability": "view", "inputs": [],
+  "outputs": [{"name": "", "type": "uint8"}]},
+ {"type": "function", "name": "totalSupply", "stateMutability": "view", "inputs": [],
+  "outputs": [{"name": "", "type": "uint256"}]},
+ {"type": "function", "name": "balanceOf", "stateMutability": "view",
+  "inputs": [{"name": "owner", "type": "address"}],
+  "outputs": [{"name": "", "type": "uint256"}]},
+ {"type": "function", "name": "transfer", "stateMutability": "nonpayable",
+  "inputs": [{"name": "to", "type": "address"}, {"name": "value", "type": "uint256"}],
+  "outputs": [{"name": "", "type": "bool"}]},
+ {"type": "event", "name": "Transfer", "anonymous": false,
+  "inputs": [{"name": "from", "type": "address", "indexed": true},
+             {"name": "to", "type": "address", "indexed": true},
+             {"name": "value", "type": "uint256", "indexed": false}]}
+]""")
+
+
+@dataclass
+class Chain:
+    node: AnvilProcess
+    conn: ChainConnection
+    deployment: Deployment
+
+    def ledger(self, index: int) -> Ledger:
+        return Ledger(self.conn, self.deployment, dev_account(index))
+
+
+@pytest_asyncio.fixture(scope="module")
+async def chain(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Chain]:
+    binary = find_anvil()  # scripts/bootstrap installs it; a missing anvil is a failure
+    node = AnvilProcess(tmp_path_factory.mktemp("anvil"), binary=binary)
+    await node.start(timeout=20)
+    try:
+        async with await ChainConnection.open(node.rpc_url, tx_timeout=30) as conn:
+            deployment = await deploy(conn, dev_account(0), PARAMS)
+            faucet = Ledger(conn, deployment, dev_account(0))
+            payees = [dev_account(i).address for i in FUNDED]
+            await asyncio.gather(*(faucet.transfer(a, START_NUX) for a in payees))
+            yield Chain(node, conn, deployment)
+    finally:
+        await node.stop(timeout=10)
+    assert not node.running
+
+
+async def test_nuxcoin_is_a_plain_erc20(chain: Chain) -> None:
+    w3 = AsyncWeb3(AsyncHTTPProvider(chain.node.rpc_url))
+    try:
+        assert await w3.eth.chain_id == 31337
+        coin = w3.to_checksum_address(chain.deployment.address("NuxCoin"))
+        token = w3.eth.contract(address=coin, abi=ERC20_ABI)
+        assert await token.functions.name().call() == "NuxCoin"
+        assert await token.functions.symbol().call() == "NUX"
+        assert await token.functions.decimals().call() == 18
+        assert await token.functions.totalSupply().call() == PARAMS.supply
+
+        sender, receiver = dev_account(1), dev_account(2)
+        before = await token.functions.balanceOf(receiver.address).call()
+        amount = 123 * ONE_NUX
+        tx = await token.functions.transfer(receiver.address, amount).build_transaction(
+            {
+                "from": sender.address,
+                "nonce": await w3.eth.get_transaction_count(sender.address, "pending"),
+            }
+        )
+        signed = sender.sign_transaction(cast(dict[str, Any], tx))
+        tx_hash = await w3.eth.send_raw_transaction(signed.raw_transaction)
+        receipt = await w3.eth.wait_for_transaction_receipt(tx_hash, timeout=10)
+        assert receipt["status"] == 1
+        (event,) = token.events.Transfer().process_receipt(receipt)
+        assert event["args"]["from"] == sender.address
+        assert event["args"]["to"] == receiver.address
+        assert event["args"]["value"] == amount
+        assert await token.functions.balanceOf(receiver.address).call() == before + amount
+        assert await token.functions.balanceOf(sender.address).call() == START_NUX - amount
+    finally:
+        await w3.provider.disconnect()
+
+
+async def test_lease_lifecycle_conserves_nux_and_decodes_reverts(chain: Chain) -> None:
+    provider, consumer = chain.ledger(3), chain.ledger(4)
+    lm = chain.deployment.address("LeaseManager")
+    registry = chain.deployment.address("ProviderRegistry")
+    holders = (provider.address, consumer.address, lm, registry)
+
+    async def total() -> int:
+        return sum([int(await provider.balance(a)) for a in holders])
+
+    before = await total()
+    prices = (10**15, 10**15, 10**15)
+    offer = ProviderOffer("https://127.0.0.1:9000", b"\1" * 32, b"\2" * 32, (100, 4, 1000), prices)
+    await provider.register_provider(offer, 100 * ONE_NUX)
+    lease_id = await consumer.open_lease(
+        provider.address, ResourceClass.STORAGE, 10, 5, 10**16, 10 * ONE_NUX
+    )
+    await provider.accept(lease_id)
+    await chain.conn.advance_time(3 * PARAMS.epoch_length)
+    assert await provider.claim(lease_id) > 0
+
+    with pytest.raises(InvalidLeaseState) as caught:
+        await provider.claim(lease_id)  # refused at gas estimation
+    assert caught.value.error_name == "NothingToClaim"
+    assert caught.value.error_args == (lease_id,)
+
+    # A revert mined on chain (explicit gas skips estimation) is replayed for its reason.
+    claim = provider.leases.encode_abi("claim", args=[lease_id + 1000])
+    tx: TxParams = {"to": provider.leases.address, "data": claim, "gas": 200_000}
+    with pytest.raises(ContractRevert) as mined:
+        await chain.conn.queue(dev_account(3)).send(tx, context="mined revert")
+    assert mined.value.error_name == "UnknownLease"
+
+    await consumer.cancel(lease_id)
+    await chain.conn.advance_time(PARAMS.dispute_window + PARAMS.epoch_length + 1)
+    await consumer.settle(lease_id)
+    assert (await consumer.lease(lease_id)).state == LeaseState.CLOSED
+    assert await total() == before
+    assert int(await consumer.balance(lm)) == 0
+
+
+async def test_concurrent_sends_take_distinct_nonces(chain: Chain) -> None:
+    sender, receiver = chain.ledger(5), dev_account(6).address
+    start_nonce = await chain.conn.w3.eth.get_transaction_count(dev_account(5).address)
+    before = await sender.balance(receiver)
+    receipts = await asyncio.gather(*(sender.transfer(receiver, ONE_NUX + i) for i in range(20)))
+    assert all(r["status"] == 1 for r in receipts)
+    txs = [await chain.conn.w3.eth.get_transaction(r["transactionHash"]) for r in receipts]
+    assert sorted(int(t["nonce"]) for t in txs) == list(range(start_nonce, start_nonce + 20))
+    assert await sender.balance(receiver) == before + sum(ONE_NUX + i for i in range(20))
+
+
+async def test_stuck_transaction_is_replaced_with_higher_fees(chain: Chain) -> None:
+    account, receiver = dev_account(7), dev_account(8).address
+    coin = chain.ledger(7).coin
+    queue = TxQueue(chain.conn.w3, account, automine=False, bump_after=0.5, timeout=20)
+    tx: TxParams = {"to": coin.address, "data": coin.encode_abi("transfer", args=[receiver, 7])}
+    nonce = await chain.conn.w3.eth.get_transaction_count(account.address)
+    before = await chain.ledger(7).balance(receiver)
+    first_tip = int(await chain.conn.w3.eth.max_priority_fee)
+    await chain.conn._dev_rpc("evm_setAutomine", [False])
+    try:
+        sending = asyncio.create_task(queue.send(tx, context="stuck transfer"))
+        for _ in range(100):  # at most 5 s for the first replacement
+            if queue.bumped or sending.done():
+                break
+            await asyncio.sleep(0.05)
+        assert queue.bumped >= 1
+        assert not sending.done()
+    finally:
+        await chain.conn._dev_rpc("evm_setAutomine", [True])
+    await chain.conn.mine()
+    receipt = await asyncio.wait_for(sending, timeout=10)
+    assert receipt["status"] == 1
+    mined = await chain.conn.w3.eth.get_transaction(receipt["transactionHash"])
+    assert int(mined["nonce"]) == nonce
+    assert int(mined["maxPriorityFeePerGas"]) > first_tip  # a replacement was mined
+    assert await chain.conn.w3.eth.get_transaction_count(account.address) == nonce + 1
+    assert await chain.ledger(7).balance(receiver) == before + 7  # the transfer happened once
+
+
+def test_anvil_log_is_in_the_state_dir(chain: Chain) -> None:
+    assert chain.node.log_path.parent == Path(chain.node.state_dir)
+    assert chain.node.log_path.exists()
