@@ -55,7 +55,7 @@ def test_find_anvil_explains_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NUCLUX_ANVIL", raising=False)
-    with pytest.raises(ChainUnavailable, match="npm ci"):
+    with pytest.raises(ChainUnavailable, match="npm install"):
         find_anvil(tmp_path)
     monkeypatch.setenv("NUCLUX_ANVIL", str(tmp_path / "missing"))
     with pytest.raises(ChainUnavailable, match="NUCLUX_ANVIL"):

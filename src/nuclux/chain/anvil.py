@@ -60,8 +60,9 @@ def find_anvil(root: Path | None = None) -> Path:
                 if cand.is_file() and os.access(cand, os.X_OK):
                     return cand
     raise ChainUnavailable(
-        "anvil not found (node_modules/@foundry-rs/anvil-linux-*/bin/anvil): run `npm ci` in "
-        f"the Nuclux project root, or set ${ANVIL_ENV} to an anvil binary"
+        "anvil not found (node_modules/@foundry-rs/anvil-linux-*/bin/anvil): run "
+        "`scripts/bootstrap` (it runs npm install) in the Nuclux project root, "
+        f"or set ${ANVIL_ENV} to an anvil binary"
     )
 
 
