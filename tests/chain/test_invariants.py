@@ -18,6 +18,7 @@ import asyncio
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from nuclux.chain import ChainConnection
+from nuclux.chain.anvil import AnvilProcess, find_anvil
 from nuclux.chain.ledger import Ledger
 from nuclux.core.lease import TRANSITIONS, Action, Lease, LeaseState, due, time_accrual_entitlement
 from nuclux.core.types import ONE_NUX, ResourceClass
@@ -36,9 +38,17 @@ Deltas = Counter[str]
 
 
 class Env:
-    def __init__(self) -> None:
+    """A deployed world on one backend, driven from a private event loop."""
+
+    def __init__(self, backend: str, state_dir: Path) -> None:
+        self.examples = 1
         self.loop = asyncio.new_event_loop()
-        self.conn = self.run(ChainConnection.open("embedded"))
+        self.node: AnvilProcess | None = None
+        url = "embedded"
+        if backend == "anvil":
+            self.node = self.run(AnvilProcess(state_dir, binary=find_anvil()).start())
+            url = self.node.rpc_url
+        self.conn = self.run(ChainConnection.open(url, tx_timeout=30))
         self.world: World = self.run(build_world(self.conn))
 
     def run(self, aw: Awaitable[Any]) -> Any:
@@ -46,12 +56,25 @@ class Env:
 
     def close(self) -> None:
         self.run(self.conn.close())
+        if self.node is not None:
+            self.run(self.node.stop())
         self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
+EXAMPLES = int(os.environ.get("NUCLUX_INVARIANT_EXAMPLES", "10"))
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(("embedded", EXAMPLES), id="embedded"),
+        pytest.param(("anvil", EXAMPLES), id="anvil", marks=pytest.mark.anvil),
+    ],
+)
+def env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    backend, examples = request.param
+    e = Env(backend, tmp_path_factory.mktemp(backend))
+    e.examples = examples
     yield e
     e.close()
 
@@ -388,7 +411,7 @@ def test_lease_invariants(env: Env) -> None:
     run_state_machine_as_test(
         LeaseMachine,
         settings=settings(
-            max_examples=int(os.environ.get("NUCLUX_INVARIANT_EXAMPLES", "12")),
+            max_examples=env.examples,
             stateful_step_count=30,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
