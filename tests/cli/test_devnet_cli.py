@@ -183,3 +183,44 @@ def test_commands_without_a_devnet_say_what_to_do(tmp_path: Path) -> None:
     st = c.json("devnet", "status")
     assert st["running"] is False
     assert c.json("devnet", "down")["stopped"] is False
+
+
+def test_publish_and_lookup_an_encryption_key(cli: Cli) -> None:
+    env = {"NUCLUX_PASSPHRASE": "pw", "NUCLUX_SCRYPT_N": "16"}
+    made = cli.json("keys", "new", "carol", env=env)
+    res = cli.run("keys", "lookup", made["address"])
+    assert res.exit_code == 1  # nothing published yet
+    funded = cli.json("devnet", "fund", made["address"], "--eth", "1", "--nux", "5")
+    assert funded["nux_wei"] == 5 * 10**18
+    cli.json("keys", "publish", "carol", env=env)
+    found = cli.json("keys", "lookup", made["address"])
+    assert found["x25519_public"] == made["x25519_public"].removeprefix("0x")
+
+
+def test_chain_deploy_to_an_rpc(cli: Cli, tmp_path: Path) -> None:
+    status = cli.json("devnet", "status")
+    _, env_a = key_env(cli, 1)
+    out = tmp_path / "second.json"
+    dep = cli.json(
+        "chain",
+        "deploy",
+        "--rpc",
+        status["rpc_url"],
+        "--out",
+        str(out),
+        "--epoch-length",
+        "30",
+        "--private-key-env",
+        "DEV_KEY",
+        env=env_a,
+    )
+    assert out.exists()
+    assert dep["params"]["epoch_length"] == 30
+    assert dep["addresses"]["NuxCoin"] != status["addresses"]["NuxCoin"]
+    info = cli.json("chain", "info", "--deployment", str(out))
+    assert info["addresses"] == dep["addresses"]
+    # the deployer of the second NuxCoin holds its whole supply
+    bal = cli.json("balance", dep["deployer"], "--deployment", str(out))
+    assert bal["nux_wei"] == dep["params"]["supply"]
+    res = cli.run("chain", "deploy", "--rpc", "ftp://x", "--private-key-env", "DEV_KEY", env=env_a)
+    assert res.exit_code == 2

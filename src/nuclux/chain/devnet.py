@@ -308,3 +308,22 @@ async def devnet_down(state_dir: Path, grace: float = 10.0) -> DevnetDown:
         message = f"anvil (pid {pid}) had already exited; removed its record"
     (state_dir / DEVNET_FILE).unlink(missing_ok=True)
     return DevnetDown(stopped, pid, message)
+
+
+async def devnet_fund(state_dir: Path, address: str, *, eth: int, nux: int) -> dict[str, Any]:
+    """The devnet faucet: ether for gas from an unlocked account, NuxCoin from the deployer."""
+    status = await devnet_status(state_dir)
+    if not status.running or status.rpc_url is None:
+        raise ChainError(f"no devnet is running ({status.detail}); run `nuclux devnet up`")
+    deployment = Deployment.load(Path(state_dir) / "deployment.json")
+    async with await ChainConnection.open(status.rpc_url, tx_timeout=30) as conn:
+        ledger = Ledger(conn, deployment, dev_account(0))
+        if eth > 0:
+            await conn.fund_gas(address, eth)
+        if nux > 0:
+            await ledger.transfer(address, nux)
+        return {
+            "address": address,
+            "eth_wei": await conn.eth_balance(address),
+            "nux_wei": await ledger.balance(address),
+        }

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 
 from nuclux.chain.deployment import DeployParams
-from nuclux.chain.devnet import DevAccount, devnet_down, devnet_status, devnet_up
+from nuclux.chain.devnet import DevAccount, devnet_down, devnet_fund, devnet_status, devnet_up
 from nuclux.cli.output import JsonFlag, command_ctx, emit, show_fields, stdout_console, table
 from nuclux.cli.session import devnet_dir
-from nuclux.core.types import ONE_NUX, format_nux
+from nuclux.core.types import ONE_NUX, format_nux, parse_nux
 from nuclux.errors import UsageError
 
 devnet_app = typer.Typer(
@@ -98,3 +98,27 @@ def down_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
     c = command_ctx(ctx, json=json)
     res = asyncio.run(devnet_down(devnet_dir(c)))
     emit(c, res.to_json(), lambda: stdout_console().print(res.message))
+
+
+@devnet_app.command("fund")
+def fund_cmd(
+    ctx: typer.Context,
+    address: Annotated[str, typer.Argument(help="Address to fund.")],
+    eth: Annotated[str, typer.Option(help="Ether for gas.")] = "1",
+    nux: Annotated[str, typer.Option(help="NuxCoin from the deployer.")] = "0",
+    json: JsonFlag = False,
+) -> None:
+    """The devnet faucet: ether for gas and NuxCoin (transferred, never minted)."""
+    c = command_ctx(ctx, json=json)
+    try:
+        eth_wei, nux_wei = parse_nux(eth), parse_nux(nux)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    data = asyncio.run(devnet_fund(devnet_dir(c), address, eth=eth_wei, nux=nux_wei))
+    emit(
+        c,
+        data,
+        lambda: stdout_console().print(
+            f"{address}: {format_nux(data['eth_wei'])} ETH, {format_nux(data['nux_wei'])} NUX"
+        ),
+    )

@@ -35,6 +35,7 @@ from nuclux.cli.chain_cmd import balance_cmd, chain_app, transfer_cmd
 from nuclux.cli.config_cmd import config_app
 from nuclux.cli.demo_cmd import demo_cmd
 from nuclux.cli.devnet_cmd import devnet_app
+from nuclux.cli.keydir_cmd import lookup_cmd, publish_cmd
 from nuclux.cli.keys_cmd import keys_app
 from nuclux.cli.lease_cmd import lease_app
 from nuclux.cli.output import (
@@ -112,6 +113,8 @@ def main(
 # (cli/output.py). Register new sub-apps here, e.g.:
 #     from nuclux.cli import chain_cmd, demo_cmd, devnet_cmd
 #     app.add_typer(chain_cmd.chain_app, name="chain")
+keys_app.command("publish")(publish_cmd)
+keys_app.command("lookup")(lookup_cmd)
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(chain_app, name="chain")
