@@ -224,3 +224,28 @@ def test_chain_deploy_to_an_rpc(cli: Cli, tmp_path: Path) -> None:
     assert bal["nux_wei"] == dep["params"]["supply"]
     res = cli.run("chain", "deploy", "--rpc", "ftp://x", "--private-key-env", "DEV_KEY", env=env_a)
     assert res.exit_code == 2
+
+
+def test_any_erc20_client_uses_nuxcoin_on_the_devnet(cli: Cli) -> None:
+    """A plain synchronous web3 client, knowing only the standard ERC-20 ABI."""
+    from eth_account import Account
+    from web3 import Web3
+
+    from tests.chain.test_anvil import ERC20_ABI
+
+    status = cli.json("devnet", "status")
+    w3 = Web3(Web3.HTTPProvider(status["rpc_url"]))
+    token = w3.eth.contract(address=status["addresses"]["NuxCoin"], abi=ERC20_ABI)
+    assert token.functions.symbol().call() == "NUX"
+    assert token.functions.decimals().call() == 18
+    sender = Account.from_key(status["accounts"][1]["private_key"])
+    to = status["accounts"][2]["address"]
+    before = token.functions.balanceOf(to).call()
+    tx = token.functions.transfer(to, 7).build_transaction(
+        {"from": sender.address, "nonce": w3.eth.get_transaction_count(sender.address)}
+    )
+    receipt = w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_raw_transaction(sender.sign_transaction(tx).raw_transaction)
+    )
+    assert receipt["status"] == 1
+    assert token.functions.balanceOf(to).call() == before + 7
