@@ -18,8 +18,9 @@ from eth_utils.crypto import keccak
 from web3.logs import DISCARD
 
 from nuclux.chain import ChainConnection, DeployParams, Ledger
-from nuclux.chain.deployment import _deploy_one, call_as
+from nuclux.chain.deployment import Deployment, _deploy_one, call_as
 from nuclux.chain.ledger import ProviderOffer
+from nuclux.chain.usage import Usage
 from nuclux.core.types import ONE_NUX, ResourceClass
 
 GOALS = {"gas_open_lease": 200_000, "gas_claim": 60_000}
@@ -89,10 +90,8 @@ async def main() -> dict[str, int]:
                     if contract:
                         out[f"gas_deploy_{contract}"] = int(r["gasUsed"])
         await call_as(conn, d, "ProviderRegistry", reg, "setLeaseManager", [lm], "bind")
-        for cls in ResourceClass:
+        for cls in (ResourceClass.STORAGE, ResourceClass.BANDWIDTH):  # compute: below
             await call_as(conn, d, "LeaseManager", lm, "setModule", [int(cls), accrual], "module")
-        from nuclux.chain.deployment import Deployment
-
         dep = Deployment(
             conn.chain_id,
             "embedded",
@@ -178,6 +177,36 @@ async def main() -> dict[str, int]:
         lid4, _ = await open_one()
         await conn.advance_time(p.accept_window + 1)
         out["gas_expire_ticket"] = await gas(cons, cons.leases, "expireTicket", [lid4])
+
+        # a metered (compute) lease: the provider submits a co-signed cumulative total
+        usage_mod = await _deploy_one(
+            conn, d, "CumulativeSettlement", ["address", "address", "bool"], [lm, reg, True]
+        )
+        lm_c = conn.contract("LeaseManager", lm)
+        await call_as(conn, d, "LeaseManager", lm, "setModule", [1, usage_mod], "module")
+        dep2 = Deployment(
+            conn.chain_id,
+            "embedded",
+            dep.addresses,
+            p,
+            d.address,
+            block,
+            modules={"compute": usage_mod},
+        )
+        cons2, op2 = Ledger(conn, dep2, cons.account), Ledger(conn, dep2, op.account)
+        r = await cons2._send(lm_c, "openLease", [prov.address, 1, 1, 10, 10**15, ONE_NUX], "o")
+        lid5 = int(lm_c.events.LeaseOpened().process_receipt(r, errors=DISCARD)[0]["args"]["id"])
+        await op2.accept(lid5)
+        for rev in (1, 2):
+            u = Usage(lid5, rev, rev * 10**15)
+            r = await op2.submit_usage(
+                ResourceClass.COMPUTE,
+                u,
+                cons2.sign_usage(ResourceClass.COMPUTE, u),
+                op2.sign_usage(ResourceClass.COMPUTE, u),
+            )
+            out["gas_submit_usage_first" if rev == 1 else "gas_submit_usage"] = int(r["gasUsed"])
+        out["gas_claim_metered"] = await gas(op2, op2.leases, "claim", [lid5])
     finally:
         await conn.close()
     return out

@@ -374,6 +374,17 @@ contract LeaseManager is Ownable {
         return _leases[id];
     }
 
+    /// The parties, state and deadline of a lease: what a module checks before taking a
+    /// submission (in Closing, `deadline` is the end of the dispute window).
+    function parties(uint256 id)
+        external
+        view
+        returns (address consumer, address provider, State state, uint256 deadline)
+    {
+        Lease storage l = _leases[id];
+        return (l.consumer, l.provider, l.state, l.deadline);
+    }
+
     /// What the provider could claim now, and its total entitlement capped by escrow.
     function claimable(uint256 id) external view returns (uint256 now_, uint256 due) {
         Lease storage l = _lease(id);

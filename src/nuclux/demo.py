@@ -19,6 +19,7 @@ from eth_account.signers.local import LocalAccount
 
 from nuclux.chain import ChainConnection, DeployParams, Ledger, deploy
 from nuclux.chain.ledger import ProviderOffer
+from nuclux.chain.usage import Usage
 from nuclux.core.types import ONE_NUX, ResourceClass, format_nux
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 
@@ -146,6 +147,19 @@ async def run_demo(say: Callable[[str], None] = lambda _m: None) -> DemoSummary:
         await operators[0].accept_extension(storage)
         await consumer.top_up(storage, ONE_NUX // 2)
         step(f"extended lease {storage} by 5 epochs (+1 NUX, accepted) and topped up 0.5 NUX")
+
+        for revision, fuel_millions in enumerate((12, 30), start=1):
+            receipt = Usage(compute, revision, fuel_millions * PRICE[ResourceClass.COMPUTE])
+            both = (
+                consumer.sign_usage(ResourceClass.COMPUTE, receipt),
+                operators[1].sign_usage(ResourceClass.COMPUTE, receipt),
+            )
+        await operators[1].submit_usage(ResourceClass.COMPUTE, receipt, *both)
+        step(
+            f"lease {compute}: jobs used 30 million fuel; consumer and provider co-signed "
+            f"cumulative receipts, the latest ({format_nux(receipt.cumulative)} NUX) "
+            "submitted on chain"
+        )
 
         await conn.advance_time(2 * EPOCH)
         await consumer.cancel(storage)

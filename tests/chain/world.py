@@ -73,13 +73,21 @@ class World:
 
 
 async def build_world(
-    conn: ChainConnection, n_providers: int = 3, n_consumers: int = 2, register: int = 3
+    conn: ChainConnection,
+    n_providers: int = 3,
+    n_consumers: int = 2,
+    register: int = 3,
+    default_modules: bool = False,
 ) -> World:
-    """Deploy with a fault-reporting test module for bandwidth; fund and register providers."""
+    """Deploy (with a fault-reporting test module for bandwidth unless ``default_modules``);
+    fund and register providers."""
     deployer = test_account("deployer")
     await conn.fund_gas(deployer.address, 10**21)
-    fault_module = await _deploy_one(conn, deployer, "TestFaultModule", [], [])
-    dep = await deploy(conn, deployer, PARAMS, modules={ResourceClass.BANDWIDTH: fault_module})
+    modules = {}
+    if not default_modules:
+        fault_module = await _deploy_one(conn, deployer, "TestFaultModule", [], [])
+        modules = {ResourceClass.BANDWIDTH: fault_module}
+    dep = await deploy(conn, deployer, PARAMS, modules=modules)
     d = Ledger(conn, dep, deployer)
     provs = [d.for_account(test_account(f"provider{i}")) for i in range(n_providers)]
     ops = [d.for_account(test_account(f"operator{i}")) for i in range(n_providers)]

@@ -27,9 +27,10 @@ def test_demo_json_summary_is_consistent(tmp_path: Path) -> None:
     assert states == {"storage": "closed", "compute": "closed", "bandwidth": "closed"}
     by_class = {x["class"]: x for x in data["leases"]}
     assert by_class["bandwidth"]["paid_wei"] == 0  # declined: nothing paid
-    for cls in ("storage", "compute"):
-        lease = by_class[cls]
-        assert lease["paid_wei"] == lease["units"] * lease["price_wei"] * lease["epochs"]
+    storage = by_class["storage"]  # time accrual: units x price x epochs
+    assert storage["paid_wei"] == storage["units"] * storage["price_wei"] * storage["epochs"]
+    compute = by_class["compute"]  # metered: the latest co-signed receipt total (30 Mfuel)
+    assert compute["paid_wei"] == 30 * compute["price_wei"]
     one = 10**18
     assert (
         balances["consumer"]

@@ -20,6 +20,7 @@ CONTRACT_NAMES = (
     "ProviderRegistry",
     "LeaseManager",
     "TimeAccrualSettlement",
+    "CumulativeSettlement",
     "TestFaultModule",
 )
 

@@ -147,7 +147,8 @@ async def deploy(
 ) -> Deployment:
     """Deploy every contract; authorise a settlement module per resource class.
 
-    Classes without an explicit module get the time-accrual module.
+    Unless ``modules`` names one: storage gets time accrual, compute a cumulative-total module
+    both sides sign, bandwidth one the consumer signs (a payment channel).
     """
     d = deployer.address
     p = params
@@ -181,7 +182,19 @@ async def deploy(
     )
     chosen: dict[str, str] = {}
     for cls in ResourceClass:
-        module = (modules or {}).get(cls, accrual)
+        module = (modules or {}).get(cls)
+        if module is None and cls is ResourceClass.STORAGE:
+            module = accrual
+        elif module is None:
+            # compute: receipts both sides sign; bandwidth: vouchers the consumer signs
+            both = cls is ResourceClass.COMPUTE
+            module = await _deploy_one(
+                conn,
+                deployer,
+                "CumulativeSettlement",
+                ["address", "address", "bool"],
+                [lm, reg, both],
+            )
         await call_as(
             conn,
             deployer,

@@ -19,6 +19,7 @@ from web3.types import TxParams, TxReceipt
 from nuclux.chain.connection import ChainConnection
 from nuclux.chain.deployment import Deployment
 from nuclux.chain.revert import decode_revert, revert_data_from_exception
+from nuclux.chain.usage import Usage, sign_usage
 from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.types import Address, LeaseId, ResourceClass, Wei
 from nuclux.errors import ChainError, UsageError
@@ -302,6 +303,49 @@ class Ledger:
             "reportFault",
             [lease_id, reason.ljust(32, b"\0")],
             f"report fault on lease {lease_id}",
+        )
+
+    # ------------------------------------------------------------------ metered usage
+
+    def module_of(self, cls: ResourceClass) -> str:
+        try:
+            return self.deployment.modules[cls.name.lower()]
+        except KeyError:
+            raise ChainError(f"the deployment names no {cls.name.lower()} module") from None
+
+    def _usage_module(self, cls: ResourceClass) -> AsyncContract:
+        return self.conn.contract("CumulativeSettlement", self.module_of(cls))
+
+    def sign_usage(self, cls: ResourceClass, usage: Usage) -> bytes:
+        """This account's signature over ``usage`` for the class's module."""
+        return sign_usage(self.account, usage, self.conn.chain_id, self.module_of(cls))
+
+    async def submit_usage(
+        self, cls: ResourceClass, usage: Usage, consumer_sig: bytes, provider_sig: bytes = b""
+    ) -> TxReceipt:
+        """Record a newer signed cumulative total (either party may submit)."""
+        return await self._send(
+            self._usage_module(cls),
+            "submit",
+            [usage.lease_id, usage.revision, usage.cumulative, consumer_sig, provider_sig],
+            f"submit usage for lease {usage.lease_id}",
+        )
+
+    async def latest_usage(self, cls: ResourceClass, lease_id: int) -> tuple[int, Wei]:
+        revision, total = await self._call(self._usage_module(cls), "latest", lease_id)
+        return int(revision), Wei(int(total))
+
+    async def prove_conflict(
+        self, cls: ResourceClass, a: Usage, sig_a: bytes, b: Usage, sig_b: bytes
+    ) -> TxReceipt:
+        """Report two different totals the provider signed for one revision (a fault)."""
+        if a.lease_id != b.lease_id or a.revision != b.revision:
+            raise UsageError("a conflict is two totals for the same lease and revision")
+        return await self._send(
+            self._usage_module(cls),
+            "proveConflict",
+            [a.lease_id, a.revision, a.cumulative, sig_a, b.cumulative, sig_b],
+            f"prove conflicting usage on lease {a.lease_id}",
         )
 
     async def lease(self, lease_id: int) -> Lease:

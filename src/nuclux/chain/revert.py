@@ -42,6 +42,13 @@ _CLASS_BY_ERROR: dict[str, type[ContractRevert]] = {
     "TermEnded": InvalidLeaseState,
     "DisputeWindowOpen": InvalidLeaseState,
     "NothingToClaim": InvalidLeaseState,
+    "SubmissionClosed": InvalidLeaseState,
+    "StaleRevision": InvalidLeaseState,
+    "TotalDecreased": InvalidArgument,
+    "BadSignature": NotAuthorized,
+    "ECDSAInvalidSignature": NotAuthorized,
+    "ECDSAInvalidSignatureLength": NotAuthorized,
+    "ECDSAInvalidSignatureS": NotAuthorized,
     # money
     "ERC20InsufficientBalance": InsufficientFunds,
     "ERC20InsufficientAllowance": InsufficientFunds,
