@@ -200,3 +200,40 @@ async def test_stuck_transaction_is_replaced_with_higher_fees(chain: Chain) -> N
 def test_anvil_log_is_in_the_state_dir(chain: Chain) -> None:
     assert chain.node.log_path.parent == Path(chain.node.state_dir)
     assert chain.node.log_path.exists()
+
+
+async def test_confirmation_depth_survives_a_reorg_that_drops_the_transaction(
+    chain: Chain,
+) -> None:
+    """A receipt counts only once it is deep enough and still canonical: when a reorg drops
+    the block holding it, the queue re-sends (same nonce) and the transfer happens once."""
+    account, receiver = dev_account(4), dev_account(8).address
+    coin = chain.ledger(4).coin
+    w3 = chain.conn.w3
+    queue = TxQueue(w3, account, confirmations=3, automine=False, bump_after=0.5, timeout=30)
+    tx: TxParams = {"to": coin.address, "data": coin.encode_abi("transfer", args=[receiver, 5])}
+    before = await chain.ledger(4).balance(receiver)
+    nonce = await w3.eth.get_transaction_count(account.address)
+    snap = await chain.conn.snapshot()
+    sending = asyncio.create_task(queue.send(tx, context="deep transfer"))
+    for _ in range(100):
+        if await w3.eth.get_transaction_count(account.address) == nonce + 1:
+            break
+        await asyncio.sleep(0.05)
+    first_block = await w3.eth.block_number
+    await asyncio.sleep(0.3)
+    assert not sending.done()  # mined, but not 3 blocks deep
+    await chain.conn.revert(snap)  # the reorg: the block with the transfer is gone
+    assert await w3.eth.get_transaction_count(account.address) == nonce
+    for _ in range(200):
+        if sending.done():
+            break
+        await chain.conn.mine()
+        await asyncio.sleep(0.05)
+    receipt = await asyncio.wait_for(sending, timeout=10)
+    assert queue.bumped >= 1  # re-sent after the reorg
+    canonical = await w3.eth.get_transaction_receipt(receipt["transactionHash"])
+    assert canonical["blockHash"] == receipt["blockHash"]
+    assert await w3.eth.block_number >= int(receipt["blockNumber"]) + 2
+    assert await chain.ledger(4).balance(receiver) == before + 5  # exactly once
+    assert first_block >= 1
