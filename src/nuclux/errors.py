@@ -23,7 +23,17 @@ exits with ``err.exit_code``; a traceback appears only with ``--debug``.
     │       ├── InsufficientFunds
     │       ├── ProviderUnavailable
     │       └── InvalidArgument
-    └── IntegrityError               exit 6   data failed a hash, tag or signature check
+    ├── IntegrityError               exit 6   data failed a hash, tag or signature check
+    ├── StoreError                   exit 7   the node's shard store refused or failed
+    │   ├── ObjectNotFound
+    │   ├── QuotaExceeded                 a write past a lease's reserved bytes
+    │   └── CapacityExceeded              more reserved than the node offered
+    └── AuthError                    exit 8   a request or peer failed authentication
+        ├── Unauthenticated               missing, malformed or bad signature (HTTP 401)
+        ├── StaleRequest                  timestamp outside the freshness window (401)
+        ├── ReplayedRequest               nonce seen before (401)
+        ├── Forbidden                     authenticated, but not allowed (HTTP 403)
+        └── PeerIdentityMismatch          TLS certificate differs from the registry's
 
 Errors are split by whose fault they are where it matters: ``UsageError`` is the caller's,
 ``ChainUnavailable`` the environment's, ``ContractRevert`` the state of the world.
@@ -128,3 +138,47 @@ class IntegrityError(NucluxError):
     """Data failed a hash, authentication tag or signature check."""
 
     exit_code: ClassVar[int] = 6
+
+
+class StoreError(NucluxError):
+    """The shard store refused or failed an operation."""
+
+    exit_code: ClassVar[int] = 7
+
+
+class ObjectNotFound(StoreError):
+    """No such object under that lease."""
+
+
+class QuotaExceeded(StoreError):
+    """Writing this would exceed the lease's reserved bytes."""
+
+
+class CapacityExceeded(StoreError):
+    """Reserving this would exceed the capacity the node offered."""
+
+
+class AuthError(NucluxError):
+    """A request or a peer failed authentication or authorisation."""
+
+    exit_code: ClassVar[int] = 8
+
+
+class Unauthenticated(AuthError):
+    """Missing, malformed or invalid credentials (HTTP 401)."""
+
+
+class StaleRequest(Unauthenticated):
+    """The request's timestamp is outside the freshness window (HTTP 401)."""
+
+
+class ReplayedRequest(Unauthenticated):
+    """The request's nonce was already used (HTTP 401)."""
+
+
+class Forbidden(AuthError):
+    """Authenticated, but not allowed to do this (HTTP 403)."""
+
+
+class PeerIdentityMismatch(AuthError):
+    """The peer's TLS certificate does not match its on-chain registry entry."""

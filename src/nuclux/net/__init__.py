@@ -1,0 +1,1 @@
+"""Secure transport: TLS identities pinned by on-chain fingerprints, signed requests."""

@@ -1,0 +1,1 @@
+"""The provider daemon: shard store, chain follower, server."""
