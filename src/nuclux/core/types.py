@@ -7,7 +7,7 @@ Prices are per class unit: storage per GiB-epoch, compute per million fuel, band
 from __future__ import annotations
 
 import enum
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation, localcontext
 from typing import NewType
 
 Wei = NewType("Wei", int)
@@ -54,16 +54,22 @@ def parse_nux(text: str) -> Wei:
             raise ValueError(f"invalid wei amount {text!r}")
         return Wei(int(digits))
     t = t.removesuffix("nux").strip()
-    try:
-        d = Decimal(t)
-    except InvalidOperation:
-        raise ValueError(f"invalid NuxCoin amount {text!r}; write e.g. 1.5 or 1000wei") from None
-    if not d.is_finite() or d < 0:
-        raise ValueError(f"invalid NuxCoin amount {text!r}: must be a non-negative number")
-    wei = d * ONE_NUX
-    if wei != wei.to_integral_value():
-        raise ValueError(f"{text!r} has more than {NUX_DECIMALS} decimal places")
-    return Wei(int(wei))
+    if len(t) > 100:
+        raise ValueError("amount too long")
+    with localcontext() as ctx:
+        ctx.prec = 200  # exact for any amount a 256-bit token can hold
+        try:
+            d = Decimal(t)
+        except InvalidOperation:
+            raise ValueError(
+                f"invalid NuxCoin amount {text!r}; write e.g. 1.5 or 1000wei"
+            ) from None
+        if not d.is_finite() or d < 0:
+            raise ValueError(f"invalid NuxCoin amount {text!r}: must be a non-negative number")
+        wei = d * ONE_NUX
+        if wei != wei.to_integral_value():
+            raise ValueError(f"{text!r} has more than {NUX_DECIMALS} decimal places")
+        return Wei(int(wei))
 
 
 def format_nux(amount: int) -> str:
