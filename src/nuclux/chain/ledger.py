@@ -7,12 +7,15 @@ Opening a lease, registering and topping up approve exactly the amount needed fi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 from web3.contract import AsyncContract
+from web3.exceptions import BlockNotFound, Web3RPCError
 from web3.logs import DISCARD
 from web3.types import TxParams, TxReceipt
 
@@ -180,20 +183,7 @@ class Ledger:
 
     async def provider(self, address: str) -> ProviderInfo:
         p = await self._call(self.registry, "getProvider", self._cs(address))
-        return ProviderInfo(
-            owner=Address(self._cs(address)),
-            operator=Address(p[0]),
-            status=PROVIDER_STATUS[int(p[1])],
-            faults=int(p[2]),
-            suspended_until=int(p[3]),
-            stake=Wei(int(p[5])),
-            release_at=int(p[6]),
-            cert_fingerprint=bytes(p[7]),
-            x25519_key=bytes(p[8]),
-            capacity=(int(p[9][0]), int(p[9][1]), int(p[9][2])),
-            price=(int(p[10][0]), int(p[10][1]), int(p[10][2])),
-            endpoint=str(p[11]),
-        )
+        return _provider_from_raw(self._cs(address), p)
 
     async def providers(self) -> list[ProviderInfo]:
         n = int(await self._call(self.registry, "providerCount"))
@@ -350,45 +340,9 @@ class Ledger:
 
     async def lease(self, lease_id: int) -> Lease:
         raw = await self._call(self.leases, "getLease", lease_id)
-        (
-            consumer,
-            cls,
-            state,
-            faults,
-            start,
-            end,
-            provider,
-            deadline,
-            ext_epochs,
-            escrow,
-            paid,
-            price,
-            units,
-            term,
-            ext_escrow,
-            ext_deadline,
-        ) = raw
-        if int(state) == 0:
+        if int(raw[2]) == 0:
             raise UsageError(f"no lease with id {lease_id}")
-        return Lease(
-            id=LeaseId(lease_id),
-            consumer=Address(consumer),
-            provider=Address(provider),
-            cls=ResourceClass(int(cls)),
-            state=LeaseState(int(state)),
-            units=int(units),
-            price=Wei(int(price)),
-            term_epochs=int(term),
-            start_epoch=int(start),
-            end_epoch=int(end),
-            escrow=Wei(int(escrow)),
-            paid=Wei(int(paid)),
-            faults=int(faults),
-            deadline=int(deadline),
-            ext_epochs=int(ext_epochs),
-            ext_escrow=Wei(int(ext_escrow)),
-            ext_deadline=int(ext_deadline),
-        )
+        return _lease_from_raw(lease_id, raw)
 
     async def lease_count(self) -> int:
         return int(await self._call(self.leases, "leaseCount"))
@@ -399,6 +353,68 @@ class Ledger:
 
     async def epoch(self) -> int:
         return int(await self._call(self.leases, "epoch"))
+
+    # ------------------------------------------------------------------ history (chain followers)
+
+    async def block_header(self, block: int | Literal["latest"] = "latest") -> BlockHeader | None:
+        """A block's number, hash and timestamp; None if the chain has no such block (now)."""
+        try:
+            b = await self.conn.w3.eth.get_block(block)
+        except BlockNotFound:
+            return None
+        return BlockHeader(int(b["number"]), bytes(b["hash"]), int(b["timestamp"]))
+
+    async def lease_at(self, lease_id: int, block: int) -> Lease | None:
+        """The lease as it was at ``block``; None if it did not exist then."""
+        raw = await self._call_at(self.leases, "getLease", block, lease_id)
+        return None if int(raw[2]) == 0 else _lease_from_raw(lease_id, raw)
+
+    async def provider_at(self, address: str, block: int) -> ProviderInfo | None:
+        """The registry entry as it was at ``block``; None if not registered then."""
+        raw = await self._call_at(self.registry, "getProvider", block, self._cs(address))
+        return None if int(raw[1]) == 0 else _provider_from_raw(self._cs(address), raw)
+
+    async def registry_events(self, from_block: int, to_block: int) -> list[LoggedEvent]:
+        """ProviderRegistry and LeaseManager events in a block range, in chain order: one
+        eth_getLogs (on the embedded EVM, a read of its receipts)."""
+        contracts = {c.address: c for c in (self.registry, self.leases)}
+        logs: Sequence[Any]
+        if self.conn.is_embedded:
+            logs = _tester_logs(self.conn, set(contracts), from_block, to_block)
+        else:
+            logs = await self.conn.w3.eth.get_logs(
+                {"address": list(contracts), "fromBlock": from_block, "toBlock": to_block}
+            )
+        topics = {address: _event_topics(c) for address, c in contracts.items()}
+        out: list[LoggedEvent] = []
+        for log in logs:
+            address = self.conn.w3.to_checksum_address(log["address"])
+            contract = contracts.get(address)
+            if contract is None or not log["topics"]:
+                continue
+            name = topics[address].get(bytes(log["topics"][0]))
+            if name is None:
+                continue
+            ev = contract.events[name]().process_log(log)
+            out.append(
+                LoggedEvent(
+                    "LeaseManager" if contract is self.leases else "ProviderRegistry",
+                    name,
+                    dict(ev["args"]),
+                    int(log["blockNumber"]),
+                    bytes(log["blockHash"]),
+                    int(log["logIndex"]),
+                )
+            )
+        out.sort(key=lambda e: (e.block, e.log_index))
+        return out
+
+    async def _call_at(self, contract: AsyncContract, fn: str, block: int, *args: Any) -> Any:
+        """A view call against the state at ``block``; the node's refusal is a ``ChainError``."""
+        try:
+            return await contract.get_function_by_name(fn)(*args).call(block_identifier=block)
+        except Web3RPCError as exc:
+            raise ChainError(f"{fn} at block {block}: {exc}") from exc
 
     # ------------------------------------------------------------------ events
 
@@ -431,6 +447,119 @@ class ChainEvent:
     args: dict[str, Any]
     block: int
     log_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockHeader:
+    number: int
+    hash: bytes
+    timestamp: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    """An event with the contract that logged it and the block (number and hash) it is in."""
+
+    contract: str
+    name: str
+    args: dict[str, Any]
+    block: int
+    block_hash: bytes
+    log_index: int
+
+
+def _tester_logs(
+    conn: ChainConnection, addresses: set[str], first: int, last: int
+) -> list[dict[str, Any]]:
+    """eth_getLogs on the embedded EVM, read straight from py-evm's receipts, block by block.
+
+    eth-tester finds each log's receipt by scanning back from the head block, so its
+    eth_getLogs over a long range costs (logs x chain length); this reads each block once.
+    """
+    chain: Any = conn.w3.provider.ethereum_tester.backend.chain
+    out: list[dict[str, Any]] = []
+    for number in range(first, min(last, int(chain.get_canonical_head().block_number)) + 1):
+        block = chain.get_canonical_block_by_number(number)
+        receipts = block.get_receipts(chain.chaindb)
+        index = 0
+        for tx_index, (tx, receipt) in enumerate(zip(block.transactions, receipts, strict=True)):
+            for entry in receipt.logs:
+                address = to_checksum_address(entry.address)
+                if address in addresses:
+                    topics = [int(t).to_bytes(32, "big") for t in entry.topics]
+                    out.append(
+                        {
+                            "address": address,
+                            "topics": topics,
+                            "data": bytes(entry.data),
+                            "blockNumber": number,
+                            "blockHash": bytes(block.hash),
+                            "logIndex": index,
+                            "transactionIndex": tx_index,
+                            "transactionHash": bytes(tx.hash),
+                        }
+                    )
+                index += 1
+    return out
+
+
+def _provider_from_raw(owner: str, p: Any) -> ProviderInfo:
+    """A ``getProvider`` result as a ``ProviderInfo``."""
+    return ProviderInfo(
+        owner=Address(owner),
+        operator=Address(p[0]),
+        status=PROVIDER_STATUS[int(p[1])],
+        faults=int(p[2]),
+        suspended_until=int(p[3]),
+        stake=Wei(int(p[5])),
+        release_at=int(p[6]),
+        cert_fingerprint=bytes(p[7]),
+        x25519_key=bytes(p[8]),
+        capacity=(int(p[9][0]), int(p[9][1]), int(p[9][2])),
+        price=(int(p[10][0]), int(p[10][1]), int(p[10][2])),
+        endpoint=str(p[11]),
+    )
+
+
+def _lease_from_raw(lease_id: int, raw: Any) -> Lease:
+    """A ``getLease`` result (of an existing lease) as a ``Lease``."""
+    (
+        consumer,
+        cls,
+        state,
+        faults,
+        start,
+        end,
+        provider,
+        deadline,
+        ext_epochs,
+        escrow,
+        paid,
+        price,
+        units,
+        term,
+        ext_escrow,
+        ext_deadline,
+    ) = raw
+    return Lease(
+        id=LeaseId(lease_id),
+        consumer=Address(consumer),
+        provider=Address(provider),
+        cls=ResourceClass(int(cls)),
+        state=LeaseState(int(state)),
+        units=int(units),
+        price=Wei(int(price)),
+        term_epochs=int(term),
+        start_epoch=int(start),
+        end_epoch=int(end),
+        escrow=Wei(int(escrow)),
+        paid=Wei(int(paid)),
+        faults=int(faults),
+        deadline=int(deadline),
+        ext_epochs=int(ext_epochs),
+        ext_escrow=Wei(int(ext_escrow)),
+        ext_deadline=int(ext_deadline),
+    )
 
 
 def _event_topics(contract: AsyncContract) -> dict[bytes, str]:

@@ -1,0 +1,172 @@
+"""A node's configuration: ``node.toml`` in its data directory.
+
+``nuclux node init`` writes it once; ``nuclux node run`` reads it. It names the provider
+(owner address), the operator account (the only key the daemon holds, in ``keys/``), where to
+listen and what to announce, what is offered and at what posted price, and the chain.
+
+Layout of a data directory::
+
+    node.toml          this file
+    keys/              the operator keystore (keystore v3)
+    tls/cert.pem       the self-signed TLS certificate (fingerprint registered on chain)
+    tls/key.pem        its private key (0600)
+    store/             the shard store
+    chain-view.sqlite3 the follower's local view of the chain
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import tomli_w
+
+from nuclux.core.types import format_nux, parse_nux
+from nuclux.core.units import GIB, parse_size
+from nuclux.errors import ConfigError, UsageError
+
+CONFIG_NAME = "node.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    data_dir: Path
+    owner: str
+    operator_account: str
+    endpoint: str
+    listen_host: str
+    listen_port: int
+    storage_bytes: int
+    compute_units: int
+    egress_bytes: int
+    price_storage: int
+    price_compute: int
+    price_egress: int
+    stake: int
+    chain: str
+    deployment: Path | None
+    grace_seconds: int = 3600
+    max_object_bytes: int = 4 << 30
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def keystore_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def view_path(self) -> Path:
+        return self.data_dir / "chain-view.sqlite3"
+
+    @property
+    def capacity(self) -> tuple[int, int, int]:
+        """Capacities as the registry records them: whole GiB, slots, whole GiB."""
+        return (self.storage_bytes // GIB, self.compute_units, self.egress_bytes // GIB)
+
+    @property
+    def prices(self) -> tuple[int, int, int]:
+        return (self.price_storage, self.price_compute, self.price_egress)
+
+    def to_toml(self) -> dict[str, Any]:
+        return {
+            "node": {
+                "owner": self.owner,
+                "operator_account": self.operator_account,
+                "endpoint": self.endpoint,
+                "listen": f"{self.listen_host}:{self.listen_port}",
+                "grace_seconds": self.grace_seconds,
+                "max_object_bytes": self.max_object_bytes,
+            },
+            "offer": {
+                "storage_bytes": self.storage_bytes,
+                "compute_units": self.compute_units,
+                "egress_bytes": self.egress_bytes,
+                "price_storage": format_nux(self.price_storage),
+                "price_compute": format_nux(self.price_compute),
+                "price_egress": format_nux(self.price_egress),
+                "stake": format_nux(self.stake),
+            },
+            "chain": {
+                "rpc": self.chain,
+                **({"deployment": str(self.deployment)} if self.deployment else {}),
+            },
+        }
+
+    def summary(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["data_dir"] = str(self.data_dir)
+        out["deployment"] = str(self.deployment) if self.deployment else None
+        return out
+
+
+def parse_endpoint(endpoint: str) -> tuple[str, int]:
+    parts = urlsplit(endpoint)
+    if parts.scheme != "https" or not parts.hostname or parts.port is None:
+        raise UsageError(f"endpoint {endpoint!r} must look like https://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query:
+        raise UsageError(f"endpoint {endpoint!r} must have no path or query")
+    return parts.hostname, parts.port
+
+
+def save_config(cfg: NodeConfig, *, overwrite: bool = False) -> Path:
+    path = cfg.data_dir / CONFIG_NAME
+    if path.exists() and not overwrite:
+        raise UsageError(f"{path} exists: this data directory already holds a node")
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=cfg.data_dir, prefix=".node-")
+    with os.fdopen(fd, "wb") as fh:
+        tomli_w.dump(cfg.to_toml(), fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_config(data_dir: Path) -> NodeConfig:
+    path = data_dir / CONFIG_NAME
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no node at {data_dir}: run `nuclux node init` first") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    try:
+        node, offer, chain = raw["node"], raw["offer"], raw["chain"]
+        host, _, port = str(node["listen"]).rpartition(":")
+        dep = chain.get("deployment")
+        return NodeConfig(
+            data_dir=data_dir,
+            owner=str(node["owner"]),
+            operator_account=str(node["operator_account"]),
+            endpoint=str(node["endpoint"]),
+            listen_host=host,
+            listen_port=int(port),
+            storage_bytes=_size(offer["storage_bytes"]),
+            compute_units=int(offer["compute_units"]),
+            egress_bytes=_size(offer["egress_bytes"]),
+            price_storage=parse_nux(str(offer["price_storage"])),
+            price_compute=parse_nux(str(offer["price_compute"])),
+            price_egress=parse_nux(str(offer["price_egress"])),
+            stake=parse_nux(str(offer["stake"])),
+            chain=str(chain["rpc"]),
+            deployment=Path(dep) if dep else None,
+            grace_seconds=int(node.get("grace_seconds", 3600)),
+            max_object_bytes=int(node.get("max_object_bytes", 4 << 30)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid {path}: {exc}") from exc
+
+
+def _size(value: object) -> int:
+    return value if isinstance(value, int) else parse_size(str(value))
