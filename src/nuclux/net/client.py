@@ -1,0 +1,224 @@
+"""A consumer's client for one node: pinned TLS 1.3 and signed requests.
+
+``NodeClient(endpoint, fingerprint, private_key)`` refuses a server whose certificate does not
+hash to ``fingerprint`` (read from the registry) during the handshake, signs every request
+with the consumer's Ethereum key bound to that fingerprint, and maps the node's JSON errors
+back onto the ``NucluxError`` tree (401 ``Unauthenticated``, 403 ``Forbidden``, 404
+``ObjectNotFound``, 422 ``IntegrityError``, 507 ``QuotaExceeded``, other 4xx ``UsageError``).
+Downloads are checked against the SHA-256 the node reports when the whole object is read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from nuclux.errors import (
+    Forbidden,
+    IntegrityError,
+    NucluxError,
+    ObjectNotFound,
+    QuotaExceeded,
+    ReplayedRequest,
+    StaleRequest,
+    StoreError,
+    Unauthenticated,
+    UsageError,
+)
+from nuclux.net.signing import CAPABILITY_HEADER, CONTENT_SHA256_HEADER, signed_headers
+from nuclux.net.tls import client_ssl_context, peer_errors
+
+_BY_CODE: dict[str, type[NucluxError]] = {
+    "unauthenticated": Unauthenticated,
+    "stale_request": StaleRequest,
+    "replayed_request": ReplayedRequest,
+    "forbidden": Forbidden,
+    "not_found": ObjectNotFound,
+    "unknown_lease": ObjectNotFound,
+    "integrity": IntegrityError,
+    "quota_exceeded": QuotaExceeded,
+    "capacity_exceeded": QuotaExceeded,
+}
+
+
+class NodeRequestError(NucluxError):
+    """The node answered with an error this client has no closer class for."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"node error {status} {code}: {message}")
+        self.status = status
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    object_id: bytes
+    sha256: bytes
+    size: int
+
+
+class NodeClient:
+    def __init__(
+        self, endpoint: str, fingerprint: bytes, private_key: bytes, *, timeout: float = 60.0
+    ) -> None:
+        self.base = URL(endpoint)
+        self.fingerprint = fingerprint
+        self._key = private_key
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_ssl_context(fingerprint)),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def __aenter__(self) -> NodeClient:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _url(self, lease_id: int, object_id: bytes | None = None) -> URL:
+        path = f"/v1/leases/{lease_id}"
+        if object_id is not None:
+            if not 1 <= len(object_id) <= 64:
+                raise UsageError("object ids are 1-64 bytes")
+            path += f"/objects/{object_id.hex()}"
+        return self.base.with_path(path)
+
+    def _headers(
+        self, method: str, url: URL, body_sha: bytes | None = None, capability: str | None = None
+    ) -> dict[str, str]:
+        h = signed_headers(
+            self._key, method, url, fingerprint=self.fingerprint, content_sha256=body_sha
+        )
+        if capability:
+            h[CAPABILITY_HEADER] = capability
+        return h
+
+    async def _raise_for(self, resp: aiohttp.ClientResponse) -> None:
+        if resp.status < 400:
+            return
+        try:
+            err = (await resp.json())["error"]
+            code, message = str(err["code"]), str(err["message"])
+        except (aiohttp.ContentTypeError, KeyError, TypeError, ValueError):
+            code, message = "unknown", (await resp.text())[:200]
+        cls = _BY_CODE.get(code)
+        if cls is not None:
+            raise cls(message)
+        if resp.status == 400:
+            raise UsageError(message)
+        if resp.status >= 500 and code == "store":
+            raise StoreError(message)
+        raise NodeRequestError(resp.status, code, message)
+
+    # ------------------------------------------------------------------ API
+
+    async def info(self) -> dict[str, Any]:
+        with peer_errors():
+            async with self._session.get(self.base.with_path("/v1/info")) as resp:
+                await self._raise_for(resp)
+                out: dict[str, Any] = await resp.json()
+                return out
+
+    async def put(self, lease_id: int, object_id: bytes, data: bytes) -> StoredObject:
+        url = self._url(lease_id, object_id)
+        sha = hashlib.sha256(data).digest()
+        with peer_errors():
+            headers = self._headers("PUT", url, sha)
+            headers["Content-Length"] = str(len(data))
+            async with self._session.put(url, data=_chunks(data), headers=headers) as resp:
+                await self._raise_for(resp)
+                body = await resp.json()
+        return StoredObject(object_id, bytes.fromhex(body["sha256"]), int(body["size"]))
+
+    async def get(
+        self,
+        lease_id: int,
+        object_id: bytes,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        capability: str | None = None,
+    ) -> bytes:
+        chunks = [
+            c
+            async for c in self.stream(
+                lease_id, object_id, offset=offset, length=length, capability=capability
+            )
+        ]
+        return b"".join(chunks)
+
+    async def stream(
+        self,
+        lease_id: int,
+        object_id: bytes,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        capability: str | None = None,
+    ) -> AsyncIterator[bytes]:
+        url = self._url(lease_id, object_id)
+        headers = self._headers("GET", url, capability=capability)
+        whole = offset == 0 and length is None
+        if not whole:
+            end = "" if length is None else str(offset + length - 1)
+            headers["Range"] = f"bytes={offset}-{end}"
+        with peer_errors():
+            async with self._session.get(url, headers=headers) as resp:
+                await self._raise_for(resp)
+                h = hashlib.sha256()
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    if whole:
+                        h.update(chunk)
+                    yield chunk
+                if whole and h.hexdigest() != resp.headers.get(CONTENT_SHA256_HEADER, ""):
+                    raise IntegrityError(
+                        f"object {object_id.hex()} of lease {lease_id} "
+                        "does not match the hash the node reported"
+                    )
+
+    async def delete(self, lease_id: int, object_id: bytes) -> None:
+        url = self._url(lease_id, object_id)
+        with peer_errors():
+            async with self._session.delete(url, headers=self._headers("DELETE", url)) as resp:
+                await self._raise_for(resp)
+
+    async def list(
+        self, lease_id: int, *, after: bytes | None = None, limit: int = 1000
+    ) -> list[StoredObject]:
+        url = self._url(lease_id).with_path(f"/v1/leases/{lease_id}/objects")
+        query = {"limit": str(limit)} | ({"after": after.hex()} if after else {})
+        url = url.with_query(query)
+        with peer_errors():
+            async with self._session.get(url, headers=self._headers("GET", url)) as resp:
+                await self._raise_for(resp)
+                body = await resp.json()
+        return [
+            StoredObject(bytes.fromhex(x["id"]), bytes.fromhex(x["sha256"]), int(x["size"]))
+            for x in body
+        ]
+
+    async def usage(self, lease_id: int) -> dict[str, Any]:
+        url = self._url(lease_id)
+        with peer_errors():
+            async with self._session.get(url, headers=self._headers("GET", url)) as resp:
+                await self._raise_for(resp)
+                out: dict[str, Any] = await resp.json()
+                return out
+
+
+async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """Stream a body in 1 MiB pieces (no copy of the whole body into the transport)."""
+    view = memoryview(data)
+    for i in range(0, len(data), size):
+        yield bytes(view[i : i + size])

@@ -1,0 +1,174 @@
+"""The provider's lease agent: answers tickets, keeps the store in step, collects earnings.
+
+Theory of operation
+-------------------
+Each ``tick`` reads the local chain view (already synced by the follower) and acts on this
+provider's leases:
+
+- Ticketed storage lease: accept if the node is not draining and the store can reserve
+  ``units`` more GiB within the capacity offered; otherwise decline (a decline is no fault).
+  Tickets of classes this node does not serve yet are declined.
+- Active storage lease: make sure the store reserves its quota; a pending extension is accepted
+  unless draining.
+- Closing, Closed or Failed lease: mark it closed in the store (its data is collected after
+  the grace period); once its dispute window has passed, settle it (anyone may, and the money
+  can only go to the parties).
+- Every ``claim_every`` seconds, claim what active leases have earned.
+- Garbage-collect the store at chain time.
+
+Each transaction is attempted once per lease and state, so a slow chain never sees duplicates;
+refusals (another party moved first) are logged and forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+from nuclux.chain import Ledger
+from nuclux.core.lease import Lease, LeaseState
+from nuclux.core.types import ResourceClass
+from nuclux.core.units import GIB
+from nuclux.errors import ChainError, NucluxError
+from nuclux.node.follower import ChainView
+from nuclux.node.store import ShardStore
+
+log = logging.getLogger("nuclux.node.agent")
+
+LIVE = (LeaseState.ACTIVE, LeaseState.ACTIVE_TICKETED)
+ENDED = (LeaseState.CLOSING, LeaseState.CLOSED, LeaseState.FAILED)
+
+
+@dataclass
+class AgentStats:
+    accepted: int = 0
+    declined: int = 0
+    extensions: int = 0
+    claimed_wei: int = 0
+    settled: int = 0
+    errors: int = 0
+
+
+@dataclass
+class LeaseAgent:
+    owner: str
+    ledger: Ledger  # signs with the operator key
+    view: ChainView
+    store: ShardStore
+    unit_bytes: int = GIB
+    claim_every: float = 300.0
+    draining: bool = False
+    stats: AgentStats = field(default_factory=AgentStats)
+    _done: set[tuple[int, str]] = field(default_factory=set)
+    _last_claim: float = 0.0
+
+    async def tick(self) -> None:
+        leases = self.view.leases_of_provider(self.owner)
+        for lease in leases:
+            try:
+                await self._handle(lease)
+            except NucluxError as exc:
+                self.stats.errors += 1
+                log.warning("lease %d (%s): %s", lease.id, lease.state.label, exc)
+        if time.monotonic() - self._last_claim >= self.claim_every:
+            self._last_claim = time.monotonic()
+            await self.claim_all(leases)
+        await self.store.gc(self.view.chain_time)
+
+    async def _once(self, lease: Lease, what: str) -> bool:
+        key = (lease.id, what)
+        if key in self._done:
+            return False
+        self._done.add(key)
+        return True
+
+    async def _handle(self, lease: Lease) -> None:
+        s = lease.state
+        if s is LeaseState.TICKETED and await self._once(lease, "answer"):
+            await self._answer(lease)
+        elif s in LIVE and lease.cls is ResourceClass.STORAGE:
+            await self._reserve(lease)
+            if (
+                s is LeaseState.ACTIVE_TICKETED
+                and not self.draining
+                and await self._once(lease, f"ext{lease.end_epoch}")
+            ):
+                await self.ledger.accept_extension(lease.id)
+                self.stats.extensions += 1
+        elif s in ENDED and lease.cls is ResourceClass.STORAGE and await self._once(lease, "close"):
+            await self._close_in_store(lease)
+        if (
+            s is LeaseState.CLOSING
+            and self.view.chain_time >= lease.deadline
+            and await self._once(lease, "settle")
+        ):
+            await self.ledger.settle(lease.id)
+            self.stats.settled += 1
+
+    async def _answer(self, lease: Lease) -> None:
+        if lease.cls is not ResourceClass.STORAGE or self.draining:
+            why = "draining" if self.draining else f"{lease.cls.name.lower()} is not served yet"
+            log.info("declining lease %d: %s", lease.id, why)
+            await self.ledger.decline(lease.id)
+            self.stats.declined += 1
+            return
+        cap = await self.store.capacity()
+        need = lease.units * self.unit_bytes
+        if cap.reserved + need > cap.offered:
+            log.info(
+                "declining lease %d: %d bytes would exceed the capacity offered", lease.id, need
+            )
+            await self.ledger.decline(lease.id)
+            self.stats.declined += 1
+            return
+        await self.store.set_lease(lease.id, need, None)  # reserve before accepting
+        try:
+            await self.ledger.accept(lease.id)
+        except ChainError:
+            await self.store.close_lease(lease.id, self.view.chain_time)
+            raise
+        self.stats.accepted += 1
+        log.info("accepted lease %d (%d units)", lease.id, lease.units)
+
+    async def _reserve(self, lease: Lease) -> None:
+        quota = lease.units * self.unit_bytes
+        try:
+            usage = await self.store.lease_usage(lease.id)
+        except NucluxError:
+            usage = None
+        if usage is None or usage.quota_bytes != quota:
+            await self.store.set_lease(lease.id, quota, None)
+
+    async def _close_in_store(self, lease: Lease) -> None:
+        try:
+            await self.store.lease_usage(lease.id)
+        except NucluxError:
+            return  # never stored anything
+        await self.store.close_lease(lease.id, self.view.chain_time)
+
+    async def claim_all(self, leases: list[Lease]) -> int:
+        total = 0
+        for lease in leases:
+            if lease.state not in (*LIVE, LeaseState.CLOSING):
+                continue
+            try:
+                now, _ = await self.ledger.claimable(lease.id)
+                if now > 0:
+                    total += await self.ledger.claim(lease.id)
+            except NucluxError as exc:
+                log.warning("claim on lease %d: %s", lease.id, exc)
+        self.stats.claimed_wei += total
+        return total
+
+    async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        while not stop.is_set():
+            try:
+                await self.tick()
+            except NucluxError as exc:
+                self.stats.errors += 1
+                log.warning("agent tick failed: %s", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -1,0 +1,213 @@
+"""Running a node: identity, registration check, store, chain view, API server, agent.
+
+Theory of operation
+-------------------
+``NodeRuntime.start`` loads the node's TLS identity and configuration, opens the shard store
+(which checks itself and removes debris from a crash), catches the chain view up, and checks
+the on-chain registration made by the owner (cold) key with ``nuclux node register``: the
+operator must be this node's key, and endpoint, certificate fingerprint, capacities and prices
+are brought in line with the configuration by an ``update`` the operator may sign. Then it
+serves the API over TLS 1.3 and runs the follower and the lease agent until ``stop``.
+
+``stop`` first stops accepting connections and lets in-flight requests finish (aiohttp's
+shutdown waits for handlers, bounded); an upload cut short is rolled back by the store writer,
+so no partial object ever becomes visible. Then the loops end and the store and view close.
+Several runtimes can share one ``ChainConnection`` (the embedded chain in tests and the demo).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+from eth_account.signers.local import LocalAccount
+
+from nuclux.chain import ChainConnection, Deployment, Ledger
+from nuclux.chain.ledger import ProviderOffer
+from nuclux.core.auth import ReplayGuard, RequestVerifier
+from nuclux.errors import ConfigError
+from nuclux.keys.derive import from_private_key
+from nuclux.net.tls import NodeIdentity, server_ssl_context
+from nuclux.node.agent import LeaseAgent
+from nuclux.node.config import NodeConfig
+from nuclux.node.follower import ChainView
+from nuclux.node.server import NodeService
+from nuclux.node.store import ShardStore
+
+log = logging.getLogger("nuclux.node")
+
+MAX_FIELD_SIZE = 96 << 10
+SHUTDOWN_TIMEOUT = 30.0
+
+
+def identity_paths(cfg: NodeConfig) -> tuple[Path, Path]:
+    return cfg.tls_dir / "cert.pem", cfg.tls_dir / "key.pem"
+
+
+def offer_for(cfg: NodeConfig, identity: NodeIdentity, x25519_public: bytes) -> ProviderOffer:
+    return ProviderOffer(
+        endpoint=cfg.endpoint,
+        cert_fingerprint=identity.fingerprint,
+        x25519_key=x25519_public,
+        capacity=cfg.capacity,
+        price=cfg.prices,
+    )
+
+
+@dataclass
+class NodeRuntime:
+    cfg: NodeConfig
+    ledger: Ledger
+    view: ChainView
+    store: ShardStore
+    identity: NodeIdentity
+    service: NodeService
+    agent: LeaseAgent
+    runner: web.AppRunner
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    owns_connection: bool = False
+
+    @property
+    def url(self) -> str:
+        host, port = self.runner.addresses[0][:2]
+        return f"https://{host}:{port}"
+
+    @classmethod
+    async def start(
+        cls,
+        cfg: NodeConfig,
+        operator: LocalAccount,
+        conn: ChainConnection,
+        deployment: Deployment,
+        *,
+        poll_interval: float = 1.0,
+        owns_connection: bool = False,
+        unit_bytes: int | None = None,
+    ) -> NodeRuntime:
+        identity = NodeIdentity.load(*identity_paths(cfg))
+        ledger = Ledger(conn, deployment, operator)
+        view = ChainView(ledger, cfg.view_path)
+        await view.catch_up()
+        await _check_registration(cfg, ledger, view, identity)
+        store = await ShardStore.open(
+            cfg.store_dir,
+            cfg.storage_bytes,
+            grace_seconds=cfg.grace_seconds,
+            max_object_size=cfg.max_object_bytes,
+        )
+        service = NodeService(
+            owner=cfg.owner,
+            operator=operator.address,
+            fingerprint=identity.fingerprint,
+            chain_id=conn.chain_id,
+            store=store,
+            view=view,
+            verifier=RequestVerifier(identity.fingerprint, ReplayGuard(120)),
+            max_object_bytes=cfg.max_object_bytes,
+            capacities=cfg.capacity,
+        )
+        agent = LeaseAgent(cfg.owner, ledger, view, store)
+        if unit_bytes is not None:
+            service.unit_bytes = agent.unit_bytes = unit_bytes
+        info = view.provider(cfg.owner)
+        service.draining = agent.draining = info is not None and info.status == "paused"
+        runner = web.AppRunner(
+            service.app(),
+            max_field_size=MAX_FIELD_SIZE,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            access_log=None,
+        )
+        await runner.setup()
+        site = web.TCPSite(
+            runner, cfg.listen_host, cfg.listen_port, ssl_context=server_ssl_context(identity)
+        )
+        await site.start()
+        rt = cls(
+            cfg,
+            ledger,
+            view,
+            store,
+            identity,
+            service,
+            agent,
+            runner,
+            owns_connection=owns_connection,
+        )
+        rt.tasks = [
+            asyncio.create_task(view.run(rt.stop_event, poll_interval)),
+            asyncio.create_task(agent.run(rt.stop_event, poll_interval)),
+        ]
+        log.info("node %s serving %s", cfg.owner, rt.url)
+        return rt
+
+    async def stop(self) -> None:
+        self.stop_event.set()
+        await self.runner.cleanup()  # stop listening; in-flight requests finish first
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.store.close()
+        self.view.close()
+        if self.owns_connection:
+            await self.ledger.conn.close()
+
+    async def serve_until_signalled(self) -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)
+        try:
+            await done.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()
+
+
+async def _check_registration(
+    cfg: NodeConfig, ledger: Ledger, view: ChainView, identity: NodeIdentity
+) -> None:
+    info = view.provider(cfg.owner)
+    if info is None or info.status == "none":
+        raise ConfigError(
+            f"provider {cfg.owner} is not registered: run `nuclux node register` with the "
+            "owner key first"
+        )
+    if info.operator.lower() != ledger.address.lower():
+        raise ConfigError(
+            f"the registry names {info.operator} as operator of {cfg.owner}, but this node's "
+            f"operator key is {ledger.address}"
+        )
+    offer = offer_for(cfg, identity, info.x25519_key)
+    current = (info.endpoint, info.cert_fingerprint, info.capacity, info.price)
+    wanted = (offer.endpoint, offer.cert_fingerprint, offer.capacity, offer.price)
+    if current != wanted:
+        log.info("updating the registration of %s to match the node's configuration", cfg.owner)
+        receipt = await ledger.update_provider(offer, provider=cfg.owner)
+        await view.wait_for_block(int(receipt["blockNumber"]), timeout=30)
+
+
+async def register(
+    cfg: NodeConfig,
+    owner: LocalAccount,
+    operator_address: str,
+    conn: ChainConnection,
+    deployment: Deployment,
+) -> None:
+    """With the owner (cold) key: stake and register this node (or update it)."""
+    if owner.address.lower() != cfg.owner.lower():
+        raise ConfigError(f"this node belongs to {cfg.owner}, not {owner.address}")
+    identity = NodeIdentity.load(*identity_paths(cfg))
+    ledger = Ledger(conn, deployment, owner)
+    x25519 = from_private_key(bytes(owner.key)).x25519_public
+    offer = offer_for(cfg, identity, x25519)
+    info = await ledger.provider(owner.address)
+    if info.status == "none":
+        await ledger.register_provider(offer, cfg.stake, operator=operator_address)
+    else:
+        if info.operator.lower() != operator_address.lower():
+            await ledger.set_operator(operator_address)
+        await ledger.update_provider(offer)

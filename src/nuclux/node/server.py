@@ -1,0 +1,320 @@
+"""The node's HTTP API (docs/spec/node-api.md): lease-scoped objects over TLS 1.3.
+
+Theory of operation
+-------------------
+Every lease-scoped request is handled in the same order: parse and bound the path, check the
+signature, freshness and nonce (401), look the lease up in the local chain view (no RPC; 404
+if unknown), check the lease is an active storage lease of this provider and that the signer
+is its consumer, or holds an owner-signed capability naming the object (403), then touch the
+shard store. A PUT streams the body into a store writer that checks the signed SHA-256 and
+the declared length before anything becomes visible (422), within the lease's quota (507).
+Every failure is a JSON error body with a machine-readable code, produced in one middleware
+from the ``NucluxError`` raised.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from nuclux.core.auth import RequestVerifier
+from nuclux.core.capability import capability_from_header, verify_capability
+from nuclux.core.lease import Lease, LeaseState
+from nuclux.core.types import ResourceClass
+from nuclux.core.units import GIB
+from nuclux.errors import (
+    CapacityExceeded,
+    Forbidden,
+    IntegrityError,
+    NucluxError,
+    ObjectNotFound,
+    QuotaExceeded,
+    ReplayedRequest,
+    StaleRequest,
+    StoreError,
+    Unauthenticated,
+    UsageError,
+)
+from nuclux.net.signing import CAPABILITY_HEADER, CONTENT_SHA256_HEADER, authenticate
+from nuclux.node.store import ShardStore
+
+API = "/v1"
+CHUNK = 1 << 20
+_LEASE = re.compile(r"^[1-9][0-9]{0,77}$")
+_OBJECT = re.compile(r"^(?:[0-9a-f]{2}){1,64}$")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+SERVING = (LeaseState.ACTIVE, LeaseState.ACTIVE_TICKETED)
+
+
+class LeaseLookup(Protocol):
+    """What the server needs of the chain view (``nuclux.node.follower.ChainView``)."""
+
+    def lease(self, lease_id: int) -> Lease | None: ...
+
+    @property
+    def synced_block(self) -> int: ...
+
+
+class HttpError(NucluxError):
+    """An error with an explicit HTTP status and code."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+_STATUS: list[tuple[type[NucluxError], int, str]] = [
+    (StaleRequest, 401, "stale_request"),
+    (ReplayedRequest, 401, "replayed_request"),
+    (Unauthenticated, 401, "unauthenticated"),
+    (Forbidden, 403, "forbidden"),
+    (ObjectNotFound, 404, "not_found"),
+    (IntegrityError, 422, "integrity"),
+    (QuotaExceeded, 507, "quota_exceeded"),
+    (CapacityExceeded, 507, "capacity_exceeded"),
+    (UsageError, 400, "bad_request"),
+    (StoreError, 500, "store"),
+]
+
+
+def error_response(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def errors_as_json(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except HttpError as err:
+        return error_response(err.status, err.code, str(err))
+    except NucluxError as err:
+        for cls, status, code in _STATUS:
+            if isinstance(err, cls):
+                return error_response(status, code, str(err))
+        return error_response(500, "internal", str(err))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "bad_request"
+        )
+        return error_response(exc.status, code, exc.reason)
+
+
+@dataclass
+class NodeService:
+    """The request handlers of one node, over its store, chain view and identity."""
+
+    owner: str
+    operator: str
+    fingerprint: bytes
+    chain_id: int
+    store: ShardStore
+    view: LeaseLookup
+    verifier: RequestVerifier
+    max_object_bytes: int = 4 << 30
+    clock: Callable[[], int] = field(default=lambda: int(time.time()))
+    draining: bool = False
+    capacities: tuple[int, int, int] = (0, 0, 0)
+    unit_bytes: int = GIB  # storage leases reserve units x this (tests shrink it)
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[errors_as_json], client_max_size=0)
+        r = app.router
+        r.add_get(f"{API}/info", self.info)
+        r.add_get(f"{API}/leases/{{lease}}", self.lease_info)
+        r.add_get(f"{API}/leases/{{lease}}/objects", self.list_objects)
+        r.add_put(f"{API}/leases/{{lease}}/objects/{{object}}", self.put)
+        r.add_get(f"{API}/leases/{{lease}}/objects/{{object}}", self.get)
+        r.add_delete(f"{API}/leases/{{lease}}/objects/{{object}}", self.delete)
+        return app
+
+    # ------------------------------------------------------------------ checks
+
+    def _ids(self, request: web.Request, with_object: bool) -> tuple[int, bytes]:
+        lease = request.match_info["lease"]
+        if not _LEASE.match(lease):
+            raise UsageError("lease id must be a decimal number from 1 to 2^256-1")
+        obj = b""
+        if with_object:
+            text = request.match_info["object"]
+            if not _OBJECT.match(text):
+                raise UsageError("object id must be 1-64 bytes written as lowercase hex")
+            obj = bytes.fromhex(text)
+        return int(lease), obj
+
+    def _lease(self, lease_id: int) -> Lease:
+        lease = self.view.lease(lease_id)
+        if lease is None:
+            raise HttpError(
+                404,
+                "unknown_lease",
+                f"this node does not know lease {lease_id} "
+                f"(synced to block {self.view.synced_block}); retry shortly",
+            )
+        if lease.provider.lower() != self.owner.lower():
+            raise Forbidden(f"lease {lease_id} is held by another provider")
+        if lease.cls is not ResourceClass.STORAGE:
+            raise Forbidden(f"lease {lease_id} is not a storage lease")
+        if lease.state not in SERVING:
+            raise Forbidden(f"lease {lease_id} is {lease.state.label}, not active")
+        return lease
+
+    async def _authorise(
+        self, request: web.Request, *, write: bool, object_id: bytes | None = None
+    ) -> tuple[Lease, bytes]:
+        lease_id, _ = self._ids(request, False)
+        who = authenticate(request, self.verifier, now=self.clock())
+        lease = self._lease(lease_id)
+        if who.address.lower() == lease.consumer.lower():
+            await self._ensure_store_lease(lease)
+            return lease, who.content_sha256
+        header = request.headers.get(CAPABILITY_HEADER)
+        if write or header is None or object_id is None:
+            raise Forbidden(f"{who.address} is not the consumer of lease {lease_id}")
+        cap = capability_from_header(header)
+        verify_capability(
+            cap,
+            now=self.clock(),
+            grantee=who.address,
+            lease_id=lease_id,
+            lease_owner=lease.consumer,
+            object_id=object_id,
+        )
+        return lease, who.content_sha256
+
+    async def _ensure_store_lease(self, lease: Lease) -> None:
+        quota = lease.units * self.unit_bytes
+        try:
+            usage = await self.store.lease_usage(lease.id)
+        except StoreError:  # the store has not seen this lease yet
+            usage = None
+        if usage is None or usage.quota_bytes != quota:
+            await self.store.set_lease(lease.id, quota, None)
+
+    # ------------------------------------------------------------------ handlers
+
+    async def info(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "api": 1,
+                "provider": self.owner,
+                "operator": self.operator,
+                "fingerprint": self.fingerprint.hex(),
+                "chain_id": self.chain_id,
+                "synced_block": self.view.synced_block,
+                "draining": self.draining,
+                "capacity": {
+                    "storage_gib": self.capacities[0],
+                    "compute_units": self.capacities[1],
+                    "egress_gib": self.capacities[2],
+                },
+            }
+        )
+
+    async def lease_info(self, request: web.Request) -> web.Response:
+        lease, _ = await self._authorise(request, write=True)
+        usage = await self.store.lease_usage(lease.id)
+        return web.json_response(
+            {
+                "lease": lease.id,
+                "state": lease.state.label,
+                "quota_bytes": usage.quota_bytes,
+                "used_bytes": usage.used_bytes,
+                "objects": usage.objects,
+            }
+        )
+
+    async def put(self, request: web.Request) -> web.Response:
+        lease_id, object_id = self._ids(request, True)
+        size = request.content_length
+        if size is None:
+            raise UsageError("PUT needs a Content-Length")
+        if size > self.max_object_bytes:
+            raise HttpError(
+                413,
+                "too_large",
+                f"objects are limited to {self.max_object_bytes} bytes on this node",
+            )
+        if CONTENT_SHA256_HEADER not in request.headers:
+            raise UsageError(f"PUT needs {CONTENT_SHA256_HEADER}, the signed body hash")
+        _, sha = await self._authorise(request, write=True)
+        async with self.store.writer(
+            lease_id, object_id, size=size, sha256=sha, created_at=self.clock()
+        ) as w:
+            async for chunk in request.content.iter_chunked(CHUNK):
+                await w.write(chunk)
+            info = await w.commit()
+        return web.json_response({"sha256": info.sha256.hex(), "size": info.size}, status=201)
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        lease_id, object_id = self._ids(request, True)
+        await self._authorise(request, write=False, object_id=object_id)
+        info = await self.store.stat(lease_id, object_id)
+        offset, length = _parse_range(request.headers.get("Range"), info.size)
+        partial = request.headers.get("Range") is not None
+        resp = web.StreamResponse(status=206 if partial else 200)
+        resp.content_length = length
+        resp.headers[CONTENT_SHA256_HEADER] = info.sha256.hex()
+        resp.headers["Accept-Ranges"] = "bytes"
+        if partial:
+            resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{info.size}"
+        await resp.prepare(request)
+        if request.method != "HEAD" and length > 0:
+            async for chunk in self.store.read(lease_id, object_id, offset, length, CHUNK):
+                await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+
+    async def delete(self, request: web.Request) -> web.Response:
+        lease_id, object_id = self._ids(request, True)
+        await self._authorise(request, write=True)
+        await self.store.delete(lease_id, object_id)
+        return web.Response(status=204)
+
+    async def list_objects(self, request: web.Request) -> web.Response:
+        lease_id, _ = self._ids(request, False)
+        await self._authorise(request, write=True)
+        after_text = request.query.get("after")
+        if after_text is not None and not _OBJECT.match(after_text):
+            raise UsageError("after must be an object id in lowercase hex")
+        try:
+            limit = int(request.query.get("limit", "1000"))
+        except ValueError:
+            raise UsageError("limit must be a number from 1 to 1000") from None
+        items = await self.store.list_objects(
+            lease_id, after=bytes.fromhex(after_text) if after_text else None, limit=limit
+        )
+        body: list[dict[str, Any]] = [
+            {"id": i.object_id.hex(), "sha256": i.sha256.hex(), "size": i.size} for i in items
+        ]
+        return web.json_response(body)
+
+
+def _parse_range(header: str | None, size: int) -> tuple[int, int]:
+    """(offset, length) of a single ``bytes=`` range, or the whole object."""
+    if header is None:
+        return 0, size
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        raise HttpError(416, "bad_range", f"unsupported Range {header!r}; use bytes=a-b")
+    if not m.group(1):  # suffix: the last n bytes
+        n = int(m.group(2))
+        if n == 0:
+            raise HttpError(416, "bad_range", "an empty suffix range")
+        n = min(n, size)
+        return size - n, n
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) else size - 1
+    if start >= size or end < start:
+        raise HttpError(416, "bad_range", f"range {header!r} is outside the object ({size} B)")
+    end = min(end, size - 1)
+    return start, end - start + 1

@@ -1,0 +1,279 @@
+"""The shard store's SQLite index and the blob-file moves that must be serialised with it.
+
+Every method here is blocking and runs on the store's single database thread, so an index
+transaction and the file operations that go with it (renaming a finished temp file into
+``blobs/``, unlinking a blob whose last reference went, opening a blob for a reader) never
+interleave with another transaction. Order of durable steps for a committed object: the temp
+file is fsynced by the writer; here it is renamed into place and its directory fsynced; then the
+index transaction commits (WAL, ``synchronous=FULL``). A blob is unlinked only after the
+transaction that dropped its last reference has committed. A crash between any two steps leaves
+an unreferenced file, which the self-check at open removes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from nuclux.errors import IntegrityError, ObjectNotFound, StoreError
+from nuclux.node.store_types import ObjectInfo, blob_relpath
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leases (
+    lease_id INTEGER PRIMARY KEY,
+    quota_bytes INTEGER NOT NULL CHECK (quota_bytes >= 0),
+    used_bytes INTEGER NOT NULL DEFAULT 0 CHECK (used_bytes >= 0),
+    expires_at INTEGER,
+    closed_at INTEGER
+);
+CREATE TABLE IF NOT EXISTS objects (
+    lease_id INTEGER NOT NULL,
+    object_id BLOB NOT NULL CHECK (length(object_id) BETWEEN 1 AND 64),
+    sha256 BLOB NOT NULL CHECK (length(sha256) = 32),
+    size INTEGER NOT NULL CHECK (size >= 0),
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (lease_id, object_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS objects_by_sha256 ON objects (sha256);
+CREATE TABLE IF NOT EXISTS blobs (
+    sha256 BLOB PRIMARY KEY CHECK (length(sha256) = 32),
+    size INTEGER NOT NULL CHECK (size >= 0),
+    refs INTEGER NOT NULL CHECK (refs >= 1)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRow:
+    lease_id: int
+    quota_bytes: int
+    used_bytes: int
+    expires_at: int | None
+    closed_at: int | None
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def oid_text(object_id: bytes) -> str:
+    """An object id for messages: as text when printable ASCII, else hex."""
+    if object_id.isascii() and object_id.decode("ascii").isprintable():
+        return repr(object_id.decode("ascii"))
+    return "0x" + object_id.hex()
+
+
+def close_after(fd: int, pending: Future[bytes] | None) -> None:
+    """Close a blob descriptor, but only once no thread can still be reading it."""
+    if pending is None or pending.done():
+        os.close(fd)
+    else:
+        pending.add_done_callback(lambda _: os.close(fd))
+
+
+def pread_exact(fd: int, length: int, offset: int, digest: bytes) -> bytes:
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise IntegrityError(
+            f"blob {digest.hex()} is shorter than its index entry; restart the node so the "
+            "self-check can repair the store"
+        )
+    return data
+
+
+class Index:
+    """The index connection and the blob directory; single-threaded by contract."""
+
+    def __init__(self, root: Path, db: sqlite3.Connection, lock_fd: int) -> None:
+        self.root = root
+        self.db = db
+        self._lock_fd = lock_fd
+        self._dirs: set[Path] = set()
+
+    @classmethod
+    def open(cls, root: Path) -> Index:
+        for sub in ("blobs", "tmp", "quarantine"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(root / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(lock_fd)
+            raise StoreError(f"shard store {root} is in use by another process") from None
+        try:
+            fsync_dir(root)
+            db = sqlite3.connect(root / "index.sqlite3", isolation_level=None)
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        ix = cls(root, db, lock_fd)
+        try:
+            ix._init_schema()
+        except BaseException:
+            ix.close()
+            raise
+        return ix
+
+    def _init_schema(self) -> None:
+        mode = self.db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"SQLite refused WAL mode for {self.root} (got {mode!r})")
+        self.db.execute("PRAGMA synchronous=FULL")
+        with self.tx():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            row = self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            if row[0] is None:
+                self.db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise StoreError(
+                    f"index {self.root / 'index.sqlite3'} has schema version {row[0]}; this "
+                    f"Nuclux reads version {SCHEMA_VERSION}: use a matching Nuclux release"
+                )
+
+    def close(self) -> None:
+        try:
+            self.db.close()
+        finally:
+            os.close(self._lock_fd)
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[None]:
+        """One write transaction, taken eagerly so it never fails half-way on a lock."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def blob_path(self, digest: bytes) -> Path:
+        return self.root / blob_relpath(digest)
+
+    def blob_dir(self, digest: bytes) -> Path:
+        """The blob's ``blobs/ab`` directory, created (durably) on first use."""
+        path = self.blob_path(digest).parent
+        if path not in self._dirs:
+            if not path.is_dir():
+                path.mkdir()
+                fsync_dir(path.parent)
+            self._dirs.add(path)
+        return path
+
+    # leases -------------------------------------------------------------------------------
+
+    def leases(self) -> list[LeaseRow]:
+        rows = self.db.execute(
+            "SELECT lease_id, quota_bytes, used_bytes, expires_at, closed_at FROM leases"
+        )
+        return [LeaseRow(*r) for r in rows]
+
+    def lease(self, lease_id: int) -> LeaseRow:
+        row = self.db.execute(
+            "SELECT lease_id, quota_bytes, used_bytes, expires_at, closed_at FROM leases "
+            "WHERE lease_id = ?",
+            (lease_id,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no lease {lease_id} in this store; reserve it with set_lease first")
+        return LeaseRow(*row)
+
+    def object_count(self, lease_id: int) -> int:
+        row = self.db.execute("SELECT COUNT(*) FROM objects WHERE lease_id = ?", (lease_id,))
+        return int(row.fetchone()[0])
+
+    def reserved_bytes(self, *, excluding: int | None = None) -> int:
+        """Quotas of leases not closed plus bytes still held by closed ones."""
+        row = self.db.execute(
+            "SELECT COALESCE(SUM(CASE WHEN closed_at IS NULL THEN quota_bytes "
+            "ELSE used_bytes END), 0) FROM leases WHERE lease_id IS NOT ?",
+            (excluding,),
+        ).fetchone()
+        return int(row[0])
+
+    def totals(self) -> tuple[int, int, int]:
+        """(logical used bytes, distinct blob bytes, lease count)."""
+        used, leases = self.db.execute(
+            "SELECT COALESCE(SUM(used_bytes), 0), COUNT(*) FROM leases"
+        ).fetchone()
+        stored = self.db.execute("SELECT COALESCE(SUM(size), 0) FROM blobs").fetchone()[0]
+        return int(used), int(stored), int(leases)
+
+    # objects ------------------------------------------------------------------------------
+
+    def stat(self, lease_id: int, object_id: bytes) -> ObjectInfo:
+        row = self.db.execute(
+            "SELECT sha256, size, created_at FROM objects WHERE lease_id = ? AND object_id = ?",
+            (lease_id, object_id),
+        ).fetchone()
+        if row is None:
+            raise ObjectNotFound(f"lease {lease_id} has no object {oid_text(object_id)}")
+        return ObjectInfo(lease_id, object_id, row[0], row[1], row[2])
+
+    def object_size(self, lease_id: int, object_id: bytes) -> int | None:
+        try:
+            return self.stat(lease_id, object_id).size
+        except ObjectNotFound:
+            return None
+
+    def open_object(self, lease_id: int, object_id: bytes) -> tuple[ObjectInfo, int]:
+        """Look an object up and open its blob in one step, so no delete can come between.
+
+        The caller owns the returned file descriptor; it stays valid after an unlink."""
+        info = self.stat(lease_id, object_id)
+        try:
+            fd = os.open(self.blob_path(info.sha256), os.O_RDONLY)
+        except FileNotFoundError:
+            raise StoreError(
+                f"blob {info.sha256_hex} of lease {lease_id} object {oid_text(object_id)} is "
+                "missing from disk; restart the node so the self-check can repair the index"
+            ) from None
+        return info, fd
+
+    def list_objects(self, lease_id: int, after: bytes | None, limit: int) -> list[ObjectInfo]:
+        rows = self.db.execute(
+            "SELECT object_id, sha256, size, created_at FROM objects "
+            "WHERE lease_id = ? AND object_id > ? ORDER BY object_id LIMIT ?",
+            (lease_id, after if after is not None else b"", limit),
+        )
+        return [ObjectInfo(lease_id, r[0], r[1], r[2], r[3]) for r in rows]
+
+    def unref(self, digest: bytes, count: int = 1) -> bool:
+        """Drop ``count`` references to a blob; True when its row went (unlink after commit)."""
+        row = self.db.execute("SELECT refs FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+        if row is None:
+            return False
+        if row[0] <= count:
+            self.db.execute("DELETE FROM blobs WHERE sha256 = ?", (digest,))
+            return True
+        self.db.execute("UPDATE blobs SET refs = refs - ? WHERE sha256 = ?", (count, digest))
+        return False
+
+    def unlink_blobs(self, digests: list[bytes]) -> int:
+        freed = 0
+        for d in digests:
+            path = self.blob_path(d)
+            with contextlib.suppress(FileNotFoundError):
+                freed += path.stat().st_size
+                path.unlink()
+        return freed

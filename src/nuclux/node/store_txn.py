@@ -1,0 +1,175 @@
+"""Index mutations of the shard store: leases, object commits, deletes, garbage collection.
+
+Each function is one ``BEGIN IMMEDIATE`` transaction on the database thread (see
+``store_index``). The transaction re-checks every rule the in-memory accounting already
+checked (quota, capacity, lease open), so the committed state obeys them even when in-flight
+estimates raced. Blob files are renamed into place inside the transaction, before COMMIT, and
+unlinked only after it; a failure before COMMIT removes a freshly renamed blob again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nuclux.errors import CapacityExceeded, ObjectNotFound, QuotaExceeded, StoreError
+from nuclux.node.store_index import Index, LeaseRow, fsync_dir, oid_text, unlink_quietly
+from nuclux.node.store_types import GcReport, ObjectInfo
+
+
+def _lease_for_write(ix: Index, lease_id: int) -> LeaseRow:
+    lease = ix.lease(lease_id)
+    if lease.closed_at is not None:
+        raise StoreError(f"lease {lease_id} is closed; it accepts no new data")
+    return lease
+
+
+def set_lease(
+    ix: Index, lease_id: int, quota_bytes: int, expires_at: int | None, capacity_bytes: int
+) -> LeaseRow:
+    with ix.tx():
+        row = ix.db.execute(
+            "SELECT quota_bytes, used_bytes, closed_at FROM leases WHERE lease_id = ?",
+            (lease_id,),
+        ).fetchone()
+        old_quota, used = (row[0], row[1]) if row else (0, 0)
+        if row is not None and row[2] is not None:
+            raise StoreError(f"lease {lease_id} is closed; a closed lease cannot be reserved again")
+        if quota_bytes < used:
+            raise QuotaExceeded(
+                f"cannot shrink lease {lease_id} to {quota_bytes} bytes: {used} bytes are stored "
+                "under it; delete objects first"
+            )
+        if quota_bytes > old_quota:
+            reserved = ix.reserved_bytes(excluding=lease_id)
+            if reserved + quota_bytes > capacity_bytes:
+                raise CapacityExceeded(
+                    f"reserving {quota_bytes} bytes for lease {lease_id} would exceed the "
+                    f"{capacity_bytes} bytes this node offers: {reserved} are reserved already, "
+                    f"{max(0, capacity_bytes - reserved)} available"
+                )
+        ix.db.execute(
+            "INSERT INTO leases (lease_id, quota_bytes, used_bytes, expires_at) "
+            "VALUES (?, ?, 0, ?) "
+            "ON CONFLICT (lease_id) DO UPDATE SET quota_bytes = excluded.quota_bytes, "
+            "expires_at = excluded.expires_at",
+            (lease_id, quota_bytes, expires_at),
+        )
+    return LeaseRow(lease_id, quota_bytes, used, expires_at, None)
+
+
+def close_lease(ix: Index, lease_id: int, closed_at: int) -> LeaseRow:
+    """Mark a lease closed (idempotent: the first closing time stands)."""
+    with ix.tx():
+        lease = ix.lease(lease_id)
+        if lease.closed_at is not None:
+            return lease
+        ix.db.execute("UPDATE leases SET closed_at = ? WHERE lease_id = ?", (closed_at, lease_id))
+    return LeaseRow(lease_id, lease.quota_bytes, lease.used_bytes, lease.expires_at, closed_at)
+
+
+def commit_object(
+    ix: Index,
+    lease_id: int,
+    object_id: bytes,
+    digest: bytes,
+    size: int,
+    created_at: int,
+    tmp: Path,
+) -> tuple[ObjectInfo, int]:
+    """Make a finished, fsynced temp file the content of ``(lease_id, object_id)``.
+
+    Returns the object and the lease's new used bytes. The temp file is consumed either way
+    (renamed into ``blobs/`` or removed) unless an error is raised."""
+    final = ix.blob_path(digest)
+    renamed = False
+    dead: list[bytes] = []
+    try:
+        with ix.tx():
+            lease = _lease_for_write(ix, lease_id)
+            old = ix.db.execute(
+                "SELECT sha256, size FROM objects WHERE lease_id = ? AND object_id = ?",
+                (lease_id, object_id),
+            ).fetchone()
+            used = lease.used_bytes - (old[1] if old else 0) + size
+            if used > lease.quota_bytes:
+                raise QuotaExceeded(
+                    f"object {oid_text(object_id)} ({size} bytes) does not fit in lease "
+                    f"{lease_id}: it would use {used} of {lease.quota_bytes} reserved bytes"
+                )
+            if old is None or old[0] != digest:
+                cur = ix.db.execute("UPDATE blobs SET refs = refs + 1 WHERE sha256 = ?", (digest,))
+                if cur.rowcount == 0:
+                    ix.blob_dir(digest)
+                    os.replace(tmp, final)
+                    renamed = True
+                    fsync_dir(final.parent)
+                    ix.db.execute("INSERT INTO blobs VALUES (?, ?, 1)", (digest, size))
+                if old is not None and ix.unref(old[0]):
+                    dead.append(old[0])
+            ix.db.execute(
+                "INSERT INTO objects VALUES (?, ?, ?, ?, ?) ON CONFLICT (lease_id, object_id) "
+                "DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, "
+                "created_at = excluded.created_at",
+                (lease_id, object_id, digest, size, created_at),
+            )
+            ix.db.execute("UPDATE leases SET used_bytes = ? WHERE lease_id = ?", (used, lease_id))
+    except BaseException:
+        if renamed:  # never referenced by a committed row: not visible, so remove it again
+            unlink_quietly(final)
+        raise
+    if not renamed:
+        unlink_quietly(tmp)
+    ix.unlink_blobs(dead)
+    return ObjectInfo(lease_id, object_id, digest, size, created_at), used
+
+
+def delete_object(ix: Index, lease_id: int, object_id: bytes) -> tuple[int, int]:
+    """Delete one object; returns (the lease's new used bytes, the object's size)."""
+    with ix.tx():
+        lease = ix.lease(lease_id)
+        row = ix.db.execute(
+            "SELECT sha256, size FROM objects WHERE lease_id = ? AND object_id = ?",
+            (lease_id, object_id),
+        ).fetchone()
+        if row is None:
+            raise ObjectNotFound(f"lease {lease_id} has no object {oid_text(object_id)}")
+        ix.db.execute(
+            "DELETE FROM objects WHERE lease_id = ? AND object_id = ?", (lease_id, object_id)
+        )
+        dead = [row[0]] if ix.unref(row[0]) else []
+        used = lease.used_bytes - row[1]
+        ix.db.execute("UPDATE leases SET used_bytes = ? WHERE lease_id = ?", (used, lease_id))
+    ix.unlink_blobs(dead)
+    return used, row[1]
+
+
+def gc(ix: Index, now: int, grace_seconds: int) -> tuple[GcReport, list[int]]:
+    """Remove every lease whose end (closed_at, else expires_at) is at least the grace old."""
+    due = [
+        int(r[0])
+        for r in ix.db.execute(
+            "SELECT lease_id FROM leases WHERE COALESCE(closed_at, expires_at) <= ? "
+            "ORDER BY lease_id",
+            (now - grace_seconds,),
+        )
+    ]
+    objects = freed = blobs = blob_bytes = 0
+    for lease_id in due:
+        dead: list[bytes] = []
+        with ix.tx():
+            groups = ix.db.execute(
+                "SELECT sha256, COUNT(*), SUM(size) FROM objects WHERE lease_id = ? "
+                "GROUP BY sha256",
+                (lease_id,),
+            ).fetchall()
+            for digest, count, total in groups:
+                objects += count
+                freed += total
+                if ix.unref(digest, count):
+                    dead.append(digest)
+            ix.db.execute("DELETE FROM objects WHERE lease_id = ?", (lease_id,))
+            ix.db.execute("DELETE FROM leases WHERE lease_id = ?", (lease_id,))
+        blobs += len(dead)
+        blob_bytes += ix.unlink_blobs(dead)
+    return GcReport(len(due), objects, freed, blobs, blob_bytes), due
