@@ -26,6 +26,7 @@ exits with ``err.exit_code``; a traceback appears only with ``--debug``.
     ├── IntegrityError               exit 6   data failed a hash, tag or signature check
     ├── StoreError                   exit 7   the node's shard store refused or failed
     │   ├── ObjectNotFound
+    │   ├── LeaseNotFound                 the store holds no reservation for that lease
     │   ├── QuotaExceeded                 a write past a lease's reserved bytes
     │   └── CapacityExceeded              more reserved than the node offered
     └── AuthError                    exit 8   a request or peer failed authentication
@@ -148,6 +149,10 @@ class StoreError(NucluxError):
 
 class ObjectNotFound(StoreError):
     """No such object under that lease."""
+
+
+class LeaseNotFound(StoreError):
+    """The store holds no reservation for that lease."""
 
 
 class QuotaExceeded(StoreError):

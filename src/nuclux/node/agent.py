@@ -32,7 +32,7 @@ from nuclux.chain import Ledger
 from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.types import ResourceClass
 from nuclux.core.units import GIB
-from nuclux.errors import ChainError, NucluxError
+from nuclux.errors import ChainError, LeaseNotFound, NucluxError
 from nuclux.node.follower import ChainView
 from nuclux.node.store import ShardStore
 
@@ -137,7 +137,7 @@ class LeaseAgent:
         quota = lease.units * self.unit_bytes
         try:
             usage = await self.store.lease_usage(lease.id)
-        except NucluxError:
+        except LeaseNotFound:
             usage = None
         if usage is None or usage.quota_bytes != quota:
             await self.store.set_lease(lease.id, quota, None)
@@ -145,7 +145,7 @@ class LeaseAgent:
     async def _close_in_store(self, lease: Lease) -> None:
         try:
             await self.store.lease_usage(lease.id)
-        except NucluxError:
+        except LeaseNotFound:
             return  # never stored anything
         await self.store.close_lease(lease.id, self.view.chain_time)
 

@@ -92,8 +92,12 @@ class NodeRuntime:
         identity = NodeIdentity.load(*identity_paths(cfg))
         ledger = Ledger(conn, deployment, operator)
         view = ChainView(ledger, cfg.view_path)
-        await view.catch_up()
-        await _check_registration(cfg, ledger, view, identity)
+        try:
+            await view.catch_up()
+            await _check_registration(cfg, ledger, view, identity)
+        except BaseException:
+            view.close()
+            raise
         store = await ShardStore.open(
             cfg.store_dir,
             cfg.storage_bytes,

@@ -31,6 +31,7 @@ from nuclux.errors import (
     CapacityExceeded,
     Forbidden,
     IntegrityError,
+    LeaseNotFound,
     NucluxError,
     ObjectNotFound,
     QuotaExceeded,
@@ -195,7 +196,7 @@ class NodeService:
         quota = lease.units * self.unit_bytes
         try:
             usage = await self.store.lease_usage(lease.id)
-        except StoreError:  # the store has not seen this lease yet
+        except LeaseNotFound:  # the store has not seen this lease yet
             usage = None
         if usage is None or usage.quota_bytes != quota:
             await self.store.set_lease(lease.id, quota, None)

@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
-from nuclux.errors import IntegrityError, ObjectNotFound, StoreError
+from nuclux.errors import IntegrityError, LeaseNotFound, ObjectNotFound, StoreError
 from nuclux.node.store_types import ObjectInfo, blob_relpath
 
 SCHEMA_VERSION = 1
@@ -195,7 +195,9 @@ class Index:
             (lease_id,),
         ).fetchone()
         if row is None:
-            raise StoreError(f"no lease {lease_id} in this store; reserve it with set_lease first")
+            raise LeaseNotFound(
+                f"no lease {lease_id} in this store; reserve it with set_lease first"
+            )
         return LeaseRow(*row)
 
     def object_count(self, lease_id: int) -> int:
