@@ -38,6 +38,7 @@ from nuclux.cli.devnet_cmd import devnet_app
 from nuclux.cli.keydir_cmd import lookup_cmd, publish_cmd
 from nuclux.cli.keys_cmd import keys_app
 from nuclux.cli.lease_cmd import lease_app
+from nuclux.cli.node_cmd import node_app
 from nuclux.cli.output import (
     INTERRUPTED_EXIT,
     Ctx,
@@ -121,6 +122,7 @@ app.add_typer(chain_app, name="chain")
 app.add_typer(lease_app, name="lease")
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(provider_app, name="provider")
+app.add_typer(node_app, name="node")
 app.command("balance")(balance_cmd)
 app.command("transfer")(transfer_cmd)
 app.command("demo")(demo_cmd)

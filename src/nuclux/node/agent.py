@@ -66,6 +66,8 @@ class LeaseAgent:
     _last_claim: float = 0.0
 
     async def tick(self) -> None:
+        me = self.view.provider(self.owner)
+        self.draining = me is not None and me.status in ("paused", "leaving")
         leases = self.view.leases_of_provider(self.owner)
         for lease in leases:
             try:

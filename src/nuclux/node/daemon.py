@@ -118,8 +118,13 @@ class NodeRuntime:
         agent = LeaseAgent(cfg.owner, ledger, view, store)
         if unit_bytes is not None:
             service.unit_bytes = agent.unit_bytes = unit_bytes
-        info = view.provider(cfg.owner)
-        service.draining = agent.draining = info is not None and info.status == "paused"
+        service.draining_fn = lambda: agent.draining
+
+        async def refresh() -> None:
+            head = await conn.block_number()
+            await view.wait_for_block(head, timeout=5)
+
+        service.refresh_fn = refresh
         runner = web.AppRunner(
             service.app(),
             max_field_size=MAX_FIELD_SIZE,

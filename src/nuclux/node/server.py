@@ -14,6 +14,7 @@ from the ``NucluxError`` raised.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -124,6 +125,9 @@ class NodeService:
     max_object_bytes: int = 4 << 30
     clock: Callable[[], int] = field(default=lambda: int(time.time()))
     draining: bool = False
+    draining_fn: Callable[[], bool] | None = None  # the agent's view, when one runs
+    refresh_fn: Callable[[], Awaitable[None]] | None = None  # catch the view up (one RPC)
+    _refreshing: asyncio.Future[None] | None = None
     capacities: tuple[int, int, int] = (0, 0, 0)
     unit_bytes: int = GIB  # storage leases reserve units x this (tests shrink it)
 
@@ -152,6 +156,22 @@ class NodeService:
             obj = bytes.fromhex(text)
         return int(lease), obj
 
+    async def _fresh_lease(self, lease_id: int) -> Lease:
+        """The lease from the local view; if it is unknown or not active there, the view may
+        just lag the chain (a lease accepted a moment ago), so catch up once and look again.
+        Catching up is single-flight: concurrent requests share one refresh."""
+        try:
+            return self._lease(lease_id)
+        except (HttpError, Forbidden):
+            lease = self.view.lease(lease_id)
+            stale = lease is None or lease.state in (LeaseState.NASCENT, LeaseState.TICKETED)
+            if self.refresh_fn is None or not stale:
+                raise
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self.refresh_fn())
+        await asyncio.shield(self._refreshing)
+        return self._lease(lease_id)
+
     def _lease(self, lease_id: int) -> Lease:
         lease = self.view.lease(lease_id)
         if lease is None:
@@ -174,7 +194,7 @@ class NodeService:
     ) -> tuple[Lease, bytes]:
         lease_id, _ = self._ids(request, False)
         who = authenticate(request, self.verifier, now=self.clock())
-        lease = self._lease(lease_id)
+        lease = await self._fresh_lease(lease_id)
         if who.address.lower() == lease.consumer.lower():
             await self._ensure_store_lease(lease)
             return lease, who.content_sha256
@@ -204,15 +224,22 @@ class NodeService:
     # ------------------------------------------------------------------ handlers
 
     async def info(self, request: web.Request) -> web.Response:
+        cap = await self.store.capacity()
         return web.json_response(
             {
+                "storage": {
+                    "offered_bytes": cap.offered,
+                    "reserved_bytes": cap.reserved,
+                    "used_bytes": cap.used,
+                    "leases": cap.leases,
+                },
                 "api": 1,
                 "provider": self.owner,
                 "operator": self.operator,
                 "fingerprint": self.fingerprint.hex(),
                 "chain_id": self.chain_id,
                 "synced_block": self.view.synced_block,
-                "draining": self.draining,
+                "draining": self.draining_fn() if self.draining_fn else self.draining,
                 "capacity": {
                     "storage_gib": self.capacities[0],
                     "compute_units": self.capacities[1],

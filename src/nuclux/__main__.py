@@ -1,0 +1,5 @@
+"""``python -m nuclux``: the same as the ``nuclux`` command."""
+
+from nuclux.cli.main import run
+
+run()
