@@ -22,7 +22,7 @@ from eth_account import Account
 from nuclux.chain import ChainConnection, Deployment, Ledger
 from nuclux.core.lease import LeaseState
 from nuclux.core.types import ONE_NUX, ResourceClass
-from nuclux.errors import Forbidden, ObjectNotFound
+from nuclux.errors import Forbidden, ObjectNotFound, ProviderUnavailable
 from nuclux.net.client import NodeClient
 from tests.cli.test_devnet_cli import Cli
 
@@ -196,3 +196,54 @@ async def test_kill_9_during_a_write_then_restart(network: dict[str, Any]) -> No
             )
     finally:
         await conn.close()
+
+
+def test_status_and_drain_by_command(network: dict[str, Any]) -> None:
+    cli, up, tmp = network["cli"], network["up"], network["tmp"]
+    d = str(tmp / "node3")
+    status = cli.json("node", "status", "--data-dir", d, env=SECRETS)
+    assert status["registered"] is True
+    assert status["registered_fingerprint_matches"] is True
+    assert status["running"]["provider"] == up["accounts"][3]["address"]
+    assert status["running"]["storage"]["offered_bytes"] == 4 << 30
+    drained = cli.json("node", "drain", "--data-dir", d, env=SECRETS)
+    assert drained["status"] == "paused"
+
+    async def try_open() -> None:
+        conn, consumer = await _open(up, tmp, 4)
+        try:
+            await consumer.open_lease(
+                up["accounts"][3]["address"], ResourceClass.STORAGE, 1, 5, 10**16, ONE_NUX
+            )
+        finally:
+            await conn.close()
+
+    with pytest.raises(ProviderUnavailable, match="paused"):
+        asyncio.run(try_open())
+    assert cli.json("node", "resume", "--data-dir", d, env=SECRETS)["status"] == "active"
+    res = cli.run(
+        "node",
+        "init",
+        "--data-dir",
+        d,
+        "--endpoint",
+        "https://127.0.0.1:1",
+        "--owner",
+        up["accounts"][3]["address"],
+        "--storage",
+        "1GiB",
+        env=SECRETS,
+    )
+    assert res.exit_code == 2  # never overwrites an existing node
+    res = cli.run(
+        "node",
+        "init",
+        "--data-dir",
+        str(tmp / "bad"),
+        "--endpoint",
+        "http://x:1",
+        "--owner",
+        up["accounts"][3]["address"],
+        env=SECRETS,
+    )
+    assert res.exit_code == 2
