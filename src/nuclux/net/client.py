@@ -130,9 +130,12 @@ class NodeClient:
                 out: dict[str, Any] = await resp.json()
                 return out
 
-    async def put(self, lease_id: int, object_id: bytes, data: bytes) -> StoredObject:
+    async def put(
+        self, lease_id: int, object_id: bytes, data: bytes, sha256: bytes | None = None
+    ) -> StoredObject:
+        """Store ``data``; pass its ``sha256`` if already known (saves hashing it twice)."""
         url = self._url(lease_id, object_id)
-        sha = hashlib.sha256(data).digest()
+        sha = sha256 if sha256 is not None else hashlib.sha256(data).digest()
         with peer_errors():
             headers = self._headers("PUT", url, sha)
             headers["Content-Length"] = str(len(data))
@@ -177,7 +180,7 @@ class NodeClient:
             async with self._session.get(url, headers=headers) as resp:
                 await self._raise_for(resp)
                 h = hashlib.sha256()
-                async for chunk in resp.content.iter_chunked(1 << 20):
+                async for chunk in resp.content.iter_any():
                     if whole:
                         h.update(chunk)
                     yield chunk

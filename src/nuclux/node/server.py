@@ -278,7 +278,7 @@ class NodeService:
         async with self.store.writer(
             lease_id, object_id, size=size, sha256=sha, created_at=self.clock()
         ) as w:
-            async for chunk in request.content.iter_chunked(CHUNK):
+            async for chunk in request.content.iter_any():
                 await w.write(chunk)
             info = await w.commit()
         return web.json_response({"sha256": info.sha256.hex(), "size": info.size}, status=201)
