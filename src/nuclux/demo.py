@@ -9,19 +9,29 @@ tests check its arithmetic.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from nuclux.chain import ChainConnection, DeployParams, Ledger, deploy
+from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger, deploy
 from nuclux.chain.ledger import ProviderOffer
 from nuclux.chain.usage import Usage
+from nuclux.core.lease import LeaseState
 from nuclux.core.types import ONE_NUX, ResourceClass, format_nux
+from nuclux.core.units import GIB
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
+from nuclux.net.client import NodeClient
+from nuclux.net.tls import NodeIdentity
+from nuclux.node.config import NodeConfig
+from nuclux.node.daemon import NodeRuntime, identity_paths
 
 EPOCH = 60
 PRICE = {
@@ -39,6 +49,7 @@ class DemoSummary:
     supply: int = 0
     held_in_escrow: int = 0
     staked: int = 0
+    node: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -48,6 +59,7 @@ class DemoSummary:
             "supply_wei": self.supply,
             "escrow_wei": self.held_in_escrow,
             "staked_wei": self.staked,
+            "node": self.node,
         }
 
 
@@ -177,6 +189,8 @@ async def run_demo(say: Callable[[str], None] = lambda _m: None) -> DemoSummary:
             "min(escrow, entitlement), the residue refunded to the consumer"
         )
 
+        await _node_section(conn, dep, consumer, providers[2], operators[2], step, out)
+
         names = {
             consumer.address: "consumer",
             dep.address("LeaseManager"): "lease escrow",
@@ -205,3 +219,76 @@ async def run_demo(say: Callable[[str], None] = lambda _m: None) -> DemoSummary:
         out.held_in_escrow = out.balances["lease escrow"]
         out.staked = out.balances["registry stakes"]
     return out
+
+
+async def _node_section(
+    conn: ChainConnection,
+    dep: Deployment,
+    consumer: Ledger,
+    owner: Ledger,
+    operator: Ledger,
+    step: Callable[[str], None],
+    out: DemoSummary,
+) -> None:
+    """Run provider 3 as a real node: it accepts a storage lease and serves a file over TLS."""
+    with tempfile.TemporaryDirectory(prefix="nuclux-demo-") as tmp:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        cfg = NodeConfig(
+            data_dir=Path(tmp),
+            owner=owner.address,
+            operator_account="operator",
+            endpoint=f"https://127.0.0.1:{port}",
+            listen_host="127.0.0.1",
+            listen_port=port,
+            storage_bytes=8 * GIB,
+            compute_units=0,
+            egress_bytes=0,
+            price_storage=PRICE[ResourceClass.STORAGE],
+            price_compute=0,
+            price_egress=0,
+            stake=200 * ONE_NUX,
+            chain="embedded",
+            deployment=None,
+            grace_seconds=60,
+        )
+        NodeIdentity.generate(owner.address).save(*identity_paths(cfg))
+        node = await NodeRuntime.start(cfg, operator.account, conn, dep, poll_interval=0.1)
+        try:
+            info = await consumer.provider(owner.address)
+            step(
+                f"provider 3 started a node at {info.endpoint}; it registered its TLS "
+                f"certificate fingerprint {info.cert_fingerprint.hex()[:16]}... on chain"
+            )
+            lid = await consumer.open_lease(
+                owner.address, ResourceClass.STORAGE, 1, 10, PRICE[ResourceClass.STORAGE], ONE_NUX
+            )
+            for _ in range(200):
+                if (await consumer.lease(lid)).state is LeaseState.ACTIVE:
+                    break
+                await asyncio.sleep(0.05)
+            data = b"Nuclux: the decentralized cloud. " * 1000
+            key = bytes(consumer.account.key)
+            async with NodeClient(info.endpoint, info.cert_fingerprint, key) as client:
+                stored = await client.put(lid, b"hello.txt", data)
+                back = await client.get(lid, b"hello.txt")
+            step(
+                f"the node's agent accepted lease {lid}; the consumer stored {len(data)} bytes "
+                "over TLS pinned by the on-chain fingerprint, signed by its key, and read "
+                f"them back {'intact' if back == data else 'CORRUPTED'}"
+            )
+            out.node = {
+                "lease": lid,
+                "endpoint": info.endpoint,
+                "bytes": len(data),
+                "sha256": stored.sha256.hex(),
+                "read_back_ok": back == data,
+            }
+        finally:
+            await node.stop()
+        await consumer.cancel(lid)
+        await conn.advance_time(dep.params.dispute_window + 1)
+        await consumer.settle(lid)
+        out.node["paid_wei"] = (await consumer.lease(lid)).paid
+        step(f"the node stopped; lease {lid} was cancelled and settled")

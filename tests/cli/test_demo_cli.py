@@ -32,10 +32,16 @@ def test_demo_json_summary_is_consistent(tmp_path: Path) -> None:
     compute = by_class["compute"]  # metered: the latest co-signed receipt total (30 Mfuel)
     assert compute["paid_wei"] == 30 * compute["price_wei"]
     one = 10**18
-    assert (
-        balances["consumer"]
-        == 1000 * one - by_class["storage"]["paid_wei"] - by_class["compute"]["paid_wei"]
+    node = data["node"]
+    assert node["read_back_ok"] is True
+    assert node["bytes"] > 0
+    assert balances["consumer"] == (
+        1000 * one
+        - by_class["storage"]["paid_wei"]
+        - by_class["compute"]["paid_wei"]
+        - node["paid_wei"]
     )
+    assert balances["provider 3"] == 300 * one + node["paid_wei"]
     assert balances["provider 1"] == 300 * one + by_class["storage"]["paid_wei"]
 
 
