@@ -247,3 +247,39 @@ def test_status_and_drain_by_command(network: dict[str, Any]) -> None:
         env=SECRETS,
     )
     assert res.exit_code == 2
+
+
+async def test_sigterm_during_a_write_finishes_or_rolls_it_back(network: dict[str, Any]) -> None:
+    up, tmp, node = network["up"], network["tmp"], network["nodes"][1]
+    conn, consumer = await _open(up, tmp, 5)
+    try:
+        key = bytes(consumer.account.key)
+        owner = up["accounts"][2]["address"]
+        info = await consumer.provider(owner)
+        lid = await _active_lease(consumer, owner)
+        big = os.urandom(48 << 20)
+        async with NodeClient(info.endpoint, info.cert_fingerprint, key) as c:
+            upload = asyncio.create_task(c.put(lid, b"in-flight", big))
+            await asyncio.sleep(0.15)
+            assert node.proc is not None
+            node.proc.send_signal(signal.SIGTERM)
+            finished = True
+            try:
+                await upload
+            except (aiohttp.ClientError, OSError):
+                finished = False
+            code = await asyncio.to_thread(node.proc.wait, 40)
+        assert code == 0  # a clean exit, not a crash
+        node.log.write_bytes(b"")
+        node.start()
+        async with NodeClient(info.endpoint, info.cert_fingerprint, key) as c:
+            try:
+                got = await c.get(lid, b"in-flight")
+            except ObjectNotFound:
+                got = None
+        if finished:
+            assert got == big  # acknowledged, so it must be there in full
+        else:
+            assert got in (None, big)  # never a partial object
+    finally:
+        await conn.close()

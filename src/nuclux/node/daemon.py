@@ -41,7 +41,7 @@ from nuclux.node.store import ShardStore
 log = logging.getLogger("nuclux.node")
 
 MAX_FIELD_SIZE = 96 << 10
-SHUTDOWN_TIMEOUT = 30.0
+SHUTDOWN_TIMEOUT = 10.0  # in-flight requests get this long to finish on SIGTERM
 
 
 def identity_paths(cfg: NodeConfig) -> tuple[Path, Path]:
