@@ -17,8 +17,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from web3.logs import DISCARD
 
-from nuclux.chain import ChainConnection, DeployParams, Ledger
-from nuclux.chain.deployment import Deployment, _deploy_one, call_as
+from nuclux.chain import ChainConnection, DeployParams, Ledger, deploy
 from nuclux.chain.ledger import ProviderOffer
 from nuclux.chain.usage import Usage
 from nuclux.core.types import ONE_NUX, ResourceClass
@@ -38,74 +37,17 @@ async def main() -> dict[str, int]:
         d = key("deployer")
         await conn.fund_gas(d.address, 10**21)
         p = DeployParams(epoch_length=60)
-        coin = await _deploy_one(conn, d, "NuxCoin", ["address", "uint256"], [d.address, p.supply])
-        reg = await _deploy_one(
-            conn,
-            d,
-            "ProviderRegistry",
-            ["address", "uint256", "uint256", "uint8", "uint8", "uint256", "uint256"],
-            [
-                coin,
-                p.min_stake,
-                p.unbonding_delay,
-                p.suspend_after,
-                p.slash_after,
-                p.suspension_period,
-                p.slash_cap,
-            ],
-        )
-        lm = await _deploy_one(
-            conn,
-            d,
-            "LeaseManager",
-            ["address", "address", "uint256", "uint256", "uint256", "uint8"],
-            [coin, reg, p.epoch_length, p.accept_window, p.dispute_window, p.fail_threshold],
-        )
-        accrual = await _deploy_one(conn, d, "TimeAccrualSettlement", [], [])
-        keydir = await _deploy_one(conn, d, "KeyDirectory", [], [])
-        for name in (
-            "NuxCoin",
-            "ProviderRegistry",
-            "LeaseManager",
-            "TimeAccrualSettlement",
-            "KeyDirectory",
-        ):
-            out[f"gas_deploy_{name}"] = 0
+        dep = await deploy(conn, d, p)
         # deployment gas from the receipts of the creating transactions
-        block = await conn.block_number()
-        for n in range(1, block + 1):
-            blk = await conn.w3.eth.get_block(n)
-            for tx in blk["transactions"]:
-                tx_hash = tx if isinstance(tx, bytes) else tx["hash"]
-                r = await conn.w3.eth.get_transaction_receipt(tx_hash)
-                addr = r["contractAddress"]
-                if addr:
-                    contract = {
-                        coin: "NuxCoin",
-                        reg: "ProviderRegistry",
-                        lm: "LeaseManager",
-                        accrual: "TimeAccrualSettlement",
-                        keydir: "KeyDirectory",
-                    }.get(str(addr))
-                    if contract:
-                        out[f"gas_deploy_{contract}"] = int(r["gasUsed"])
-        await call_as(conn, d, "ProviderRegistry", reg, "setLeaseManager", [lm], "bind")
-        for cls in (ResourceClass.STORAGE, ResourceClass.BANDWIDTH):  # compute: below
-            await call_as(conn, d, "LeaseManager", lm, "setModule", [int(cls), accrual], "module")
-        dep = Deployment(
-            conn.chain_id,
-            "embedded",
-            {
-                "NuxCoin": coin,
-                "ProviderRegistry": reg,
-                "LeaseManager": lm,
-                "KeyDirectory": keydir,
-                "TimeAccrualSettlement": accrual,
-            },
-            p,
-            d.address,
-            block,
-        )
+        names = {addr: name for name, addr in dep.addresses.items()}
+        names[dep.modules["compute"]] = "CumulativeSettlement"
+        for n in range(1, dep.block + 1):
+            for tx_hash in (await conn.w3.eth.get_block(n))["transactions"]:
+                r = await conn.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+                name = names.get(str(r["contractAddress"]))
+                if name:
+                    out[f"gas_deploy_{name}"] = int(r["gasUsed"])
+        reg, lm = dep.address("ProviderRegistry"), dep.address("LeaseManager")
         bank = Ledger(conn, dep, d)
         prov, op, cons = (bank.for_account(key(x)) for x in ("provider", "operator", "consumer"))
         for who in (prov, op, cons):
@@ -179,34 +121,20 @@ async def main() -> dict[str, int]:
         out["gas_expire_ticket"] = await gas(cons, cons.leases, "expireTicket", [lid4])
 
         # a metered (compute) lease: the provider submits a co-signed cumulative total
-        usage_mod = await _deploy_one(
-            conn, d, "CumulativeSettlement", ["address", "address", "bool"], [lm, reg, True]
+        r = await cons._send(
+            cons.leases, "openLease", [prov.address, 1, 1, 10, 10**15, ONE_NUX], "open"
         )
-        lm_c = conn.contract("LeaseManager", lm)
-        await call_as(conn, d, "LeaseManager", lm, "setModule", [1, usage_mod], "module")
-        dep2 = Deployment(
-            conn.chain_id,
-            "embedded",
-            dep.addresses,
-            p,
-            d.address,
-            block,
-            modules={"compute": usage_mod},
-        )
-        cons2, op2 = Ledger(conn, dep2, cons.account), Ledger(conn, dep2, op.account)
-        r = await cons2._send(lm_c, "openLease", [prov.address, 1, 1, 10, 10**15, ONE_NUX], "o")
-        lid5 = int(lm_c.events.LeaseOpened().process_receipt(r, errors=DISCARD)[0]["args"]["id"])
-        await op2.accept(lid5)
+        ev = cons.leases.events.LeaseOpened().process_receipt(r, errors=DISCARD)[0]
+        lid5 = int(ev["args"]["id"])
+        await op.accept(lid5)
+        compute = ResourceClass.COMPUTE
         for rev in (1, 2):
             u = Usage(lid5, rev, rev * 10**15)
-            r = await op2.submit_usage(
-                ResourceClass.COMPUTE,
-                u,
-                cons2.sign_usage(ResourceClass.COMPUTE, u),
-                op2.sign_usage(ResourceClass.COMPUTE, u),
+            r = await op.submit_usage(
+                compute, u, cons.sign_usage(compute, u), op.sign_usage(compute, u)
             )
             out["gas_submit_usage_first" if rev == 1 else "gas_submit_usage"] = int(r["gasUsed"])
-        out["gas_claim_metered"] = await gas(op2, op2.leases, "claim", [lid5])
+        out["gas_claim_metered"] = await gas(op, op.leases, "claim", [lid5])
     finally:
         await conn.close()
     return out

@@ -344,6 +344,17 @@ class Ledger:
             raise UsageError(f"no lease with id {lease_id}")
         return _lease_from_raw(lease_id, raw)
 
+    async def leases_of(self, address: str, *, as_provider_only: bool = False) -> list[Lease]:
+        """Every lease ``address`` holds as consumer (or provider), from LeaseOpened events."""
+        who = self._cs(address)
+        roles = ("provider",) if as_provider_only else ("consumer", "provider")
+        ids = [
+            int(e.args["id"])
+            for e in await self.events(self.deployment.block)
+            if e.name == "LeaseOpened" and who in (e.args[r] for r in roles)
+        ]
+        return [await self.lease(i) for i in ids]
+
     async def lease_count(self) -> int:
         return int(await self._call(self.leases, "leaseCount"))
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from nuclux.chain import ChainConnection, DeployParams, deploy
+from nuclux.cli.keys_cmd import open_keystore
 from nuclux.cli.output import JsonFlag, command_ctx, emit, show_fields, stdout_console
 from nuclux.cli.session import deployment_path, ledger_session, load_deployment, signer
 from nuclux.core.types import format_nux, parse_nux
@@ -96,8 +97,6 @@ def balance_cmd(
     """Show the NuxCoin and ether balance of an address or account."""
     c = command_ctx(ctx, json=json)
     if address is None:
-        from nuclux.cli.keys_cmd import open_keystore
-
         name = account or c.config.account
         if name is None:
             raise UsageError("give an address, --account, or set a default account")

@@ -268,13 +268,7 @@ def list_cmd(
 
     async def go() -> list[dict[str, Any]]:
         async with ledger_session(c, None, deployment) as ledger:
-            who = ledger._cs(address)
-            ids = [
-                int(e.args["id"])
-                for e in await ledger.events(ledger.deployment.block)
-                if e.name == "LeaseOpened" and who in (e.args["consumer"], e.args["provider"])
-            ]
-            return [lease_dict(await ledger.lease(i)) for i in ids]
+            return [lease_dict(x) for x in await ledger.leases_of(address)]
 
     rows = asyncio.run(go())
     emit(

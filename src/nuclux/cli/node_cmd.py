@@ -7,9 +7,12 @@ stakes and registers with the owner (cold) key; ``run`` serves with the operator
 from __future__ import annotations
 
 import asyncio
+import json as json_module
 import logging
 import os
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -27,7 +30,7 @@ from nuclux.core.units import parse_size
 from nuclux.errors import ConfigError, UsageError
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.keys.keystore import DEFAULT_KDF_N, Keystore
-from nuclux.net.tls import NodeIdentity
+from nuclux.net.tls import NodeIdentity, client_ssl_context
 from nuclux.node.config import NodeConfig, load_config, parse_endpoint, save_config
 from nuclux.node.daemon import NodeRuntime, identity_paths, register
 
@@ -53,6 +56,16 @@ async def _connect(cfg: NodeConfig) -> tuple[ChainConnection, Deployment]:
     dep = Deployment.load(cfg.deployment)
     conn = await ChainConnection.open(cfg.chain)
     return conn, dep
+
+
+@asynccontextmanager
+async def _ledger(cfg: NodeConfig, account: LocalAccount) -> AsyncIterator[Ledger]:
+    """A connected ``Ledger`` for ``account`` on the node's chain, closed afterwards."""
+    conn, dep = await _connect(cfg)
+    try:
+        yield Ledger(conn, dep, account)
+    finally:
+        await conn.close()
 
 
 def _amount(text: str, what: str) -> int:
@@ -160,12 +173,9 @@ def register_cmd(
         raise ConfigError("the operator keystore is unreadable")
 
     async def go() -> dict[str, Any]:
-        conn, dep = await _connect(cfg)
-        try:
-            await register(cfg, owner, operator, conn, dep)
-            info = await Ledger(conn, dep, owner).provider(cfg.owner)
-        finally:
-            await conn.close()
+        async with _ledger(cfg, owner) as ledger:
+            await register(cfg, owner, operator, ledger.conn, ledger.deployment)
+            info = await ledger.provider(cfg.owner)
         return {
             "owner": info.owner,
             "operator": info.operator,
@@ -214,18 +224,9 @@ def status_cmd(ctx: typer.Context, data_dir: DataDirOpt, json: JsonFlag = False)
     identity = NodeIdentity.load(*identity_paths(cfg))
 
     async def go() -> dict[str, Any]:
-        conn, dep = await _connect(cfg)
-        try:
-            ledger = Ledger(conn, dep, Account.create())
+        async with _ledger(cfg, Account.create()) as ledger:
             info = await ledger.provider(cfg.owner)
-            ids = [
-                int(e.args["id"])
-                for e in await ledger.events(dep.block)
-                if e.name == "LeaseOpened" and e.args["provider"] == cfg.owner
-            ]
-            leases = [await ledger.lease(i) for i in ids]
-        finally:
-            await conn.close()
+            leases = await ledger.leases_of(cfg.owner, as_provider_only=True)
         open_leases = [x for x in leases if not x.state.is_terminal]
         return {
             "owner": cfg.owner,
@@ -270,16 +271,11 @@ def status_cmd(ctx: typer.Context, data_dir: DataDirOpt, json: JsonFlag = False)
 
 def _running_info(cfg: NodeConfig) -> dict[str, Any] | None:
     """The running node's /v1/info, pinned to our own certificate, or None."""
-    import json as jsonlib
-    import ssl
-
-    from nuclux.net.tls import client_ssl_context
-
-    ctx: ssl.SSLContext = client_ssl_context(NodeIdentity.load(*identity_paths(cfg)).fingerprint)
+    ctx = client_ssl_context(NodeIdentity.load(*identity_paths(cfg)).fingerprint)
     url = f"https://{cfg.listen_host}:{cfg.listen_port}/v1/info"
     try:
         with urllib.request.urlopen(url, context=ctx, timeout=3) as resp:
-            out: dict[str, Any] = jsonlib.loads(resp.read())
+            out: dict[str, Any] = json_module.loads(resp.read())
             return out
     except OSError:
         return None
@@ -291,13 +287,9 @@ def _operator_action(ctx: typer.Context, data_dir: Path, paused: bool, json: boo
     operator = _operator(cfg)
 
     async def go() -> str:
-        conn, dep = await _connect(cfg)
-        try:
-            ledger = Ledger(conn, dep, operator)
+        async with _ledger(cfg, operator) as ledger:
             await ledger.set_paused(paused, provider=cfg.owner)
             return (await ledger.provider(cfg.owner)).status
-        finally:
-            await conn.close()
 
     status = asyncio.run(go())
     emit(
@@ -333,13 +325,9 @@ def leave_cmd(
     owner = signer(c, account, private_key_env)
 
     async def go() -> dict[str, Any]:
-        conn, dep = await _connect(cfg)
-        try:
-            ledger = Ledger(conn, dep, owner)
+        async with _ledger(cfg, owner) as ledger:
             await ledger.leave()
             return {"owner": owner.address, "unbond_end": await ledger.unbond_end(owner.address)}
-        finally:
-            await conn.close()
 
     data = asyncio.run(go())
     emit(

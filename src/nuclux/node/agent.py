@@ -92,7 +92,7 @@ class LeaseAgent:
         if s is LeaseState.TICKETED and await self._once(lease, "answer"):
             await self._answer(lease)
         elif s in LIVE and lease.cls is ResourceClass.STORAGE:
-            await self._reserve(lease)
+            await self.store.ensure_lease(lease.id, lease.units * self.unit_bytes)
             if (
                 s is LeaseState.ACTIVE_TICKETED
                 and not self.draining
@@ -134,15 +134,6 @@ class LeaseAgent:
             raise
         self.stats.accepted += 1
         log.info("accepted lease %d (%d units)", lease.id, lease.units)
-
-    async def _reserve(self, lease: Lease) -> None:
-        quota = lease.units * self.unit_bytes
-        try:
-            usage = await self.store.lease_usage(lease.id)
-        except LeaseNotFound:
-            usage = None
-        if usage is None or usage.quota_bytes != quota:
-            await self.store.set_lease(lease.id, quota, None)
 
     async def _close_in_store(self, lease: Lease) -> None:
         try:

@@ -32,7 +32,6 @@ from nuclux.errors import (
     CapacityExceeded,
     Forbidden,
     IntegrityError,
-    LeaseNotFound,
     NucluxError,
     ObjectNotFound,
     QuotaExceeded,
@@ -196,7 +195,7 @@ class NodeService:
         who = authenticate(request, self.verifier, now=self.clock())
         lease = await self._fresh_lease(lease_id)
         if who.address.lower() == lease.consumer.lower():
-            await self._ensure_store_lease(lease)
+            await self.store.ensure_lease(lease.id, lease.units * self.unit_bytes)
             return lease, who.content_sha256
         header = request.headers.get(CAPABILITY_HEADER)
         if write or header is None or object_id is None:
@@ -211,15 +210,6 @@ class NodeService:
             object_id=object_id,
         )
         return lease, who.content_sha256
-
-    async def _ensure_store_lease(self, lease: Lease) -> None:
-        quota = lease.units * self.unit_bytes
-        try:
-            usage = await self.store.lease_usage(lease.id)
-        except LeaseNotFound:  # the store has not seen this lease yet
-            usage = None
-        if usage is None or usage.quota_bytes != quota:
-            await self.store.set_lease(lease.id, quota, None)
 
     # ------------------------------------------------------------------ handlers
 

@@ -159,6 +159,12 @@ class ShardStore:
         cap = self.capacity_bytes
         await self._w.db(lambda: txn.set_lease(self._ix, lid, quota, exp, cap), self._book.put)
 
+    async def ensure_lease(self, lease_id: int, quota_bytes: int) -> None:
+        """Reserve ``quota_bytes`` for a lease unless that is already its quota. The check
+        reads the in-memory book, so the common case costs no database round trip."""
+        if self._book.quota(check_lease_id(lease_id)) != quota_bytes:
+            await self.set_lease(lease_id, quota_bytes, None)
+
     async def close_lease(self, lease_id: int, closed_at: int) -> None:
         """Mark a lease closed at chain time ``closed_at``; gc removes it after the grace."""
         lid = check_lease_id(lease_id)

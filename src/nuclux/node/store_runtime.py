@@ -22,7 +22,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from nuclux.errors import QuotaExceeded, StoreError
+from nuclux.errors import LeaseNotFound, QuotaExceeded, StoreError
 from nuclux.node.store_index import LeaseRow
 
 T = TypeVar("T")
@@ -160,10 +160,17 @@ class LeaseBook:
         for lease_id in lease_ids:
             self._leases.pop(lease_id, None)
 
+    def quota(self, lease_id: int) -> int | None:
+        """The lease's reserved bytes, or None if the store has no such lease."""
+        state = self._leases.get(lease_id)
+        return None if state is None else state.quota
+
     def writable(self, lease_id: int) -> LeaseState:
         state = self._leases.get(lease_id)
         if state is None:
-            raise StoreError(f"no lease {lease_id} in this store; reserve it with set_lease first")
+            raise LeaseNotFound(
+                f"no lease {lease_id} in this store; reserve it with set_lease first"
+            )
         if state.closed:
             raise StoreError(f"lease {lease_id} is closed; it accepts no new data")
         return state
