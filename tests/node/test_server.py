@@ -70,7 +70,7 @@ async def served(world: World, tmp_path: Path) -> AsyncIterator[Served]:
         verifier=RequestVerifier(identity.fingerprint, ReplayGuard(120)),
         max_object_bytes=64 << 20,
     )
-    runner = web.AppRunner(service.app(), max_field_size=96 << 10)
+    runner = service.runner()
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl_context(identity))
     await site.start()

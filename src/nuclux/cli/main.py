@@ -31,6 +31,7 @@ from typer import _click  # typer vendors click; TyperGroup.invoke is typed with
 from typer.core import TyperGroup
 
 from nuclux import __version__
+from nuclux.allocator import tune_allocator
 from nuclux.cli.chain_cmd import balance_cmd, chain_app, transfer_cmd
 from nuclux.cli.config_cmd import config_app
 from nuclux.cli.demo_cmd import demo_cmd
@@ -131,6 +132,7 @@ app.command("demo")(demo_cmd)
 def run() -> None:
     """Console entry point (``nuclux``)."""
     debug = "--debug" in sys.argv[1:]
+    tune_allocator()  # bulk transfers reuse heap memory instead of faulting in fresh pages
     try:
         app(prog_name="nuclux")  # standalone mode: click usage errors exit 2
     except NucluxError as err:  # raised while parsing options, outside any command

@@ -10,8 +10,10 @@ Downloads are checked against the SHA-256 the node reports when the whole object
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -56,6 +58,10 @@ class NodeRequestError(NucluxError):
         self.code = code
 
 
+READ_BUFSIZE = 1 << 20  # a download keeps flowing while the caller handles a chunk
+_THREAD_HASH_BYTES = 64 << 10  # smaller chunks are hashed inline (a hand-off costs more)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredObject:
     object_id: bytes
@@ -73,10 +79,20 @@ class NodeClient:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=client_ssl_context(fingerprint)),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
+            read_bufsize=READ_BUFSIZE,
         )
+        self._hash_pool: ThreadPoolExecutor | None = None
+
+    def _hasher(self) -> ThreadPoolExecutor:
+        if self._hash_pool is None:
+            self._hash_pool = ThreadPoolExecutor(1, thread_name_prefix="nuclux-client-hash")
+        return self._hash_pool
 
     async def close(self) -> None:
         await self._session.close()
+        if self._hash_pool is not None:
+            self._hash_pool.shutdown(wait=False)
+            self._hash_pool = None
 
     async def __aenter__(self) -> NodeClient:
         return self
@@ -161,6 +177,38 @@ class NodeClient:
         ]
         return b"".join(chunks)
 
+    async def get_into(
+        self,
+        lease_id: int,
+        object_id: bytes,
+        buffer: bytearray | memoryview,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        capability: str | None = None,
+    ) -> int:
+        """Read an object (or a range) into ``buffer`` and return the number of bytes read.
+
+        Reusing one buffer across downloads avoids allocating (and page-faulting) a fresh
+        object-sized one each time. A whole object is checked against the SHA-256 the node
+        reports; a buffer too small for the data raises UsageError (nothing beyond it is
+        written)."""
+        view = memoryview(buffer).cast("B")
+        if view.readonly:
+            raise UsageError("get_into needs a writable buffer")
+        pos = 0
+        async for chunk in self.stream(
+            lease_id, object_id, offset=offset, length=length, capability=capability
+        ):
+            end = pos + len(chunk)
+            if end > len(view):
+                raise UsageError(
+                    f"the buffer of {len(view)} bytes is too small for object {object_id.hex()}"
+                )
+            view[pos:end] = chunk
+            pos = end
+        return pos
+
     async def stream(
         self,
         lease_id: int,
@@ -180,10 +228,18 @@ class NodeClient:
             async with self._session.get(url, headers=headers) as resp:
                 await self._raise_for(resp)
                 h = hashlib.sha256()
+                hashing: asyncio.Future[None] | None = None  # the latest chunk handed off
+                loop = asyncio.get_running_loop()
                 async for chunk in resp.content.iter_any():
-                    if whole:
-                        h.update(chunk)
+                    if not whole:
+                        pass
+                    elif len(chunk) < _THREAD_HASH_BYTES and (hashing is None or hashing.done()):
+                        h.update(chunk)  # small, and nothing queued before it: inline is cheaper
+                    else:  # in order (one thread), overlapping the next chunk's arrival
+                        hashing = loop.run_in_executor(self._hasher(), h.update, chunk)
                     yield chunk
+                if hashing is not None:
+                    await hashing
                 if whole and h.hexdigest() != resp.headers.get(CONTENT_SHA256_HEADER, ""):
                     raise IntegrityError(
                         f"object {object_id.hex()} of lease {lease_id} "
@@ -220,8 +276,9 @@ class NodeClient:
                 return out
 
 
-async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[bytes]:
-    """Stream a body in 1 MiB pieces (no copy of the whole body into the transport)."""
+async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:
+    """Stream an (immutable) body in 1 MiB views: no copies, and the transport's flow control
+    paces the upload."""
     view = memoryview(data)
     for i in range(0, len(data), size):
-        yield bytes(view[i : i + size])
+        yield view[i : i + size]

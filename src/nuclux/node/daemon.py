@@ -40,7 +40,6 @@ from nuclux.node.store import ShardStore
 
 log = logging.getLogger("nuclux.node")
 
-MAX_FIELD_SIZE = 96 << 10
 SHUTDOWN_TIMEOUT = 10.0  # in-flight requests get this long to finish on SIGTERM
 
 
@@ -125,12 +124,7 @@ class NodeRuntime:
             await view.wait_for_block(head, timeout=5)
 
         service.refresh_fn = refresh
-        runner = web.AppRunner(
-            service.app(),
-            max_field_size=MAX_FIELD_SIZE,
-            shutdown_timeout=SHUTDOWN_TIMEOUT,
-            access_log=None,
-        )
+        runner = service.runner(shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         site = web.TCPSite(
             runner, cfg.listen_host, cfg.listen_port, ssl_context=server_ssl_context(identity)

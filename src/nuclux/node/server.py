@@ -44,6 +44,8 @@ from nuclux.errors import (
 from nuclux.net.signing import CAPABILITY_HEADER, CONTENT_SHA256_HEADER, authenticate
 from nuclux.node.store import ShardStore
 
+MAX_FIELD_SIZE = 96 << 10  # one header field (a capability can be ~90 KiB)
+READ_BUFSIZE = 1 << 20
 API = "/v1"
 CHUNK = 1 << 20
 _LEASE = re.compile(r"^[1-9][0-9]{0,77}$")
@@ -140,6 +142,18 @@ class NodeService:
         r.add_get(f"{API}/leases/{{lease}}/objects/{{object}}", self.get)
         r.add_delete(f"{API}/leases/{{lease}}/objects/{{object}}", self.delete)
         return app
+
+    def runner(self, *, shutdown_timeout: float = 10.0) -> web.AppRunner:
+        """The aiohttp runner every node uses (the daemon, tests and benchmarks alike)."""
+        return web.AppRunner(
+            self.app(),
+            max_field_size=MAX_FIELD_SIZE,
+            # an upload keeps flowing while the store writes the previous 4 MiB batch: up to
+            # 2 x read_bufsize is buffered per connection before the socket is paused
+            read_bufsize=READ_BUFSIZE,
+            shutdown_timeout=shutdown_timeout,
+            access_log=None,
+        )
 
     # ------------------------------------------------------------------ checks
 

@@ -37,7 +37,7 @@ from types import TracebackType
 from nuclux.errors import UsageError
 from nuclux.node import store_txn as txn
 from nuclux.node.store_check import self_check
-from nuclux.node.store_index import Index, LeaseRow, close_after, pread_exact
+from nuclux.node.store_index import Index, LeaseRow, close_after, pread_cached, pread_exact
 from nuclux.node.store_runtime import LeaseBook, Workers, wait
 from nuclux.node.store_types import (
     DEFAULT_CHUNK_SIZE,
@@ -235,8 +235,9 @@ class ShardStore:
         offset: int = 0,
         length: int | None = None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
-    ) -> AsyncIterator[bytes]:
-        """Stream ``length`` bytes (default: to the end) from ``offset`` in chunks.
+    ) -> AsyncIterator[bytes | bytearray]:
+        """Stream ``length`` bytes (default: to the end) from ``offset`` in chunks (each a fresh
+        object the caller may keep).
 
         The blob stays open until the iteration ends; when stopping early, wrap the call in
         ``contextlib.aclosing`` to release it at once rather than at garbage collection."""
@@ -247,15 +248,32 @@ class ShardStore:
         ):
             raise UsageError(f"chunk_size must be 1..{MAX_CHUNK_SIZE}, got {chunk_size!r}")
         info, fd = await self._open(lease_id, object_id)
-        pending: Future[bytes] | None = None
+        pending: Future[bytes | bytearray] | None = None
         try:
             pos = offset
             end = offset + check_range(info.size, offset, length)
-            while pos < end:
+
+            def next_read() -> Future[bytes | bytearray] | None:
+                nonlocal pos
+                if pos >= end:
+                    return None
                 n = min(chunk_size, end - pos)
-                pending = self._w.io_submit(functools.partial(pread_exact, fd, n, pos, info.sha256))
-                data = await wait(pending)
+                cached = pread_cached(fd, n, pos)
+                job: Future[bytes | bytearray]
+                if cached is None:
+                    job = self._w.io_submit(functools.partial(pread_exact, fd, n, pos, info.sha256))
+                else:
+                    job = Future()
+                    job.set_result(cached)
                 pos += n
+                return job
+
+            # read ahead by one chunk: an uncached read runs in a thread while this chunk is
+            # being sent; a cached one is done at once, on this thread
+            pending = next_read()
+            while pending is not None:
+                data = await wait(pending)
+                pending = next_read()
                 yield data
         finally:
             close_after(fd, pending)

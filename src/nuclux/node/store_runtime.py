@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -78,13 +79,19 @@ class Workers:
         out.set_running_or_notify_cancel()
         jobs = [self.io_submit(first), self.io_submit(second)]
 
+        left = [2]
+        lock = threading.Lock()
+
         def done(_: object) -> None:
-            if all(j.done() for j in jobs) and not out.done():
-                exc = next((e for j in jobs if (e := j.exception()) is not None), None)
-                if exc is not None:
-                    out.set_exception(exc)
-                else:
-                    out.set_result(None)
+            with lock:  # the two jobs may finish at the same moment in two threads
+                left[0] -= 1
+                if left[0]:
+                    return
+            exc = next((e for j in jobs if (e := j.exception()) is not None), None)
+            if exc is not None:
+                out.set_exception(exc)
+            else:
+                out.set_result(None)
 
         for j in jobs:
             j.add_done_callback(done)
