@@ -74,6 +74,17 @@ def test_blocks_are_the_spec_bytes(k: int, n: int) -> None:
         assert blocks == spec_blocks(k, n, sealed)
 
 
+def test_golden_vector() -> None:
+    """Pinned in docs/spec/shares.md: RS(2,4) of the sealed bytes 00..13."""
+    blocks = encode_segment(Layout(2, 4, LEAF_BYTES), bytes(range(20)))
+    assert [bytes(b).hex() for b in blocks] == [
+        "00010203040506070809",
+        "0a0b0c0d0e0f10111213",
+        "067c057ff389f8820a70",
+        "057ff389f08a0a70fa80",
+    ]
+
+
 # -- any k of n -----------------------------------------------------------------------------
 
 

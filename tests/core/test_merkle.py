@@ -95,13 +95,27 @@ def test_tiny_trees_by_hand() -> None:
 
 
 def test_golden_vector() -> None:
-    """Pinned so that the contract's tests can use the same numbers."""
+    """Pinned (docs/spec/shares.md) so the contract's tests can use the same numbers. The
+    data is ``bytes(i % 251 for i in range(3 * 1024 + 100))``: four leaves, the last short."""
     data = bytes(i % 251 for i in range(3 * LEAF_BYTES + 100))
     assert leaf_count(len(data)) == 4
     root = root_of_bytes(data)
     lh = [sha(b"\x00" + data[i : i + LEAF_BYTES]) for i in range(0, len(data), LEAF_BYTES)]
     assert root == ref_mth(lh)
-    assert lease_root([(root, 4)]) == entry_hash(root, 4)
+    assert root.hex() == "bf97033f00fedd648d84fbd250d2a9bd5df0185bebd0d42f9cd1377dfdec2b21"
+    assert lh[2].hex() == "e083577bcbab85b7f73f19aab46ea8f488f31aad4cfa7a51f9eab16a70599e9d"
+    assert [p.hex() for p in inclusion_proof(lh, 2)] == [
+        "f335f5bb3f557cd94cd883e35a9449be16b78c36a32c5904dbe5c0d76deff112",
+        "99007acf42ce9d9396e48147c28256b05bfa2c8f8a4f331415ecec7eb42e36ff",
+    ]
+    entry = "c6998cc8f68c2d305f4ec275230e20c0b2ece6682ee6858ae9a4639ecd35c91f"
+    assert entry_hash(root, 4).hex() == entry
+    assert lease_root([(root, 4)]).hex() == entry
+    small = root_of_bytes(b"nuclux")
+    assert small.hex() == "3d8d857531dc9f32286aed885d69d94b4843d9ace0a6ba9199e44cef8d29247b"
+    assert lease_root([(root, 4), (small, 1)]).hex() == (
+        "1418b11d7852aba174e353039f92941fb4a495ccd386952ae39ed20dc3eca122"
+    )
 
 
 # -- shape and proofs ------------------------------------------------------------------------

@@ -113,10 +113,10 @@ def leaf_hashes(data: Buffer) -> list[bytes]:
 
 def _next_level(level: Sequence[bytes]) -> list[bytes]:
     """Pair neighbours; a lone last node moves up unchanged."""
-    n = len(level)
     sha, p = _sha256, NODE_PREFIX
-    up = [sha(p + level[i] + level[i + 1]).digest() for i in range(0, n - 1, 2)]
-    if n % 2:
+    pairs = iter(level)
+    up = [sha(p + left + right).digest() for left, right in zip(pairs, pairs, strict=False)]
+    if len(level) % 2:
         up.append(level[-1])
     return up
 
@@ -132,9 +132,13 @@ def _check_hashes(hashes: Sequence[bytes]) -> None:
 def merkle_root(hashes: Sequence[bytes]) -> bytes:
     """The MTH over already-hashed entries (leaf hashes, block roots or entry hashes)."""
     _check_hashes(hashes)
+    return _root(hashes)
+
+
+def _root(hashes: Sequence[bytes]) -> bytes:
     if not hashes:
         return EMPTY_ROOT
-    level = list(hashes)
+    level = hashes
     while len(level) > 1:
         level = _next_level(level)
     return level[0]
@@ -142,7 +146,7 @@ def merkle_root(hashes: Sequence[bytes]) -> bytes:
 
 def root_of_bytes(data: Buffer) -> bytes:
     """The root of ``data`` split into ``LEAF_BYTES`` leaves (``EMPTY_ROOT`` when empty)."""
-    return merkle_root(leaf_hashes(data))
+    return _root(leaf_hashes(data))
 
 
 def lease_root(entries: Sequence[tuple[bytes, int]]) -> bytes:
@@ -204,10 +208,10 @@ def verify_inclusion(
 
 def perfect_root(hashes: Sequence[bytes]) -> bytes:
     """The MTH of a power-of-two number of entries (no length checks: internal fast path)."""
-    level = hashes
+    level, sha, p = hashes, _sha256, NODE_PREFIX
     while len(level) > 1:
-        sha, p = _sha256, NODE_PREFIX
-        level = [sha(p + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)]
+        pairs = iter(level)
+        level = [sha(p + left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
     return level[0]
 
 
