@@ -229,6 +229,11 @@ def _text(value: str, limit: int, what: str, *, ascii_only: bool) -> bytes:
     return raw
 
 
+def encode_name(name: str) -> bytes:
+    """A file name as stored: UTF-8, at most 255 bytes, no control characters."""
+    return _text(name, MAX_NAME_BYTES, "name", ascii_only=False)
+
+
 def _layout(layout: Layout, size: int) -> bytes:
     if not isinstance(layout.data_id, bytes) or len(layout.data_id) != DATA_ID_BYTES:
         raise UsageError(f"the data id is {DATA_ID_BYTES} bytes")
@@ -266,7 +271,7 @@ def _layout(layout: Layout, size: int) -> bytes:
 
 def encode_body(body: ManifestBody) -> bytes:
     """The canonical plaintext of a body; ``UsageError`` for any field out of bounds."""
-    meta = lp1(_text(body.name, MAX_NAME_BYTES, "name", ascii_only=False))
+    meta = lp1(encode_name(body.name))
     meta += lp1(_text(body.media_type, MAX_MEDIA_TYPE_BYTES, "media type", ascii_only=True))
     layout = body.layout
     if (body.inline is None) == (layout is None):
