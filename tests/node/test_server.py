@@ -3,6 +3,7 @@ follower's view and the shard store; every refusal the spec promises."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp import web
+from yarl import URL
 
 from nuclux.core.auth import ReplayGuard, RequestVerifier
 from nuclux.core.capability import capability_to_header, issue_capability
@@ -25,13 +27,17 @@ from nuclux.errors import (
     QuotaExceeded,
     Unauthenticated,
 )
-from nuclux.net.client import NodeClient
+from nuclux.net.client import NodeClient, NodeRequestError
 from nuclux.net.signing import signed_headers
 from nuclux.net.tls import NodeIdentity, client_ssl_context, server_ssl_context
 from nuclux.node.follower import ChainView
 from nuclux.node.server import NodeService
 from nuclux.node.store import ShardStore
 from tests.chain.world import PRICES, World
+
+
+def sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
 
 
 @dataclass
@@ -227,3 +233,44 @@ async def test_a_server_with_another_certificate_is_refused(served: Served) -> N
     async with served.client(fingerprint=impostor.fingerprint) as c:
         with pytest.raises(PeerIdentityMismatch):
             await c.info()
+
+
+async def test_shutdown_lets_an_upload_in_flight_finish(served: Served) -> None:
+    """Graceful stop: the listening socket closes, new requests on open connections get 503,
+    and an upload already being received is completed and committed whole."""
+    s = served
+    data = os.urandom(6 << 20)
+    half = asyncio.Event()
+    go_on = asyncio.Event()
+
+    async def body() -> AsyncIterator[bytes]:
+        yield data[: 3 << 20]
+        half.set()
+        await go_on.wait()
+        yield data[3 << 20 :]
+
+    url = URL(f"{s.url}/v1/leases/{s.lease}/objects/{b'flight'.hex()}")
+    key = bytes(s.world.consumers[0].account.key)
+    headers = signed_headers(
+        key, "PUT", url, fingerprint=s.identity.fingerprint, content_sha256=sha256(data)
+    )
+    headers["Content-Length"] = str(len(data))
+    connector = aiohttp.TCPConnector(ssl=client_ssl_context(s.identity.fingerprint))
+    async with aiohttp.ClientSession(connector=connector) as raw, s.client() as other:
+        await other.info()  # an idle keep-alive connection, opened before the stop
+        upload = asyncio.create_task(raw.put(url, data=body(), headers=headers))
+        await asyncio.wait_for(half.wait(), 10)
+        await asyncio.sleep(0.2)  # the node is now inside the handler, mid-body
+        finishing = asyncio.create_task(s.service.finish_requests(10))
+        await asyncio.sleep(0.05)
+        assert not finishing.done()  # waits for the upload
+        with pytest.raises(NodeRequestError, match="503 shutting_down") as refused:
+            await other.info()
+        assert refused.value.status == 503
+        go_on.set()
+        resp = await asyncio.wait_for(upload, 10)
+        assert resp.status == 201
+        resp.release()
+        assert await asyncio.wait_for(finishing, 10) is True
+    info = await s.service.store.stat(s.lease, b"flight")
+    assert (info.size, info.sha256) == (len(data), sha256(data))

@@ -40,7 +40,7 @@ from nuclux.node.store import ShardStore
 
 log = logging.getLogger("nuclux.node")
 
-SHUTDOWN_TIMEOUT = 10.0  # in-flight requests get this long to finish on SIGTERM
+SHUTDOWN_TIMEOUT = 30.0  # in-flight requests get this long to finish on SIGTERM
 
 
 def identity_paths(cfg: NodeConfig) -> tuple[Path, Path]:
@@ -124,7 +124,8 @@ class NodeRuntime:
             await view.wait_for_block(head, timeout=5)
 
         service.refresh_fn = refresh
-        runner = service.runner(shutdown_timeout=SHUTDOWN_TIMEOUT)
+        # the runner's own wait comes after NodeService.finish_requests has waited already
+        runner = service.runner(shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(
             runner, cfg.listen_host, cfg.listen_port, ssl_context=server_ssl_context(identity)
@@ -149,8 +150,15 @@ class NodeRuntime:
         return rt
 
     async def stop(self) -> None:
+        """Stop gracefully: close the listening socket, let requests being handled finish
+        (uploads included) for up to SHUTDOWN_TIMEOUT, then close connections; a request
+        still running then is cancelled and its upload rolled back (never left partial)."""
         self.stop_event.set()
-        await self.runner.cleanup()  # stop listening; in-flight requests finish first
+        for site in list(self.runner.sites):
+            await site.stop()  # closes the listening socket only
+        if not await self.service.finish_requests(SHUTDOWN_TIMEOUT):
+            log.warning("requests still running after %.0f s are cancelled", SHUTDOWN_TIMEOUT)
+        await self.runner.cleanup()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.store.close()
         self.view.close()

@@ -131,9 +131,28 @@ class NodeService:
     _refreshing: asyncio.Future[None] | None = None
     capacities: tuple[int, int, int] = (0, 0, 0)
     unit_bytes: int = GIB  # storage leases reserve units x this (tests shrink it)
+    _active: int = 0  # requests being handled
+    _stopping: bool = False
+    _idle: asyncio.Event | None = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_as_json], client_max_size=0)
+        @web.middleware
+        async def track(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            if self._stopping:
+                resp = error_response(503, "shutting_down", "the node is shutting down")
+                resp.force_close()
+                return resp
+            self._active += 1
+            try:
+                return await handler(request)
+            finally:
+                self._active -= 1
+                if not self._active and self._idle is not None:
+                    self._idle.set()
+
+        app = web.Application(middlewares=[track, errors_as_json], client_max_size=0)
         r = app.router
         r.add_get(f"{API}/info", self.info)
         r.add_get(f"{API}/leases/{{lease}}", self.lease_info)
@@ -142,6 +161,21 @@ class NodeService:
         r.add_get(f"{API}/leases/{{lease}}/objects/{{object}}", self.get)
         r.add_delete(f"{API}/leases/{{lease}}/objects/{{object}}", self.delete)
         return app
+
+    async def finish_requests(self, timeout: float) -> bool:
+        """Refuse new requests (503, connection closed) and wait up to ``timeout`` seconds for
+        the ones being handled; True if none is left. Used on shutdown, after the listening
+        socket is closed and before the runner closes connections (which drops any request
+        body still arriving)."""
+        self._stopping = True
+        if not self._active:
+            return True
+        self._idle = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     def runner(self, *, shutdown_timeout: float = 10.0) -> web.AppRunner:
         """The aiohttp runner every node uses (the daemon, tests and benchmarks alike)."""
