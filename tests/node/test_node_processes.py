@@ -1,6 +1,7 @@
 """Three `nuclux node run` processes against anvil from `nuclux devnet up`: registration by
 owner keys, leases accepted by the nodes' agents, storage over TLS pinned by on-chain
-fingerprints, kill -9 during a write and a restart, and a graceful SIGTERM."""
+fingerprints (another certificate is refused), read capabilities, kill -9 during a write and
+a restart, and a graceful SIGTERM that lets an upload in flight finish."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,10 @@ import pytest
 from eth_account import Account
 
 from nuclux.chain import ChainConnection, Deployment, Ledger
+from nuclux.core.capability import capability_to_header, issue_capability
 from nuclux.core.lease import LeaseState
 from nuclux.core.types import ONE_NUX, ResourceClass
-from nuclux.errors import Forbidden, ObjectNotFound, ProviderUnavailable
+from nuclux.errors import Forbidden, ObjectNotFound, PeerIdentityMismatch, ProviderUnavailable
 from nuclux.net.client import NodeClient
 from tests.cli.test_devnet_cli import Cli
 
@@ -146,6 +148,24 @@ async def _active_lease(ledger: Ledger, provider: str) -> int:
     raise AssertionError(f"lease {lid} was not accepted by the node")
 
 
+async def _refused(request: Awaitable[object]) -> bool:
+    try:
+        await request
+    except Forbidden:
+        return True
+    return False
+
+
+async def _receiving(node: Node) -> None:
+    """Wait until ``node`` is writing an upload: a temp file in its store with data in it."""
+    tmp = node.data_dir / "store" / "tmp"
+    for _ in range(400):
+        if any(f.stat().st_size > 0 for f in tmp.glob("w-*")):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the node never started writing the upload")
+
+
 async def test_three_node_processes_serve_pinned_storage(network: dict[str, Any]) -> None:
     up, tmp = network["up"], network["tmp"]
     conn, consumer = await _open(up, tmp, 4)
@@ -178,7 +198,7 @@ async def test_kill_9_during_a_write_then_restart(network: dict[str, Any]) -> No
             await c.put(lid, b"kept", b"committed before the crash")
             big = os.urandom(48 << 20)
             upload = asyncio.create_task(c.put(lid, b"torn", big))
-            await asyncio.sleep(0.15)
+            await _receiving(node)
             node.kill9()
             with pytest.raises((aiohttp.ClientError, ObjectNotFound, OSError)):
                 await upload
@@ -260,26 +280,83 @@ async def test_sigterm_during_a_write_finishes_or_rolls_it_back(network: dict[st
         big = os.urandom(48 << 20)
         async with NodeClient(info.endpoint, info.cert_fingerprint, key) as c:
             upload = asyncio.create_task(c.put(lid, b"in-flight", big))
-            await asyncio.sleep(0.15)
+            await _receiving(node)  # the node holds part of the upload in a temp file
             assert node.proc is not None
             node.proc.send_signal(signal.SIGTERM)
-            finished = True
-            try:
-                await upload
-            except (aiohttp.ClientError, OSError):
-                finished = False
+            stored = await asyncio.wait_for(upload, 40)  # the upload in flight completes
             code = await asyncio.to_thread(node.proc.wait, 40)
         assert code == 0  # a clean exit, not a crash
+        assert stored.size == len(big)
         node.log.write_bytes(b"")
         node.start()
         async with NodeClient(info.endpoint, info.cert_fingerprint, key) as c:
-            try:
-                got = await c.get(lid, b"in-flight")
-            except ObjectNotFound:
-                got = None
-        if finished:
-            assert got == big  # acknowledged, so it must be there in full
-        else:
-            assert got in (None, big)  # never a partial object
+            assert await c.get(lid, b"in-flight") == big  # acknowledged, so there in full
+    finally:
+        await conn.close()
+
+
+async def test_a_certificate_other_than_the_registered_one_is_refused(
+    network: dict[str, Any],
+) -> None:
+    """A client pins each node by the fingerprint its owner registered on chain: a process
+    answering at an endpoint with any other certificate is refused before a request is sent."""
+    up, tmp = network["up"], network["tmp"]
+    conn, consumer = await _open(up, tmp, 4)
+    try:
+        key = bytes(consumer.account.key)
+        one = await consumer.provider(up["accounts"][1]["address"])
+        two = await consumer.provider(up["accounts"][2]["address"])
+        assert one.cert_fingerprint != two.cert_fingerprint
+        async with NodeClient(two.endpoint, one.cert_fingerprint, key) as c:
+            with pytest.raises(PeerIdentityMismatch):
+                await c.info()
+        async with NodeClient(two.endpoint, two.cert_fingerprint, key) as c:
+            assert (await c.info())["provider"] == up["accounts"][2]["address"]
+    finally:
+        await conn.close()
+
+
+async def test_a_read_capability_across_processes(network: dict[str, Any]) -> None:
+    """The owner's capability lets another address read the objects it names, nothing else,
+    until it expires by chain time. (Last in the module: it moves anvil's clock.)"""
+    up, tmp = network["up"], network["tmp"]
+    conn, consumer = await _open(up, tmp, 4)
+    try:
+        key = bytes(consumer.account.key)
+        owner = up["accounts"][3]["address"]
+        info = await consumer.provider(owner)
+        lid = await _active_lease(consumer, owner)
+        async with NodeClient(info.endpoint, info.cert_fingerprint, key) as c:
+            await c.put(lid, b"shared", b"for the grantee")
+            await c.put(lid, b"private", b"for the owner")
+        grantee = Account.from_key(up["accounts"][0]["private_key"])
+        expires = await conn.now() + 60
+        cap = capability_to_header(
+            issue_capability(
+                key,
+                lease_id=lid,
+                grantee=grantee.address,
+                expires_at=expires,
+                nonce=os.urandom(16),
+                objects=[b"shared"],
+            )
+        )
+        async with NodeClient(info.endpoint, info.cert_fingerprint, bytes(grantee.key)) as g:
+            assert await g.get(lid, b"shared", capability=cap) == b"for the grantee"
+            with pytest.raises(Forbidden):
+                await g.get(lid, b"private", capability=cap)  # not named
+            with pytest.raises(Forbidden):
+                await g.get(lid, b"shared")  # no capability
+            with pytest.raises(Forbidden):
+                await g.put(lid, b"shared", b"overwritten")  # read only
+            await conn.advance_time(61)
+            for _ in range(100):  # the node follows the chain: the capability is now expired
+                if await _refused(g.get(lid, b"shared", capability=cap)):
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the expired capability was still accepted")
+            with pytest.raises(Forbidden, match="expired"):
+                await g.get(lid, b"shared", capability=cap)
     finally:
         await conn.close()

@@ -62,6 +62,9 @@ class LeaseLookup(Protocol):
     @property
     def synced_block(self) -> int: ...
 
+    @property
+    def chain_time(self) -> int: ...
+
 
 class HttpError(NucluxError):
     """An error with an explicit HTTP status and code."""
@@ -251,7 +254,7 @@ class NodeService:
         cap = capability_from_header(header)
         verify_capability(
             cap,
-            now=self.clock(),
+            now=self.view.chain_time,  # expiry is judged by chain time (ARCHITECTURE, Time)
             grantee=who.address,
             lease_id=lease_id,
             lease_owner=lease.consumer,
