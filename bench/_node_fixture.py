@@ -22,9 +22,10 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
 from tests.chain.world import PRICES, build_world
@@ -39,6 +40,7 @@ from nuclux.node.server import NodeService
 from nuclux.node.store import ShardStore
 
 CHUNK = 1 << 20
+T = TypeVar("T")
 UNIT_BYTES = 1 << 40  # the lease's one unit reserves 1 TiB: the quota never binds
 CAPACITY = 1 << 42
 
@@ -151,7 +153,7 @@ async def _child(directory: str | None, profile: str | None) -> None:
 
 @contextlib.asynccontextmanager
 async def node_process(
-    directory: str | None = None, *, profile: str | None = None
+    directory: str | None = None, *, profile: str | None = None, loop: str = "asyncio"
 ) -> AsyncIterator[NodeEndpoints]:
     """``serve_node`` in a child process (the node's own core, as in production);
     ``profile``: where the child writes cProfile data of its serving."""
@@ -160,6 +162,7 @@ async def node_process(
         args += ["--dir", directory]
     if profile is not None:
         args += ["--profile", profile]
+    args += ["--loop", loop]
     child = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
     )
@@ -182,9 +185,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", default=None, help="parent of the store's temp directory")
     parser.add_argument("--profile", default=None, help="write cProfile data of serving here")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     tune_allocator()  # as `nuclux node run` does
-    asyncio.run(_child(args.dir, args.profile))
+    run_loop(_child(args.dir, args.profile), args.loop)
+
+
+def run_loop(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run ``main`` on the standard asyncio loop or on uvloop."""
+    if loop == "uvloop":
+        import uvloop  # an optional, measured alternative
+
+        return uvloop.run(main)
+    return asyncio.run(main)
 
 
 if __name__ == "__main__":

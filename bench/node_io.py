@@ -54,7 +54,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
-from bench._node_fixture import NodeEndpoints, node_process, serve_node
+from bench._node_fixture import NodeEndpoints, node_process, run_loop, serve_node
 from nuclux.allocator import tune_allocator
 from nuclux.net.client import NodeClient
 from nuclux.net.tls import client_ssl_context
@@ -210,7 +210,7 @@ async def node(args: argparse.Namespace) -> AsyncIterator[NodeEndpoints]:
                 yield ends
     else:
         profile = None if args.profile is None else str(args.profile / "node.prof")
-        async with node_process(args.dir, profile=profile) as ends:
+        async with node_process(args.dir, profile=profile, loop=args.loop) as ends:
             yield ends
 
 
@@ -262,6 +262,9 @@ def main() -> None:
     p.add_argument("--streams", type=int, default=8, help="concurrent streams (named _8)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--same-process", action="store_true", help="run the node on this loop")
+    p.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="both processes' loop"
+    )
     p.add_argument("--dir", default=None, help="where the store lives (default: temp dir)")
     p.add_argument("--profile", type=Path, default=None, help="write cProfile data here")
     args = p.parse_args()
@@ -272,7 +275,7 @@ def main() -> None:
         profiler.enable()
     tune_allocator()  # as the `nuclux` CLI does
     started = time.perf_counter()
-    r = asyncio.run(run(args))
+    r = run_loop(run(args), args.loop)
     elapsed = time.perf_counter() - started
     if profiler is not None:
         profiler.disable()
@@ -289,6 +292,7 @@ def main() -> None:
     print(f"streams={args.streams}")
     print(f"reps={args.reps}")
     print(f"node={'same-process' if args.same_process else 'child-process'}")
+    print(f"loop={args.loop}")
     print(f"bench_seconds={elapsed:.0f}")
 
 
