@@ -35,9 +35,9 @@ from nuclux.core.grant import (
 from nuclux.core.manifest import MAX_SHARES
 from nuclux.core.reference import (
     Reference,
+    block_object_id,
     index_object_id,
     manifest_object_id,
-    share_object_id,
 )
 from nuclux.errors import Forbidden, IntegrityError, UsageError
 
@@ -118,11 +118,11 @@ def test_capabilities_let_a_node_serve_this_file_and_nothing_more() -> None:
             "lease_id": lease,
             "lease_owner": OWNER,
         }
-        for allowed in (manifest_object_id(FILE_ID), share_object_id(FILE_ID, 0)):
+        for allowed in (manifest_object_id(FILE_ID), block_object_id(FILE_ID, 0, 0)):
             verify_capability(cap, object_id=allowed, **args)
         for denied in (
             manifest_object_id(other_file),
-            share_object_id(other_file, 0),
+            block_object_id(other_file, 0, 0),
             index_object_id(0),
         ):
             with pytest.raises(Forbidden, match="does not cover"):

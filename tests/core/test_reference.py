@@ -18,13 +18,16 @@ from nuclux.core.reference import (
     ObjectName,
     Reader,
     Reference,
+    block_object_id,
     file_prefix,
     format_reference,
     index_object_id,
     manifest_object_id,
+    parse_block_id,
     parse_object_id,
     parse_reference,
-    share_object_id,
+    share_prefix,
+    timestamp_object_id,
 )
 from nuclux.core.types import Address
 from nuclux.errors import UsageError
@@ -52,8 +55,12 @@ def test_golden_vector() -> None:
     ids = VECTOR["object_ids"]
     assert file_prefix(FILE_ID).decode() == ids["prefix"]
     assert manifest_object_id(FILE_ID).decode() == ids["manifest"]
-    assert share_object_id(FILE_ID, 0).decode() == ids["share_0"]
-    assert share_object_id(FILE_ID, 255).decode() == ids["share_255"]
+    assert block_object_id(FILE_ID, 0, 0).decode() == ids["block_0_0"]
+    longest = block_object_id(FILE_ID, 255, 2**32 - 1)
+    assert longest.decode() == ids["block_255_4294967295"]
+    assert len(longest) == 51  # the longest id of the scheme
+    assert share_prefix(FILE_ID, 3).decode() == ids["share_prefix_3"]
+    assert timestamp_object_id(FILE_ID, 1).decode() == ids["timestamp_1"]
     assert index_object_id(0).decode() == ids["index_page_0"]
 
 
@@ -122,18 +129,49 @@ def test_bad_values() -> None:
         Reference.from_bytes(REF.to_bytes()[:-1])
 
 
-@given(file_id=file_ids, index=st.integers(0, 255), page=st.integers(0, 65535))
-def test_object_ids_round_trip(file_id: bytes, index: int, page: int) -> None:
+@given(
+    file_id=file_ids,
+    index=st.integers(0, 255),
+    block=st.integers(0, 2**32 - 1),
+    version=st.integers(1, 2**32 - 1),
+    page=st.integers(0, 65535),
+)
+def test_object_ids_round_trip(
+    file_id: bytes, index: int, block: int, version: int, page: int
+) -> None:
     prefix = file_prefix(file_id)
+    block_id = block_object_id(file_id, index, block)
     for oid, name in (
         (manifest_object_id(file_id), ObjectName("manifest", file_id, None)),
-        (share_object_id(file_id, index), ObjectName("share", file_id, index)),
+        (block_id, ObjectName("block", file_id, index, block)),
+        (timestamp_object_id(file_id, version), ObjectName("timestamp", file_id, version)),
     ):
         assert oid.startswith(prefix)
         assert len(oid) <= 64
         assert set(oid.decode()) <= set(string.printable)
         assert parse_object_id(oid) == name
+    assert block_id.startswith(share_prefix(file_id, index))
+    assert parse_block_id(block_id) == (file_id, index, block)
+    assert parse_block_id(manifest_object_id(file_id)) is None
     assert parse_object_id(index_object_id(page)) == ObjectName("index", None, page)
+
+
+def test_parse_block_id_ignores_other_ids() -> None:
+    for oid in (
+        b"obj-1",
+        b"f/" + b"00" * 16 + b"/s/1",  # the per-share object of earlier drafts
+        b"f/" + b"00" * 16 + b"/s/1/01",
+        b"f/" + b"00" * 16 + b"/s/1/4294967296",
+        b"f/" + b"00" * 16 + b"/t/1",
+        b"\xff/s/",
+    ):
+        assert parse_block_id(oid) is None
+
+
+def test_a_share_prefix_covers_only_its_blocks() -> None:
+    assert not block_object_id(FILE_ID, 12, 0).startswith(share_prefix(FILE_ID, 1))
+    assert not share_prefix(FILE_ID, 1).startswith(share_prefix(FILE_ID, 12))
+    assert block_object_id(FILE_ID, 1, 20).startswith(share_prefix(FILE_ID, 1))
 
 
 def test_one_prefix_never_covers_another_file() -> None:
@@ -153,9 +191,17 @@ def test_one_prefix_never_covers_another_file() -> None:
         b"f/" + b"AA" * 16 + b"/m",  # upper-case hex
         b"f/" + b"00" * 15 + b"/m",
         b"f/" + b"00" * 16 + b"/s/",
-        b"f/" + b"00" * 16 + b"/s/01",  # leading zero
-        b"f/" + b"00" * 16 + b"/s/256",
-        b"f/" + b"00" * 16 + b"/s/1000",
+        b"f/" + b"00" * 16 + b"/s/0",  # a share is blocks, not one object
+        b"f/" + b"00" * 16 + b"/s/0/",
+        b"f/" + b"00" * 16 + b"/s/01/0",  # leading zero
+        b"f/" + b"00" * 16 + b"/s/0/01",
+        b"f/" + b"00" * 16 + b"/s/256/0",
+        b"f/" + b"00" * 16 + b"/s/1000/0",
+        b"f/" + b"00" * 16 + b"/s/0/4294967296",
+        b"f/" + b"00" * 16 + b"/s/0/10000000000",
+        b"f/" + b"00" * 16 + b"/t/0",
+        b"f/" + b"00" * 16 + b"/t/4294967296",
+        b"f/" + b"00" * 16 + b"/t/",
         b"f/" + b"00" * 16 + b"/m\n",
         b"i/",
         b"i/00",
@@ -172,7 +218,15 @@ def test_parse_object_id_rejects(oid: bytes) -> None:
 def test_object_id_bounds() -> None:
     for bad in (-1, 256, True):
         with pytest.raises(UsageError):
-            share_object_id(FILE_ID, bad)
+            block_object_id(FILE_ID, bad, 0)
+        with pytest.raises(UsageError):
+            share_prefix(FILE_ID, bad)
+    for bad in (-1, 2**32, True):
+        with pytest.raises(UsageError):
+            block_object_id(FILE_ID, 0, bad)
+    for bad in (0, 2**32):
+        with pytest.raises(UsageError):
+            timestamp_object_id(FILE_ID, bad)
     for bad in (-1, 65536):
         with pytest.raises(UsageError):
             index_object_id(bad)

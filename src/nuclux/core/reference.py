@@ -18,15 +18,17 @@ character or checksum is a ``UsageError`` saying what to fix.
 
 **Object ids** (at most 64 bytes, what a provider stores under a lease) are ASCII and put
 every object of a file under one prefix, so a single prefix capability per lease grants
-exactly one file::
+exactly one file (numbers decimal, no leading zeros)::
 
-    f/<file id, 32 lowercase hex>/m        the file's latest manifest (replaced by repair)
-    f/<file id, 32 lowercase hex>/s/<i>    share i (decimal 0-255, no leading zeros)
-    i/<p>                                  page p of the owner's file index (decimal 0-65535)
+    f/<file id, 32 lowercase hex>/m          the file's latest manifest (replaced by repair)
+    f/<file id, 32 lowercase hex>/s/<i>/<j>  block j (0 .. 2^32-1) of share i (0 .. 255)
+    f/<file id, 32 lowercase hex>/t/<v>      the time-stamp proof of manifest version v (>= 1)
+    i/<p>                                    page p of the owner's file index (0 .. 65535)
 
 The file id has a fixed length and ends in ``/``, so one file's prefix is never a prefix of
-another file's objects. Future per-file objects (for instance a share's block-root list)
-go under the same prefix, and existing grants cover them.
+another file's objects; likewise a share's prefix ``f/<fid>/s/<i>/`` covers exactly that
+share's blocks. Future per-file objects go under the file's prefix, and existing grants
+cover them. The longest id is 51 bytes.
 """
 
 from __future__ import annotations
@@ -50,9 +52,14 @@ REFERENCE_BYTES: Final = 20 + FILE_ID_BYTES
 CHECKSUM_BYTES: Final = 4
 REFERENCE_CHARS: Final = len(REFERENCE_PREFIX) + (REFERENCE_BYTES + CHECKSUM_BYTES) * 8 // 5
 MAX_SHARE_INDEX: Final = 255
+MAX_BLOCK_INDEX: Final = 2**32 - 1  # a file has at most 2^32 segments (shares.md section 2.1)
+MAX_MANIFEST_VERSION: Final = 2**32 - 1
 MAX_INDEX_PAGE: Final = 65535
 _BASE32 = re.compile(r"[a-z2-7]{64}")
-_OBJECT_ID = re.compile(rb"f/([0-9a-f]{32})/(m|s/(0|[1-9][0-9]{0,2}))|i/(0|[1-9][0-9]{0,4})")
+_OBJECT_ID = re.compile(
+    rb"f/([0-9a-f]{32})/(?:(m)|s/(0|[1-9][0-9]{0,2})/(0|[1-9][0-9]{0,9})|t/([1-9][0-9]{0,9}))"
+    rb"|i/(0|[1-9][0-9]{0,4})"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +125,27 @@ def parse_reference(text: str) -> Reference:
 
 
 class ObjectName(NamedTuple):
-    """A parsed object id: ``kind`` is "manifest", "share" or "index"."""
+    """A parsed object id: ``kind`` is "manifest", "block", "timestamp" or "index".
+
+    ``number`` is the share index of a block, the manifest version of a time-stamp proof or
+    the page of an index page; ``block`` the block index of a block (else None)."""
 
     kind: str
     file_id: bytes | None
-    number: int | None  # share index or index page
+    number: int | None
+    block: int | None = None
 
 
 def _file_id(file_id: bytes) -> bytes:
     if not isinstance(file_id, bytes) or len(file_id) != FILE_ID_BYTES:
         raise UsageError(f"a file id is {FILE_ID_BYTES} bytes")
     return file_id
+
+
+def _bounded(value: int, low: int, high: int, what: str) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise UsageError(f"{what} is {low}..{high}")
+    return value
 
 
 def file_prefix(file_id: bytes) -> bytes:
@@ -140,16 +157,27 @@ def manifest_object_id(file_id: bytes) -> bytes:
     return file_prefix(file_id) + b"m"
 
 
-def share_object_id(file_id: bytes, index: int) -> bytes:
-    if type(index) is not int or not 0 <= index <= MAX_SHARE_INDEX:
-        raise UsageError(f"a share index is 0..{MAX_SHARE_INDEX}")
-    return file_prefix(file_id) + b"s/" + str(index).encode("ascii")
+def share_prefix(file_id: bytes, index: int) -> bytes:
+    """``f/<hex>/s/<i>/``: the prefix of every block of share ``index`` of this file."""
+    i = _bounded(index, 0, MAX_SHARE_INDEX, "a share index")
+    return file_prefix(file_id) + b"s/" + str(i).encode("ascii") + b"/"
+
+
+def block_object_id(file_id: bytes, index: int, block: int) -> bytes:
+    """``f/<hex>/s/<i>/<j>``: block ``block`` of share ``index`` (``shares.md`` section 4)."""
+    j = _bounded(block, 0, MAX_BLOCK_INDEX, "a block index")
+    return share_prefix(file_id, index) + str(j).encode("ascii")
+
+
+def timestamp_object_id(file_id: bytes, version: int) -> bytes:
+    """``f/<hex>/t/<v>``: the time-stamp proof of manifest version ``version``."""
+    v = _bounded(version, 1, MAX_MANIFEST_VERSION, "a manifest version")
+    return file_prefix(file_id) + b"t/" + str(v).encode("ascii")
 
 
 def index_object_id(page: int) -> bytes:
-    if type(page) is not int or not 0 <= page <= MAX_INDEX_PAGE:
-        raise UsageError(f"a file index page is 0..{MAX_INDEX_PAGE}")
-    return b"i/" + str(page).encode("ascii")
+    p = _bounded(page, 0, MAX_INDEX_PAGE, "a file index page")
+    return b"i/" + str(p).encode("ascii")
 
 
 def parse_object_id(object_id: bytes) -> ObjectName:
@@ -157,18 +185,41 @@ def parse_object_id(object_id: bytes) -> ObjectName:
     m = _OBJECT_ID.fullmatch(object_id) if isinstance(object_id, bytes) else None
     if m is None:
         raise UsageError(f"not a Nuclux object id: {object_id!r}")
-    if m.group(4) is not None:
-        page = int(m.group(4))
-        if page > MAX_INDEX_PAGE:
-            raise UsageError(f"file index page {page} out of range 0..{MAX_INDEX_PAGE}")
-        return ObjectName("index", None, page)
-    file_id = bytes.fromhex(m.group(1).decode("ascii"))
-    if m.group(3) is None:
+    fid_hex, manifest, share, block, version, page = m.groups()
+    if page is not None:
+        n = int(page)
+        if n > MAX_INDEX_PAGE:
+            raise UsageError(f"file index page {n} out of range 0..{MAX_INDEX_PAGE}")
+        return ObjectName("index", None, n)
+    file_id = bytes.fromhex(fid_hex.decode("ascii"))
+    if manifest is not None:
         return ObjectName("manifest", file_id, None)
-    index = int(m.group(3))
-    if index > MAX_SHARE_INDEX:
-        raise UsageError(f"share index {index} out of range 0..{MAX_SHARE_INDEX}")
-    return ObjectName("share", file_id, index)
+    if version is not None:
+        v = int(version)
+        if v > MAX_MANIFEST_VERSION:
+            raise UsageError(f"manifest version {v} out of range 1..{MAX_MANIFEST_VERSION}")
+        return ObjectName("timestamp", file_id, v)
+    i, j = int(share), int(block)
+    if i > MAX_SHARE_INDEX:
+        raise UsageError(f"share index {i} out of range 0..{MAX_SHARE_INDEX}")
+    if j > MAX_BLOCK_INDEX:
+        raise UsageError(f"block index {j} out of range 0..{MAX_BLOCK_INDEX}")
+    return ObjectName("block", file_id, i, j)
+
+
+def parse_block_id(object_id: bytes) -> tuple[bytes, int, int] | None:
+    """``(file id, share index, block index)`` if ``object_id`` names a share block, else
+    None (any other id, Nuclux or not). What a node uses to spot blocks as they arrive."""
+    if not object_id.startswith(b"f/") or b"/s/" not in object_id:
+        return None  # the common case of a plain object: no regular expression
+    try:
+        name = parse_object_id(object_id)
+    except UsageError:
+        return None
+    fid, i, j = name.file_id, name.number, name.block
+    if name.kind != "block" or fid is None or i is None or j is None:
+        return None
+    return fid, i, j
 
 
 # -- strict decoding ------------------------------------------------------------------------------
