@@ -385,6 +385,23 @@ contract LeaseManager is Ownable {
         return (l.consumer, l.provider, l.state, l.deadline);
     }
 
+    /// What a settlement module checks of a lease: its parties, state, deadline and term.
+    function terms(uint256 id)
+        external
+        view
+        returns (
+            address consumer,
+            address provider,
+            State state,
+            uint256 deadline,
+            uint256 startEpoch,
+            uint256 endEpoch
+        )
+    {
+        Lease storage l = _leases[id];
+        return (l.consumer, l.provider, l.state, l.deadline, l.startEpoch, l.endEpoch);
+    }
+
     /// What the provider could claim now, and its total entitlement capped by escrow.
     function claimable(uint256 id) external view returns (uint256 now_, uint256 due) {
         Lease storage l = _lease(id);

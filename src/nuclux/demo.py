@@ -23,8 +23,11 @@ from eth_account.signers.local import LocalAccount
 
 from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger, deploy
 from nuclux.chain.ledger import ProviderOffer
+from nuclux.chain.revision import Revision, SignedRevision
 from nuclux.chain.usage import Usage
+from nuclux.core.challenge import answer_from_shares, challenged_share
 from nuclux.core.lease import LeaseState
+from nuclux.core.merkle import leaf_count, lease_root, root_of_bytes
 from nuclux.core.types import ONE_NUX, ResourceClass, format_nux
 from nuclux.core.units import GIB
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
@@ -152,9 +155,44 @@ async def run_demo(say: Callable[[str], None] = lambda _m: None) -> DemoSummary:
         await operators[2].decline(egress)
         step(f"providers 1 and 2 accepted; provider 3 declined lease {egress}: full refund")
 
-        await conn.advance_time(3 * EPOCH)
-        paid = await operators[0].claim(storage)
-        step(f"3 epochs later provider 1 claimed {format_nux(paid)} NUX for lease {storage}")
+        # The lease holds one share; both sides sign a revision naming its root. Every epoch
+        # gets a seed from a block hash; a sampled epoch is answered with a leaf and its
+        # Merkle paths; a proof vouches for the unsampled epochs before it.
+        share = os.urandom(3000)
+        entries = [(root_of_bytes(share), leaf_count(len(share)))]
+        rev = Revision(storage, 1, len(share), 1, lease_root(entries))
+        signed = SignedRevision(rev, consumer.sign_revision(rev), operators[0].sign_revision(rev))
+        await operators[0].submit_revision(signed)
+
+        async def storage_epoch() -> None:
+            """What the provider's agent does each epoch: seed every epoch of the lease up
+            to now that has no seed yet, prove the sampled ones; then time moves on."""
+            op = operators[0]
+            start = (await op.lease(storage)).start_epoch
+            for epoch in range(start, await op.epoch() + 1):
+                if (await op.seed(epoch)).target:
+                    continue
+                await op.arm_seed(epoch)
+                for _ in range(dep.params.seed_delay + 1):
+                    await conn.mine()
+                await op.record_seed(epoch)
+                if await op.is_sampled(storage, epoch):
+                    seed = (await op.seed(epoch)).value
+                    index = challenged_share(seed, storage, len(entries))
+                    proof = answer_from_shares(entries, index, seed, storage, share)
+                    await op.prove(storage, epoch, proof)
+            await conn.advance_time(EPOCH - await conn.now() % EPOCH)  # to the next epoch
+
+        for _ in range(3):
+            await storage_epoch()
+        book = await operators[0].advance(storage)
+        now, _ = await operators[0].claimable(storage)
+        paid = await operators[0].claim(storage) if now else 0
+        step(
+            f"lease {storage}: the consumer stored a share and both sides signed revision 1; "
+            f"3 epochs later {book.paid_epochs} were vouched for by proofs of storage and "
+            f"provider 1 claimed {format_nux(paid)} NUX"
+        )
         await consumer.extend(storage, 5, ONE_NUX)
         await operators[0].accept_extension(storage)
         await consumer.top_up(storage, ONE_NUX // 2)
@@ -173,9 +211,12 @@ async def run_demo(say: Callable[[str], None] = lambda _m: None) -> DemoSummary:
             "submitted on chain"
         )
 
-        await conn.advance_time(2 * EPOCH)
+        for _ in range(2):
+            await storage_epoch()
         await consumer.cancel(storage)
-        await conn.advance_time(5 * EPOCH)
+        await storage_epoch()  # the last epoch of a term is always sampled
+        await conn.advance_time(4 * EPOCH)
+        await operators[0].advance(storage)
         await consumer.end_term(compute)
         step(
             f"cancelled lease {storage}; lease {compute} reached the end of its term; "

@@ -30,7 +30,8 @@ from nuclux.errors import ContractRevert, InvalidLeaseState
 
 pytestmark = pytest.mark.anvil
 
-PARAMS = DeployParams(epoch_length=60, accept_window=300, dispute_window=300)
+# every epoch sampled: storage pay needs a proof of each epoch (blockhash seeds on anvil)
+PARAMS = DeployParams(epoch_length=60, accept_window=300, dispute_window=300, sample_one_in=1)
 START_NUX = 10_000 * ONE_NUX
 FUNDED = (1, 3, 4, 5, 7)  # dev accounts paid NuxCoin by the deployer (account 0)
 
@@ -134,8 +135,19 @@ async def test_lease_lifecycle_conserves_nux_and_decodes_reverts(chain: Chain) -
         provider.address, ResourceClass.STORAGE, 10, 5, 10**16, 10 * ONE_NUX
     )
     await provider.accept(lease_id)
-    await chain.conn.advance_time(3 * PARAMS.epoch_length)
-    assert await provider.claim(lease_id) > 0
+    # storage pay is gated by proofs: seed each epoch from a block hash, answer it (the lease
+    # holds no shares yet, so the proof is the call alone), then advance the pay cursor
+    for _ in range(3):
+        epoch = await provider.epoch()
+        await provider.arm_seed(epoch)
+        for _ in range(PARAMS.seed_delay + 1):  # gas estimation runs in the latest block
+            await chain.conn.mine()
+        await consumer.record_seed(epoch)
+        assert await provider.is_sampled(lease_id, epoch)
+        await provider.prove(lease_id, epoch, None)
+        await chain.conn.advance_time(PARAMS.epoch_length)
+    assert (await provider.advance(lease_id)).paid_epochs == 3
+    assert await provider.claim(lease_id) == 3 * 10 * 10**15
 
     with pytest.raises(InvalidLeaseState) as caught:
         await provider.claim(lease_id)  # refused at gas estimation

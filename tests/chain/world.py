@@ -28,6 +28,9 @@ PARAMS = DeployParams(
     slash_after=5,
     suspension_period=86_400,
     slash_cap=20 * ONE_NUX,
+    sample_one_in=2,  # tests meet sampled and unsampled epochs quickly
+    seed_delay=2,
+    demand_window=120,
 )
 PRICES = (2 * 10**15, 10**15, 3 * 10**15)
 START_NUX = 10_000 * ONE_NUX
@@ -67,6 +70,28 @@ class World:
     def registry_address(self) -> str:
         return self.deployment.address("ProviderRegistry")
 
+    async def epoch(self) -> int:
+        return await self.conn.now() // self.deployment.params.epoch_length
+
+    async def next_epoch(self) -> int:
+        """Move chain time to the start of the next epoch; returns that epoch."""
+        length = self.deployment.params.epoch_length
+        now = await self.conn.now()
+        await self.conn.advance_time(length - now % length)
+        return await self.epoch()
+
+    async def seed_epoch(self, epoch: int | None = None, by: Ledger | None = None) -> int:
+        """Arm an epoch's seed (the current one by default), mine past its block and record
+        it; returns the seed. Devnet only (it mines blocks)."""
+        who = by or self.outsider
+        e = await self.epoch() if epoch is None else epoch
+        await who.arm_seed(e)
+        # + 1: gas estimation runs in the context of the latest block, not the next one
+        for _ in range(self.deployment.params.seed_delay + 1):
+            await self.conn.mine()
+        await who.record_seed(e)
+        return (await who.seed(e)).value
+
     def holders(self) -> list[str]:
         people = [self.deployer, *self.providers, *self.consumers, *self.operators, self.outsider]
         return [p.address for p in people] + [self.lm_address, self.registry_address]
@@ -79,14 +104,17 @@ async def build_world(
     register: int = 3,
     default_modules: bool = False,
 ) -> World:
-    """Deploy (with a fault-reporting test module for bandwidth unless ``default_modules``);
-    fund and register providers."""
+    """Deploy; fund and register providers.
+
+    Unless ``default_modules``, storage and bandwidth leases settle through a test module
+    (time accrual, plus a trigger that reports faults), so lease and node tests need no
+    proofs; with ``default_modules`` every class has its real module (storage proofs)."""
     deployer = test_account("deployer")
     await conn.fund_gas(deployer.address, 10**21)
     modules = {}
     if not default_modules:
         fault_module = await _deploy_one(conn, deployer, "TestFaultModule", [], [])
-        modules = {ResourceClass.BANDWIDTH: fault_module}
+        modules = {ResourceClass.STORAGE: fault_module, ResourceClass.BANDWIDTH: fault_module}
     dep = await deploy(conn, deployer, PARAMS, modules=modules)
     d = Ledger(conn, dep, deployer)
     provs = [d.for_account(test_account(f"provider{i}")) for i in range(n_providers)]

@@ -27,7 +27,7 @@ def test_demo_json_summary_is_consistent(tmp_path: Path) -> None:
     assert states == {"storage": "closed", "compute": "closed", "bandwidth": "closed"}
     by_class = {x["class"]: x for x in data["leases"]}
     assert by_class["bandwidth"]["paid_wei"] == 0  # declined: nothing paid
-    storage = by_class["storage"]  # time accrual: units x price x epochs
+    storage = by_class["storage"]  # every epoch vouched for by a proof: units x price x epochs
     assert storage["paid_wei"] == storage["units"] * storage["price_wei"] * storage["epochs"]
     compute = by_class["compute"]  # metered: the latest co-signed receipt total (30 Mfuel)
     assert compute["paid_wei"] == 30 * compute["price_wei"]

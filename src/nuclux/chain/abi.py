@@ -19,8 +19,9 @@ CONTRACT_NAMES = (
     "KeyDirectory",
     "ProviderRegistry",
     "LeaseManager",
-    "TimeAccrualSettlement",
+    "StorageSettlement",
     "CumulativeSettlement",
+    "TimestampAnchor",
     "TestFaultModule",
 )
 

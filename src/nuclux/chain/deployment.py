@@ -41,10 +41,20 @@ class DeployParams:
     slash_after: int = 5
     suspension_period: int = 86_400
     slash_cap: int = 50 * ONE_NUX
+    # storage proofs: one epoch in ``sample_one_in`` is sampled; a seed is the hash of the
+    # block ``seed_delay`` blocks after it is armed (use >= 64 on Ethereum mainnet, beyond
+    # the proposer look-ahead); a demanded proof is due within ``demand_window`` seconds
+    sample_one_in: int = 8
+    seed_delay: int = 2
+    demand_window: int = 300
 
     def __post_init__(self) -> None:
         if self.epoch_length <= 0:
             raise ValueError("epoch_length must be positive")
+        if self.sample_one_in < 1 or not 0 < self.seed_delay < 256:
+            raise ValueError("storage proofs: sample_one_in >= 1 and 0 < seed_delay < 256")
+        if not 0 < self.demand_window <= self.dispute_window:
+            raise ValueError("storage proofs: 0 < demand_window <= dispute_window")
         if (
             not 0 < self.fail_threshold < 256
             or not 0 < self.suspend_after <= self.slash_after < 256
@@ -147,8 +157,9 @@ async def deploy(
 ) -> Deployment:
     """Deploy every contract; authorise a settlement module per resource class.
 
-    Unless ``modules`` names one: storage gets time accrual, compute a cumulative-total module
-    both sides sign, bandwidth one the consumer signs (a payment channel).
+    Unless ``modules`` names one: storage gets proof-gated accrual (``StorageSettlement``),
+    compute a cumulative-total module both sides sign, bandwidth one the consumer signs (a
+    payment channel). ``TimestampAnchor`` takes batched manifest time-stamps.
     """
     d = deployer.address
     p = params
@@ -176,7 +187,14 @@ async def deploy(
         ["address", "address", "uint256", "uint256", "uint256", "uint8"],
         [coin, reg, p.epoch_length, p.accept_window, p.dispute_window, p.fail_threshold],
     )
-    accrual = await _deploy_one(conn, deployer, "TimeAccrualSettlement", [], [])
+    storage = await _deploy_one(
+        conn,
+        deployer,
+        "StorageSettlement",
+        ["address", "address", "uint256", "uint256", "uint256"],
+        [lm, reg, p.sample_one_in, p.seed_delay, p.demand_window],
+    )
+    anchor = await _deploy_one(conn, deployer, "TimestampAnchor", [], [])
     await call_as(
         conn, deployer, "ProviderRegistry", reg, "setLeaseManager", [lm], "bind the lease manager"
     )
@@ -184,7 +202,7 @@ async def deploy(
     for cls in ResourceClass:
         module = (modules or {}).get(cls)
         if module is None and cls is ResourceClass.STORAGE:
-            module = accrual
+            module = storage
         elif module is None:
             # compute: receipts both sides sign; bandwidth: vouchers the consumer signs
             both = cls is ResourceClass.COMPUTE
@@ -223,7 +241,8 @@ async def deploy(
             "KeyDirectory": keys,
             "ProviderRegistry": reg,
             "LeaseManager": lm,
-            "TimeAccrualSettlement": accrual,
+            "StorageSettlement": storage,
+            "TimestampAnchor": anchor,
         },
         params=p,
         deployer=d,

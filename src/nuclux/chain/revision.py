@@ -1,0 +1,94 @@
+"""Signed storage revisions: the off-chain state a storage lease advances by.
+
+A ``Revision(leaseId, revision, usedBytes, shareCount, root)`` statement is EIP-712 typed data
+under the domain of the ``StorageSettlement`` module (name "Nuclux Storage", version "1", the
+chain id, the module address), so a signature is valid for one lease on one module on one
+chain. ``root`` is the lease root (``nuclux.core.merkle.lease_root``) over the shares the
+lease holds; both the consumer and the provider (owner or operator key) sign every revision.
+Storing or deleting a file is a new revision; nothing goes on chain until someone submits one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.messages import encode_typed_data
+from eth_account.signers.local import LocalAccount
+
+from nuclux.errors import UsageError
+
+MAX_U64 = 2**64 - 1
+MAX_SHARES = 2**40 - 1  # what the contract stores
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    lease_id: int
+    revision: int
+    used_bytes: int
+    share_count: int
+    root: bytes
+
+    def __post_init__(self) -> None:
+        if self.lease_id <= 0:
+            raise UsageError("lease ids start at 1")
+        if not 0 < self.revision <= MAX_U64:
+            raise UsageError("a revision number is a positive 64-bit number")
+        if not 0 <= self.used_bytes <= MAX_U64:
+            raise UsageError("used bytes are a 64-bit number")
+        if not 0 <= self.share_count <= MAX_SHARES:
+            raise UsageError(f"a lease holds at most {MAX_SHARES} shares")
+        if len(self.root) != 32:
+            raise UsageError("a lease root is 32 bytes")
+
+    def as_args(self) -> tuple[int, int, int, bytes]:
+        """The contract's ``Revision`` struct (the lease id is passed on its own)."""
+        return (self.revision, self.used_bytes, self.share_count, self.root)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRevision:
+    revision: Revision
+    consumer_sig: bytes
+    provider_sig: bytes
+
+
+def typed_data(rev: Revision, chain_id: int, module: str) -> dict[str, Any]:
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            "Revision": [
+                {"name": "leaseId", "type": "uint256"},
+                {"name": "revision", "type": "uint64"},
+                {"name": "usedBytes", "type": "uint64"},
+                {"name": "shareCount", "type": "uint64"},
+                {"name": "root", "type": "bytes32"},
+            ],
+        },
+        "primaryType": "Revision",
+        "domain": {
+            "name": "Nuclux Storage",
+            "version": "1",
+            "chainId": chain_id,
+            "verifyingContract": module,
+        },
+        "message": {
+            "leaseId": rev.lease_id,
+            "revision": rev.revision,
+            "usedBytes": rev.used_bytes,
+            "shareCount": rev.share_count,
+            "root": rev.root,
+        },
+    }
+
+
+def sign_revision(account: LocalAccount, rev: Revision, chain_id: int, module: str) -> bytes:
+    """``account``'s 65-byte signature over ``rev``."""
+    signable = encode_typed_data(full_message=typed_data(rev, chain_id, module))
+    return bytes(account.sign_message(signable).signature)
