@@ -8,11 +8,21 @@ from typing import Annotated
 import typer
 
 from nuclux.chain.deployment import DeployParams
-from nuclux.chain.devnet import DevAccount, devnet_down, devnet_fund, devnet_status, devnet_up
+from nuclux.chain.devnet import (
+    DevAccount,
+    DevnetDown,
+    DevnetInfo,
+    devnet_down,
+    devnet_fund,
+    devnet_status,
+    devnet_up,
+)
 from nuclux.cli.output import JsonFlag, command_ctx, emit, show_fields, stdout_console, table
 from nuclux.cli.session import devnet_dir
 from nuclux.core.types import ONE_NUX, format_nux, parse_nux
+from nuclux.core.units import parse_size
 from nuclux.errors import UsageError
+from nuclux.node.localnet import LocalNode, NodeState, nodes_status, start_nodes, stop_nodes
 
 devnet_app = typer.Typer(
     help="Run a local multi-process chain (anvil on 127.0.0.1).", no_args_is_help=True
@@ -37,22 +47,37 @@ def up_cmd(
     accounts: Annotated[int, typer.Option(help="Accounts to fund with NuxCoin.", min=0, max=9)] = 5,
     nux: Annotated[int, typer.Option(help="NuxCoin per funded account.", min=0)] = 100_000,
     epoch_length: Annotated[int, typer.Option(help="Seconds per epoch.", min=1)] = 60,
+    nodes: Annotated[
+        int, typer.Option(help="Provider nodes to start (registered, serving).", min=0, max=32)
+    ] = 0,
+    node_storage: Annotated[str, typer.Option(help="Storage each node offers.")] = "4GiB",
     json: JsonFlag = False,
 ) -> None:
-    """Start anvil, deploy the contracts, fund accounts; record it for other commands."""
+    """Start anvil, deploy the contracts, fund accounts; record it for other commands.
+    With --nodes N, also start N provider nodes (`nuclux devnet down` stops them)."""
     c = command_ctx(ctx, json=json)
     if port is not None and not 1024 <= port <= 65535:
         raise UsageError("--port must be between 1024 and 65535")
-    info = asyncio.run(
-        devnet_up(
+    try:
+        storage_bytes = parse_size(node_storage)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+    async def go() -> tuple[DevnetInfo, list[LocalNode]]:
+        info = await devnet_up(
             devnet_dir(c),
             port,
             DeployParams(epoch_length=epoch_length),
             funded=accounts,
             nux_each=nux * ONE_NUX,
         )
-    )
-    data = info.to_json()
+        started = (
+            await start_nodes(devnet_dir(c), nodes, storage_bytes=storage_bytes) if nodes else []
+        )
+        return info, started
+
+    info, started = asyncio.run(go())
+    data = info.to_json() | {"nodes": [_node_json(n, True) for n in started]}
 
     def render() -> None:
         show_fields(
@@ -65,8 +90,32 @@ def up_cmd(
             ]
         )
         _accounts_table(info.accounts)
+        if started:
+            _nodes_table([NodeState(n, True) for n in started])
 
     emit(c, data, render)
+
+
+def _node_json(node: LocalNode, running: bool) -> dict[str, object]:
+    return {
+        "index": node.index,
+        "owner": node.owner,
+        "owner_key": node.owner_key,
+        "operator": node.operator,
+        "endpoint": node.endpoint,
+        "fingerprint": node.fingerprint,
+        "data_dir": node.data_dir,
+        "pid": node.pid,
+        "running": running,
+    }
+
+
+def _nodes_table(states: list[NodeState]) -> None:
+    table(
+        "Local provider nodes (owner keys: devnet only, in nodes.json)",
+        ["#", "owner", "endpoint", "pid", "running"],
+        [(s.node.index, s.node.owner, s.node.endpoint, s.node.pid, s.running) for s in states],
+    )
 
 
 @devnet_app.command("status")
@@ -74,6 +123,7 @@ def status_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
     """Show whether the devnet runs, its RPC URL, contracts and funded accounts."""
     c = command_ctx(ctx, json=json)
     st = asyncio.run(devnet_status(devnet_dir(c)))
+    local = nodes_status(devnet_dir(c))
 
     def render() -> None:
         show_fields(
@@ -88,16 +138,28 @@ def status_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
         )
         if st.accounts:
             _accounts_table(st.accounts)
+        if local:
+            _nodes_table(local)
 
-    emit(c, st.to_json(), render)
+    emit(c, st.to_json() | {"nodes": [_node_json(s.node, s.running) for s in local]}, render)
 
 
 @devnet_app.command("down")
 def down_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
-    """Stop the devnet's anvil (only that process)."""
+    """Stop the devnet's provider nodes, then its anvil (only those processes)."""
     c = command_ctx(ctx, json=json)
-    res = asyncio.run(devnet_down(devnet_dir(c)))
-    emit(c, res.to_json(), lambda: stdout_console().print(res.message))
+
+    async def go() -> tuple[list[LocalNode], DevnetDown]:
+        stopped = await stop_nodes(devnet_dir(c))
+        return stopped, await devnet_down(devnet_dir(c))
+
+    stopped, res = asyncio.run(go())
+    message = (f"stopped {len(stopped)} provider nodes; " if stopped else "") + res.message
+    emit(
+        c,
+        res.to_json() | {"nodes_stopped": len(stopped)},
+        lambda: stdout_console().print(message),
+    )
 
 
 @devnet_app.command("fund")

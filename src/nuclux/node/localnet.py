@@ -1,0 +1,283 @@
+"""A local network of provider nodes on the devnet: ``nuclux devnet up --nodes N``.
+
+Theory of operation. ``start_nodes`` turns a running devnet (``nuclux.chain.devnet``) into a
+network: for each node it makes an owner key, funds it (ether for gas, NuxCoin for the stake)
+and the node's operator key (ether), writes the node's data directory as ``nuclux node init``
+would (operator keystore, TLS identity, ``node.toml`` with a free loopback port), registers it
+with the owner key as ``nuclux node register`` would, and starts ``nuclux node run`` detached
+(its own session, output in ``node.log`` in its data directory). Every node is recorded in
+``nodes.json`` in the devnet's state directory as soon as it is started, so ``stop_nodes``
+(called by ``nuclux devnet down``) can stop exactly those processes: it signals a PID only
+while ``/proc/PID/cmdline`` still shows that node's ``node run``, with SIGTERM first (the node
+finishes requests in flight) and SIGKILL after the grace period.
+
+The keys are devnet keys: owners' private keys and the operators' keystore passphrase are kept
+in ``nodes.json`` (mode 0600) so the devnet's user can act as any provider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from nuclux.chain.connection import ChainConnection
+from nuclux.chain.deployment import Deployment
+from nuclux.chain.devnet import dev_account, devnet_status
+from nuclux.chain.ledger import Ledger
+from nuclux.core.types import ONE_NUX
+from nuclux.errors import ChainError, UsageError
+from nuclux.keys.derive import from_mnemonic, generate_mnemonic
+from nuclux.keys.keystore import Keystore
+from nuclux.net.tls import NodeIdentity
+from nuclux.node.config import NodeConfig, save_config
+from nuclux.node.daemon import identity_paths, register
+
+NODES_FILE = "nodes.json"
+NODE_RUN = [sys.executable, "-m", "nuclux", "node", "run"]
+MAX_NODES = 32
+DEVNET_KDF_N = 2**12  # devnet keystores: fast to open, not meant to resist an attacker
+GAS_ETH = 10**19  # 10 ether each for owners and operators
+START_TIMEOUT = 60.0
+STOP_GRACE = 40.0  # a node gets SHUTDOWN_TIMEOUT (30 s) to finish requests
+
+
+@dataclass(frozen=True, slots=True)
+class LocalNode:
+    index: int
+    owner: str
+    owner_key: str  # hex; a devnet key
+    operator: str
+    endpoint: str
+    fingerprint: str
+    data_dir: str
+    pid: int
+
+    @property
+    def log_path(self) -> Path:
+        return Path(self.data_dir) / "node.log"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeState:
+    node: LocalNode
+    running: bool
+
+
+def _record_path(state_dir: Path) -> Path:
+    return Path(state_dir) / NODES_FILE
+
+
+def _read(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(_record_path(state_dir).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{_record_path(state_dir)} is unreadable: {err}") from None
+    return data
+
+
+def _write(state_dir: Path, passphrase: str, nodes: list[LocalNode]) -> None:
+    path = _record_path(state_dir)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"passphrase": passphrase, "nodes": [asdict(n) for n in nodes]}, f, indent=1)
+    tmp.replace(path)
+
+
+def recorded_nodes(state_dir: Path) -> list[LocalNode]:
+    data = _read(state_dir)
+    return [] if data is None else [LocalNode(**n) for n in data["nodes"]]
+
+
+def _is_our_node(node: LocalNode) -> bool:
+    """True while ``node.pid`` is still that node's ``nuclux node run`` (not a recycled PID)."""
+    try:
+        argv = Path(f"/proc/{node.pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"run" in argv and node.data_dir.encode() in argv
+
+
+def nodes_status(state_dir: Path) -> list[NodeState]:
+    return [NodeState(n, _is_our_node(n)) for n in recorded_nodes(state_dir)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _make_node_dir(
+    data_dir: Path,
+    owner: str,
+    deployment: Path,
+    rpc_url: str,
+    offer: tuple[int, int, int],  # storage bytes, stake, storage price
+    passphrase: str,
+) -> tuple[NodeConfig, str, NodeIdentity]:
+    port = _free_port()
+    cfg = NodeConfig(
+        data_dir=data_dir.resolve(),
+        owner=owner,
+        operator_account="operator",
+        endpoint=f"https://127.0.0.1:{port}",
+        listen_host="127.0.0.1",
+        listen_port=port,
+        storage_bytes=offer[0],
+        compute_units=0,
+        egress_bytes=0,
+        price_storage=offer[2],
+        price_compute=0,
+        price_egress=0,
+        stake=offer[1],
+        chain=rpc_url,
+        deployment=deployment.resolve(),
+    )
+    keys = from_mnemonic(generate_mnemonic(os.urandom(32)))
+    info = Keystore(cfg.data_dir / "keys", kdf_n=DEVNET_KDF_N).create("operator", keys, passphrase)
+    if info.address is None:
+        raise ChainError("the operator keystore was written without an address")
+    identity = NodeIdentity.generate(owner)
+    identity.save(*identity_paths(cfg))
+    save_config(cfg)
+    return cfg, info.address, identity
+
+
+def _spawn(cfg: NodeConfig, passphrase: str, poll: float) -> int:
+    """Start ``nuclux node run`` in its own session (it outlives this command, like the
+    devnet's anvil), output appended to ``node.log``. ``posix_spawn`` rather than ``Popen``:
+    no ``Popen`` object is left to warn "still running" when the node rightly outlives us."""
+    log = os.open(cfg.data_dir / "node.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    env = {**os.environ, "NUCLUX_PASSPHRASE": passphrase}
+    try:
+        return os.posix_spawn(
+            sys.executable,
+            [*NODE_RUN, "--data-dir", str(cfg.data_dir), "--poll", str(poll)],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_DUP2, log, 1),
+                (os.POSIX_SPAWN_DUP2, log, 2),
+            ],
+            setsid=True,
+            setsigdef=(signal.SIGPIPE, signal.SIGXFSZ),  # as Popen restores them
+        )
+    finally:
+        os.close(log)
+        os.close(devnull)
+
+
+async def _wait_serving(node: LocalNode, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            if b"serving https://" in node.log_path.read_bytes():
+                return
+        if not _is_our_node(node):
+            break
+        await asyncio.sleep(0.1)
+    tail = node.log_path.read_text(errors="replace")[-2000:] if node.log_path.exists() else ""
+    raise ChainError(f"node {node.index} did not start (log {node.log_path}):\n{tail}")
+
+
+async def start_nodes(
+    state_dir: Path,
+    count: int,
+    *,
+    storage_bytes: int = 4 << 30,
+    stake: int = 100 * ONE_NUX,
+    price_storage: int = ONE_NUX // 1000,
+    poll: float = 0.5,
+    timeout: float = START_TIMEOUT,
+) -> list[LocalNode]:
+    """Create, fund, register and start ``count`` nodes on the running devnet."""
+    if not 1 <= count <= MAX_NODES:
+        raise UsageError(f"a local network has 1..{MAX_NODES} nodes")
+    state_dir = Path(state_dir)
+    if any(s.running for s in nodes_status(state_dir)):
+        raise UsageError("local nodes are running already; `nuclux devnet down` first")
+    status = await devnet_status(state_dir)
+    if not status.running or status.rpc_url is None:
+        raise ChainError(f"no devnet is running ({status.detail}); run `nuclux devnet up`")
+    dep_path = state_dir / "deployment.json"
+    deployment = Deployment.load(dep_path)
+    passphrase = os.urandom(16).hex()
+    nodes: list[LocalNode] = []
+    async with await ChainConnection.open(status.rpc_url, tx_timeout=60) as conn:
+        faucet = Ledger(conn, deployment, dev_account(0))
+        for i in range(count):
+            owner: LocalAccount = Account.from_key(os.urandom(32))
+            data_dir = state_dir / "nodes" / f"node{i}"
+            if data_dir.exists():
+                raise UsageError(f"{data_dir} exists already; remove it or use another devnet")
+            cfg, operator, identity = _make_node_dir(
+                data_dir,
+                owner.address,
+                dep_path,
+                status.rpc_url,
+                (storage_bytes, stake, price_storage),
+                passphrase,
+            )
+            await conn.fund_gas(owner.address, GAS_ETH)
+            await conn.fund_gas(operator, GAS_ETH)
+            await faucet.transfer(owner.address, stake)
+            await register(cfg, owner, operator, conn, deployment)
+            pid = _spawn(cfg, passphrase, poll)
+            nodes.append(
+                LocalNode(
+                    index=i,
+                    owner=owner.address,
+                    owner_key=bytes(owner.key).hex(),
+                    operator=operator,
+                    endpoint=cfg.endpoint,
+                    fingerprint=identity.fingerprint.hex(),
+                    data_dir=str(cfg.data_dir),
+                    pid=pid,
+                )
+            )
+            _write(state_dir, passphrase, nodes)  # recorded at once: `down` can stop it
+    await asyncio.gather(*(_wait_serving(n, timeout) for n in nodes))
+    return nodes
+
+
+async def stop_nodes(state_dir: Path, grace: float = STOP_GRACE) -> list[LocalNode]:
+    """SIGTERM every recorded node that still runs, SIGKILL after ``grace``; forget them all.
+    Returns the nodes that were running."""
+    running = [s.node for s in nodes_status(state_dir) if s.running]
+    for node in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(node.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(_is_our_node(n) for n in running) and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)  # polling /proc: other processes' exits signal no event here
+    for node in running:
+        if _is_our_node(node):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.pid, signal.SIGKILL)
+    _reap(running)
+    with contextlib.suppress(FileNotFoundError):
+        _record_path(state_dir).unlink()
+    return running
+
+
+def _reap(nodes: list[LocalNode]) -> None:
+    """Collect exit statuses of nodes this process started (else they stay zombies)."""
+    for node in nodes:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(node.pid, os.WNOHANG)
