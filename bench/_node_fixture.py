@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from tests.chain.world import PRICES, build_world
 
+from nuclux import aio
 from nuclux.allocator import tune_allocator
 from nuclux.chain import ChainConnection
 from nuclux.core.auth import ReplayGuard, RequestVerifier
@@ -192,12 +193,8 @@ def main() -> None:
 
 
 def run_loop(main: Coroutine[Any, Any, T], loop: str) -> T:
-    """Run ``main`` on the standard asyncio loop or on uvloop."""
-    if loop == "uvloop":
-        import uvloop  # an optional, measured alternative
-
-        return uvloop.run(main)
-    return asyncio.run(main)
+    """Run ``main`` on the standard asyncio loop or on uvloop (``nuclux.aio``)."""
+    return aio.run(main, loop)
 
 
 if __name__ == "__main__":

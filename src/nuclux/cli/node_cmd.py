@@ -20,6 +20,7 @@ import typer
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from nuclux import aio
 from nuclux.chain import ChainConnection, Deployment, Ledger
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
 from nuclux.cli.keys_cmd import SCRYPT_N_ENV, get_passphrase
@@ -213,7 +214,7 @@ def run_cmd(
         print(f"serving {rt.url} as {cfg.owner}", flush=True)
         await rt.serve_until_signalled()
 
-    asyncio.run(go())
+    aio.run(go())  # uvloop unless NUCLUX_LOOP=asyncio (measured: docs/node.md)
 
 
 @node_app.command("status")
