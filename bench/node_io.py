@@ -1,6 +1,7 @@
 """Write and read throughput to one node over TLS on loopback, beside the bare TLS ceiling.
 
     .venv/bin/python -m bench.node_io [--mib 512] [--object-mib 64] [--streams 8] [--reps 3]
+                                      [--loop uvloop|asyncio]
                                       [--same-process] [--dir DIR] [--profile DIR]
 
 The node (``bench._node_fixture``: embedded chain, an accepted storage lease of consumer 0 on
@@ -263,7 +264,7 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--same-process", action="store_true", help="run the node on this loop")
     p.add_argument(
-        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="both processes' loop"
+        "--loop", choices=("asyncio", "uvloop"), default="uvloop", help="both processes' loop"
     )
     p.add_argument("--dir", default=None, help="where the store lives (default: temp dir)")
     p.add_argument("--profile", type=Path, default=None, help="write cProfile data here")
