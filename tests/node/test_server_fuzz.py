@@ -8,7 +8,7 @@ import random
 import aiohttp
 
 from nuclux.net.tls import client_ssl_context
-from tests.node.test_server import Served, served  # noqa: F401 - the fixture
+from tests.node.conftest import Served
 
 METHODS = ["GET", "PUT", "DELETE", "POST", "HEAD", "PATCH"]
 
@@ -43,7 +43,7 @@ def junk_headers(rng: random.Random) -> dict[str, str]:
     return h
 
 
-async def test_random_bad_requests_get_clear_4xx_and_change_nothing(served: Served) -> None:  # noqa: F811
+async def test_random_bad_requests_get_clear_4xx_and_change_nothing(served: Served) -> None:
     s = served
     async with s.client() as c:
         await c.put(s.lease, b"keep", b"precious")

@@ -10,6 +10,7 @@ import pytest
 
 from nuclux.errors import ObjectNotFound, StoreError
 from nuclux.node.store import ShardStore
+from nuclux.node.store_index import SCHEMA_VERSION
 from nuclux.node.store_types import blob_relpath
 from tests.node.test_store_support import blob_files, get, open_store, put, sha, tmp_files
 
@@ -125,7 +126,7 @@ async def test_refcounts_and_usage_are_recomputed(tmp_path: Path) -> None:
 
 async def test_rows_without_blob_or_lease_are_dropped(tmp_path: Path) -> None:
     await make_store(tmp_path)
-    sql(tmp_path, "INSERT INTO objects VALUES (1, X'71', ?, 3, 0)", sha(b"nope"))
+    sql(tmp_path, "INSERT INTO objects VALUES (1, X'71', ?, 3, 0, NULL)", sha(b"nope"))
     sql(tmp_path, "DELETE FROM leases WHERE lease_id = 2")
     async with await open_store(tmp_path) as s:
         reasons = sorted(d.reason for d in s.check_report.dropped)
@@ -138,6 +139,6 @@ async def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     sql(tmp_path, "UPDATE schema_version SET version = 99")
     with pytest.raises(StoreError, match="schema version 99"):
         await open_store(tmp_path)
-    sql(tmp_path, "UPDATE schema_version SET version = 1")
+    sql(tmp_path, "UPDATE schema_version SET version = ?", SCHEMA_VERSION)
     s: ShardStore = await open_store(tmp_path)  # the failed open released the lock
     await s.close()

@@ -6,13 +6,20 @@ with the consumer's Ethereum key bound to that fingerprint, and maps the node's 
 back onto the ``NucluxError`` tree (401 ``Unauthenticated``, 403 ``Forbidden``, 404
 ``ObjectNotFound``, 422 ``IntegrityError``, 507 ``QuotaExceeded``, other 4xx ``UsageError``).
 Downloads are checked against the SHA-256 the node reports when the whole object is read.
+
+Storage protocol (``docs/spec/storage-protocol.md``): ``shares`` fetches a share's block roots
+(checked for consistency: their MTH is the reported share root), ``revise`` asks the node to
+co-sign the next revision (``RevisionConflict`` carries the node's latest revision,
+``RevisionMismatch`` the values it computed), ``latest_revision`` reads the latest co-signed
+one (None before the first).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
@@ -21,6 +28,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from nuclux.core.merkle import merkle_root
 from nuclux.errors import (
     Forbidden,
     IntegrityError,
@@ -56,6 +64,74 @@ class NodeRequestError(NucluxError):
         super().__init__(f"node error {status} {code}: {message}")
         self.status = status
         self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class ShareRoots:
+    """A node's account of one share (``GET .../shares/{fid}/{i}``)."""
+
+    blocks: int
+    block_bytes: int
+    leaf_count: int
+    size: int
+    share_root: bytes
+    block_roots: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CoSignedRevision:
+    """A lease's latest revision with both signatures and its shares in order."""
+
+    lease_id: int
+    revision: int
+    used_bytes: int
+    share_count: int
+    root: bytes
+    consumer_signature: bytes
+    provider_signature: bytes
+    signed_at: int
+    shares: tuple[tuple[bytes, int], ...]  # (file id, share index)
+    entries: tuple[tuple[bytes, int, int], ...]  # (share root, leaf count, size) per share
+
+
+class RevisionConflict(NodeRequestError):
+    """409 ``revision_conflict``: the revision number is not the node's latest + 1;
+    ``latest`` is the node's latest co-signed revision (None if it has none)."""
+
+    def __init__(self, message: str, latest: CoSignedRevision | None) -> None:
+        super().__init__(409, "revision_conflict", message)
+        self.latest = latest
+
+
+class RevisionMismatch(NodeRequestError):
+    """409 ``revision_mismatch``: the node computes other used bytes or another root for the
+    listed shares; nothing was signed or removed."""
+
+    def __init__(self, message: str, used_bytes: int, root: bytes, share_count: int) -> None:
+        super().__init__(409, "revision_mismatch", message)
+        self.used_bytes = used_bytes
+        self.root = root
+        self.share_count = share_count
+
+
+def _revision_from_json(body: Any) -> CoSignedRevision:
+    try:
+        shares = tuple((bytes.fromhex(f), int(i)) for f, i in body["shares"])
+        entries = tuple((bytes.fromhex(r), int(c), int(n)) for r, c, n in body["entries"])
+        return CoSignedRevision(
+            lease_id=int(body["lease"]),
+            revision=int(body["revision"]),
+            used_bytes=int(body["used_bytes"]),
+            share_count=int(body["share_count"]),
+            root=bytes.fromhex(body["root"]),
+            consumer_signature=bytes.fromhex(body["consumer_signature"]),
+            provider_signature=bytes.fromhex(body["provider_signature"]),
+            signed_at=int(body["signed_at"]),
+            shares=shares,
+            entries=entries,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"malformed revision from the node: {exc!r}") from None
 
 
 READ_BUFSIZE = 1 << 20  # a download keeps flowing while the caller handles a chunk
@@ -123,11 +199,21 @@ class NodeClient:
     async def _raise_for(self, resp: aiohttp.ClientResponse) -> None:
         if resp.status < 400:
             return
+        err: Any = {}
         try:
             err = (await resp.json())["error"]
             code, message = str(err["code"]), str(err["message"])
         except (aiohttp.ContentTypeError, KeyError, TypeError, ValueError):
             code, message = "unknown", (await resp.text())[:200]
+        if code == "revision_conflict":
+            latest = err.get("latest")
+            raise RevisionConflict(message, None if latest is None else _revision_from_json(latest))
+        if code == "revision_mismatch":
+            try:
+                used, root, count = err["used_bytes"], err["root"], err["share_count"]
+                raise RevisionMismatch(message, int(used), bytes.fromhex(root), int(count))
+            except (KeyError, TypeError, ValueError):
+                raise NodeRequestError(resp.status, code, message) from None
         cls = _BY_CODE.get(code)
         if cls is not None:
             raise cls(message)
@@ -266,6 +352,99 @@ class NodeClient:
             StoredObject(bytes.fromhex(x["id"]), bytes.fromhex(x["sha256"]), int(x["size"]))
             for x in body
         ]
+
+    async def shares(
+        self, lease_id: int, file_id: bytes, index: int, *, capability: str | None = None
+    ) -> ShareRoots:
+        """Share ``index`` of file ``file_id``: its block roots, leaf count and root, as the
+        node holds it. ``IntegrityError`` if the answer contradicts itself (the MTH of the
+        block roots is not the share root); the caller still checks the root against the
+        manifest. 409 ``malformed_share`` (``NodeRequestError``) for an incomplete share."""
+        if len(file_id) != 16 or not 0 <= index <= 255:
+            raise UsageError("a share is a 16-byte file id and an index 0..255")
+        url = self.base.with_path(f"/v1/leases/{lease_id}/shares/{file_id.hex()}/{index}")
+        with peer_errors():
+            headers = self._headers("GET", url, capability=capability)
+            async with self._session.get(url, headers=headers) as resp:
+                await self._raise_for(resp)
+                body = await resp.json()
+        try:
+            out = ShareRoots(
+                blocks=int(body["blocks"]),
+                block_bytes=int(body["block_bytes"]),
+                leaf_count=int(body["leaf_count"]),
+                size=int(body["size"]),
+                share_root=bytes.fromhex(body["share_root"]),
+                block_roots=tuple(bytes.fromhex(r) for r in body["block_roots"]),
+            )
+            consistent = (
+                len(out.block_roots) == out.blocks
+                and merkle_root(out.block_roots) == out.share_root
+            )
+        except (KeyError, TypeError, ValueError, UsageError) as exc:
+            raise IntegrityError(f"malformed share answer from the node: {exc!r}") from None
+        if not consistent:
+            raise IntegrityError(
+                f"share {index} of file {file_id.hex()}: the node's block roots do not hash to "
+                "the share root it reports"
+            )
+        return out
+
+    async def revise(
+        self,
+        lease_id: int,
+        *,
+        revision: int,
+        shares: Sequence[tuple[bytes, int]],
+        remove: Sequence[tuple[bytes, int]] = (),
+        used_bytes: int,
+        root: bytes,
+        signature: bytes,
+    ) -> bytes:
+        """Ask the node to co-sign revision ``revision`` listing ``shares`` (in the lease
+        tree's order) and removing ``remove``; returns the node's 65-byte signature, given
+        only once the node has stored the revision durably."""
+        body = json.dumps(
+            {
+                "revision": revision,
+                "shares": [[f.hex(), i] for f, i in shares],
+                "remove": [[f.hex(), i] for f, i in remove],
+                "used_bytes": used_bytes,
+                "root": root.hex(),
+                "signature": signature.hex(),
+            },
+            separators=(",", ":"),
+        ).encode()
+        url = self.base.with_path(f"/v1/leases/{lease_id}/revisions")
+        with peer_errors():
+            headers = self._headers("POST", url, hashlib.sha256(body).digest())
+            headers["Content-Type"] = "application/json"
+            async with self._session.post(url, data=body, headers=headers) as resp:
+                await self._raise_for(resp)
+                answer = await resp.json()
+        try:
+            sig = bytes.fromhex(answer["signature"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"malformed revision answer from the node: {exc!r}") from None
+        if len(sig) != 65:
+            raise IntegrityError("the node's revision signature is not 65 bytes")
+        return sig
+
+    async def latest_revision(self, lease_id: int) -> CoSignedRevision | None:
+        """The latest revision the node co-signed for the lease; None if there is none yet."""
+        url = self.base.with_path(f"/v1/leases/{lease_id}/revisions/latest")
+        with peer_errors():
+            async with self._session.get(url, headers=self._headers("GET", url)) as resp:
+                if resp.status == 404:
+                    try:
+                        code = (await resp.json())["error"]["code"]
+                    except (aiohttp.ContentTypeError, KeyError, TypeError, ValueError):
+                        code = None
+                    if code == "not_found":
+                        return None
+                    raise ObjectNotFound(f"the node does not know lease {lease_id}")
+                await self._raise_for(resp)
+                return _revision_from_json(await resp.json())
 
     async def usage(self, lease_id: int) -> dict[str, Any]:
         url = self._url(lease_id)

@@ -35,6 +35,7 @@ from nuclux.net.tls import NodeIdentity, server_ssl_context
 from nuclux.node.agent import LeaseAgent
 from nuclux.node.config import NodeConfig
 from nuclux.node.follower import ChainView
+from nuclux.node.revisions import RevisionSigner
 from nuclux.node.server import NodeService
 from nuclux.node.store import ShardStore
 
@@ -113,6 +114,7 @@ class NodeRuntime:
             verifier=RequestVerifier(identity.fingerprint, ReplayGuard(120)),
             max_object_bytes=cfg.max_object_bytes,
             capacities=cfg.capacity,
+            revision_signer=RevisionSigner.for_ledger(ledger),  # the operator key
         )
         agent = LeaseAgent(cfg.owner, ledger, view, store)
         if unit_bytes is not None:

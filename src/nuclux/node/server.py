@@ -10,11 +10,19 @@ shard store. A PUT streams the body into a store writer that checks the signed S
 the declared length before anything becomes visible (422), within the lease's quota (507).
 Every failure is a JSON error body with a machine-readable code, produced in one middleware
 from the ``NucluxError`` raised.
+
+Storage protocol (``docs/spec/storage-protocol.md`` sections 2-3): ``GET .../shares/{fid}/{i}``
+summarises a share from the block roots the store computed on write; ``POST .../revisions``
+co-signs the next revision (``nuclux.node.revisions``, with the operator key, one lease at a
+time); ``GET .../revisions/latest`` returns it with both signatures. Blocks of a share the
+latest revision lists cannot be replaced or deleted (409 ``in_revision``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +34,7 @@ from aiohttp import web
 from nuclux.core.auth import RequestVerifier
 from nuclux.core.capability import capability_from_header, verify_capability
 from nuclux.core.lease import Lease, LeaseState
+from nuclux.core.reference import parse_block_id, share_prefix
 from nuclux.core.types import ResourceClass
 from nuclux.core.units import GIB
 from nuclux.errors import (
@@ -41,7 +50,22 @@ from nuclux.errors import (
     Unauthenticated,
     UsageError,
 )
-from nuclux.net.signing import CAPABILITY_HEADER, CONTENT_SHA256_HEADER, authenticate
+from nuclux.net.signing import (
+    CAPABILITY_HEADER,
+    CONTENT_SHA256_HEADER,
+    authenticate,
+    check_body,
+)
+from nuclux.node.revisions import RevisionDesk, RevisionSigner
+from nuclux.node.shares import (
+    MAX_REVISION_BODY,
+    MalformedShare,
+    RevisionConflict,
+    RevisionMismatch,
+    ShareInRevision,
+    StoredRevision,
+    parse_revision_request,
+)
 from nuclux.node.store import ShardStore
 
 MAX_FIELD_SIZE = 96 << 10  # one header field (a capability can be ~90 KiB)
@@ -51,6 +75,8 @@ CHUNK = 1 << 20
 _LEASE = re.compile(r"^[1-9][0-9]{0,77}$")
 _OBJECT = re.compile(r"^(?:[0-9a-f]{2}){1,64}$")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_FILE_ID = re.compile(r"^[0-9a-f]{32}$")
+_SHARE_INDEX = re.compile(r"^(?:0|[1-9][0-9]{0,2})$")
 SERVING = (LeaseState.ACTIVE, LeaseState.ACTIVE_TICKETED)
 
 
@@ -76,6 +102,10 @@ class HttpError(NucluxError):
 
 
 _STATUS: list[tuple[type[NucluxError], int, str]] = [
+    (MalformedShare, 409, "malformed_share"),
+    (ShareInRevision, 409, "in_revision"),
+    (RevisionConflict, 409, "revision_conflict"),
+    (RevisionMismatch, 409, "revision_mismatch"),
     (StaleRequest, 401, "stale_request"),
     (ReplayedRequest, 401, "replayed_request"),
     (Unauthenticated, 401, "unauthenticated"),
@@ -89,8 +119,37 @@ _STATUS: list[tuple[type[NucluxError], int, str]] = [
 ]
 
 
-def error_response(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def error_response(
+    status: int, code: str, message: str, extra: dict[str, Any] | None = None
+) -> web.Response:
+    body = {"code": code, "message": message} | (extra or {})
+    return web.json_response({"error": body}, status=status)
+
+
+def revision_json(r: StoredRevision) -> dict[str, Any]:
+    """A co-signed revision as the API returns it (``storage-protocol.md`` section 3)."""
+    return {
+        "lease": str(r.lease_id),
+        "revision": r.revision,
+        "used_bytes": r.used_bytes,
+        "share_count": r.share_count,
+        "root": r.root.hex(),
+        "consumer_signature": r.consumer_sig.hex(),
+        "provider_signature": r.provider_sig.hex(),
+        "signed_at": r.signed_at,
+        "shares": [[e.file_id.hex(), e.index] for e in r.entries],
+        "entries": [[e.root.hex(), e.leaf_count, e.size] for e in r.entries],
+    }
+
+
+def _error_extra(err: NucluxError) -> dict[str, Any] | None:
+    """The machine-readable details some 409s carry beside the message."""
+    if isinstance(err, RevisionConflict):
+        return {"latest": None if err.latest is None else revision_json(err.latest)}
+    if isinstance(err, RevisionMismatch):
+        p = err.plan
+        return {"used_bytes": p.used_bytes, "root": p.root.hex(), "share_count": p.share_count}
+    return None
 
 
 @web.middleware
@@ -104,7 +163,7 @@ async def errors_as_json(
     except NucluxError as err:
         for cls, status, code in _STATUS:
             if isinstance(err, cls):
-                return error_response(status, code, str(err))
+                return error_response(status, code, str(err), _error_extra(err))
         return error_response(500, "internal", str(err))
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -134,6 +193,8 @@ class NodeService:
     _refreshing: asyncio.Future[None] | None = None
     capacities: tuple[int, int, int] = (0, 0, 0)
     unit_bytes: int = GIB  # storage leases reserve units x this (tests shrink it)
+    revision_signer: RevisionSigner | None = None  # the operator key: without it, no revisions
+    _desk: RevisionDesk | None = None
     _active: int = 0  # requests being handled
     _stopping: bool = False
     _idle: asyncio.Event | None = None
@@ -163,6 +224,9 @@ class NodeService:
         r.add_put(f"{API}/leases/{{lease}}/objects/{{object}}", self.put)
         r.add_get(f"{API}/leases/{{lease}}/objects/{{object}}", self.get)
         r.add_delete(f"{API}/leases/{{lease}}/objects/{{object}}", self.delete)
+        r.add_get(f"{API}/leases/{{lease}}/shares/{{fid}}/{{index}}", self.share)
+        r.add_post(f"{API}/leases/{{lease}}/revisions", self.post_revision)
+        r.add_get(f"{API}/leases/{{lease}}/revisions/latest", self.latest_revision)
         return app
 
     async def finish_requests(self, timeout: float) -> bool:
@@ -316,6 +380,8 @@ class NodeService:
         if CONTENT_SHA256_HEADER not in request.headers:
             raise UsageError(f"PUT needs {CONTENT_SHA256_HEADER}, the signed body hash")
         _, sha = await self._authorise(request, write=True)
+        if parse_block_id(object_id) is not None:  # refuse at once rather than after the body
+            await self.store.check_writable(lease_id, object_id)
         async with self.store.writer(
             lease_id, object_id, size=size, sha256=sha, created_at=self.clock()
         ) as w:
@@ -366,6 +432,63 @@ class NodeService:
             {"id": i.object_id.hex(), "sha256": i.sha256.hex(), "size": i.size} for i in items
         ]
         return web.json_response(body)
+
+    # ------------------------------------------------------------------ storage protocol
+
+    async def share(self, request: web.Request) -> web.Response:
+        lease_id, _ = self._ids(request, False)
+        fid, index = request.match_info["fid"], request.match_info["index"]
+        if not _FILE_ID.match(fid) or not _SHARE_INDEX.match(index) or int(index) > 255:
+            raise UsageError("a share is named by a 32-hex-digit file id and an index 0..255")
+        file_id, i = bytes.fromhex(fid), int(index)
+        # a capability holder needs one covering the share's prefix (a file's prefix does)
+        await self._authorise(request, write=False, object_id=share_prefix(file_id, i))
+        summary = await self.store.share(lease_id, file_id, i)
+        if summary is None:
+            raise ObjectNotFound(f"lease {lease_id} holds no block of share {i} of file {fid}")
+        return web.json_response(
+            {
+                "blocks": summary.blocks,
+                "block_bytes": summary.block_bytes,
+                "leaf_count": summary.leaf_count,
+                "size": summary.size,
+                "share_root": summary.root.hex(),
+                "block_roots": [r.hex() for r in summary.block_roots],
+            }
+        )
+
+    async def post_revision(self, request: web.Request) -> web.Response:
+        self._ids(request, False)
+        size = request.content_length
+        if size is None:
+            raise UsageError("POST needs a Content-Length")
+        if size > MAX_REVISION_BODY:
+            raise HttpError(
+                413, "too_large", f"a revision request is at most {MAX_REVISION_BODY} bytes"
+            )
+        if CONTENT_SHA256_HEADER not in request.headers:
+            raise UsageError(f"POST needs {CONTENT_SHA256_HEADER}, the signed body hash")
+        lease, sha = await self._authorise(request, write=True)
+        body = await request.read()
+        check_body(sha, hashlib.sha256(body).digest())
+        try:
+            decoded = json.loads(body)
+        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
+            raise UsageError(f"the revision request is not JSON: {exc}") from None
+        req = parse_revision_request(decoded)
+        if self.revision_signer is None:
+            raise HttpError(503, "no_signer", "this node has no operator key to co-sign with")
+        if self._desk is None:
+            self._desk = RevisionDesk(self.store, self.revision_signer, self.clock)
+        signature = await self._desk.co_sign(lease.id, lease.consumer, req)
+        return web.json_response({"signature": signature.hex()}, status=201)
+
+    async def latest_revision(self, request: web.Request) -> web.Response:
+        lease, _ = await self._authorise(request, write=True)
+        latest = await self.store.latest_revision(lease.id)
+        if latest is None:
+            raise ObjectNotFound(f"lease {lease.id} has no co-signed revision yet")
+        return web.json_response(revision_json(latest))
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int]:

@@ -19,9 +19,14 @@ Readers look the object up and open its blob in one database-thread step; an ope
 survives a concurrent delete or replace (POSIX unlink), so a read returns the old bytes in full
 or raises ObjectNotFound, never a mix. Time is always an argument (chain time), never read here.
 
+Share blocks (ids ``f/<fid>/s/<i>/<j>``) are objects like any other, but the writer also
+computes their Merkle roots, and the index keeps each lease's latest co-signed revision with
+its share list (``store_revisions``); blocks of a share that revision lists cannot be replaced
+or deleted (``ShareInRevision``) until a later revision removes the share.
+
 Modules: ``store_types`` (values, limits), ``store_index`` / ``store_txn`` (SQLite and blob
-files), ``store_check`` (self-check), ``store_runtime`` (threads, in-memory quota book),
-``store_writer`` (streaming writes).
+files), ``store_revisions`` (shares and revisions), ``store_check`` (self-check),
+``store_runtime`` (threads, in-memory quota book), ``store_writer`` (streaming writes).
 """
 
 from __future__ import annotations
@@ -35,7 +40,9 @@ from pathlib import Path
 from types import TracebackType
 
 from nuclux.errors import UsageError
+from nuclux.node import store_revisions as revs
 from nuclux.node import store_txn as txn
+from nuclux.node.shares import RevisionPlan, RevisionRequest, ShareSummary, StoredRevision
 from nuclux.node.store_check import self_check
 from nuclux.node.store_index import Index, LeaseRow, close_after, pread_cached, pread_exact
 from nuclux.node.store_runtime import LeaseBook, Workers, wait
@@ -306,11 +313,52 @@ class ShardStore:
             raise UsageError(f"limit must be 1..{MAX_LIST_LIMIT}, got {limit!r}")
         return await self._w.db(lambda: self._ix.list_objects(lid, after, limit))
 
+    async def check_writable(self, lease_id: int, object_id: bytes) -> None:
+        """``ShareInRevision`` if ``object_id`` is a block of a share the lease's latest
+        revision lists (a fast refusal before an upload; the commit checks again)."""
+        lid, oid = check_lease_id(lease_id), check_object_id(object_id)
+        await self._w.db(lambda: txn.check_not_in_revision(self._ix, lid, oid))
+
     async def delete(self, lease_id: int, object_id: bytes) -> None:
-        """Delete an object and free its bytes in the lease's quota."""
+        """Delete an object and free its bytes in the lease's quota (``ShareInRevision`` for
+        a block of a share in the latest revision)."""
         lid, oid = check_lease_id(lease_id), check_object_id(object_id)
         await self._w.db(
             lambda: txn.delete_object(self._ix, lid, oid)[0],
+            lambda used: self._book.set_used(lid, used),
+        )
+
+    # shares and revisions --------------------------------------------------------------
+
+    async def share(self, lease_id: int, file_id: bytes, index: int) -> ShareSummary | None:
+        """Share ``index`` of file ``file_id`` as stored under the lease: None when it has no
+        block, ``MalformedShare`` when its blocks are not a well-formed share."""
+        lid = check_lease_id(lease_id)
+        return await self._w.db(lambda: revs.share_summary(self._ix, lid, file_id, index))
+
+    async def latest_revision(self, lease_id: int) -> StoredRevision | None:
+        """The lease's latest co-signed revision and its shares (None before the first)."""
+        lid = check_lease_id(lease_id)
+        return await self._w.db(lambda: revs.latest_revision(self._ix, lid))
+
+    async def plan_revision(self, lease_id: int, req: RevisionRequest) -> RevisionPlan:
+        """What the node would co-sign for ``req`` (see ``store_revisions.plan_revision``)."""
+        lid = check_lease_id(lease_id)
+        return await self._w.db(lambda: revs.plan_revision(self._ix, lid, req))
+
+    async def commit_revision(
+        self,
+        lease_id: int,
+        req: RevisionRequest,
+        plan: RevisionPlan,
+        provider_sig: bytes,
+        signed_at: int,
+    ) -> None:
+        """Store a co-signed revision durably and delete the blocks of the shares it
+        removes (one transaction)."""
+        lid, at = check_lease_id(lease_id), check_count("signed_at", signed_at)
+        await self._w.db(
+            lambda: revs.commit_revision(self._ix, lid, req, plan, provider_sig, at),
             lambda used: self._book.set_used(lid, used),
         )
 

@@ -8,6 +8,10 @@ file is fsynced by the writer; here it is renamed into place and its directory f
 index transaction commits (WAL, ``synchronous=FULL``). A blob is unlinked only after the
 transaction that dropped its last reference has committed. A crash between any two steps leaves
 an unreferenced file, which the self-check at open removes.
+
+The index also keeps each share block's Merkle root and each lease's latest co-signed revision
+with its share list (``store_revisions``): schema version 2. ``_migrate_1_to_2`` upgrades a
+version-1 index in place at open, in one transaction.
 """
 
 from __future__ import annotations
@@ -22,12 +26,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nuclux.core.merkle import MerkleBuilder
+from nuclux.core.reference import parse_block_id
 from nuclux.errors import IntegrityError, LeaseNotFound, ObjectNotFound, StoreError
 from nuclux.node.store_types import ObjectInfo, blob_relpath
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 1 -> 2: block Merkle roots, revisions (``_migrate_1_to_2``)
 
-_SCHEMA = """
+# Version 2 additions: the latest co-signed revision of each lease and its share list, in the
+# revision's order (``store_revisions``).
+_REVISIONS = """
+CREATE TABLE IF NOT EXISTS revisions (
+    lease_id INTEGER PRIMARY KEY,
+    revision INTEGER NOT NULL CHECK (revision >= 1),
+    used_bytes INTEGER NOT NULL CHECK (used_bytes >= 0),
+    share_count INTEGER NOT NULL CHECK (share_count >= 0),
+    root BLOB NOT NULL CHECK (length(root) = 32),
+    consumer_sig BLOB NOT NULL CHECK (length(consumer_sig) = 65),
+    provider_sig BLOB NOT NULL CHECK (length(provider_sig) = 65),
+    signed_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revision_shares (
+    lease_id INTEGER NOT NULL,
+    position INTEGER NOT NULL CHECK (position >= 0),
+    file_id BLOB NOT NULL CHECK (length(file_id) = 16),
+    share_index INTEGER NOT NULL CHECK (share_index BETWEEN 0 AND 255),
+    root BLOB NOT NULL CHECK (length(root) = 32),
+    leaf_count INTEGER NOT NULL CHECK (leaf_count >= 1),
+    size INTEGER NOT NULL CHECK (size >= 1),
+    PRIMARY KEY (lease_id, position)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS revision_shares_by_share
+    ON revision_shares (lease_id, file_id, share_index);
+"""
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS leases (
     lease_id INTEGER PRIMARY KEY,
@@ -42,6 +76,7 @@ CREATE TABLE IF NOT EXISTS objects (
     sha256 BLOB NOT NULL CHECK (length(sha256) = 32),
     size INTEGER NOT NULL CHECK (size >= 0),
     created_at INTEGER NOT NULL,
+    merkle_root BLOB CHECK (merkle_root IS NULL OR length(merkle_root) = 32),
     PRIMARY KEY (lease_id, object_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS objects_by_sha256 ON objects (sha256);
@@ -51,6 +86,8 @@ CREATE TABLE IF NOT EXISTS blobs (
     refs INTEGER NOT NULL CHECK (refs >= 1)
 ) WITHOUT ROWID;
 """
+    + _REVISIONS
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +200,52 @@ class Index:
             row = self.db.execute("SELECT MAX(version) FROM schema_version").fetchone()
             if row[0] is None:
                 self.db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] == 1:
+                self._migrate_1_to_2()
             elif row[0] != SCHEMA_VERSION:
                 raise StoreError(
                     f"index {self.root / 'index.sqlite3'} has schema version {row[0]}; this "
                     f"Nuclux reads version {SCHEMA_VERSION}: use a matching Nuclux release"
                 )
+
+    def _migrate_1_to_2(self) -> None:
+        """Version 1 had no block roots: add the column and compute the root of every stored
+        object whose id names a share block (reading its blob; one with a missing blob keeps
+        no root, and the self-check that follows drops it). The revision tables were created
+        by the schema script. One transaction: a crash leaves version 1, and the next open
+        migrates again."""
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(objects)")}
+        if "merkle_root" not in columns:
+            self.db.execute(
+                "ALTER TABLE objects ADD COLUMN merkle_root BLOB "
+                "CHECK (merkle_root IS NULL OR length(merkle_root) = 32)"
+            )
+        rows = self.db.execute(
+            "SELECT lease_id, object_id, sha256 FROM objects "
+            "WHERE merkle_root IS NULL AND object_id >= ? AND object_id < ?",
+            (b"f/", b"f0"),
+        ).fetchall()
+        for lease_id, object_id, digest in rows:
+            if parse_block_id(object_id) is None:
+                continue
+            root = self.blob_merkle_root(digest)
+            if root is not None:
+                self.db.execute(
+                    "UPDATE objects SET merkle_root = ? WHERE lease_id = ? AND object_id = ?",
+                    (root, lease_id, object_id),
+                )
+        self.db.execute("UPDATE schema_version SET version = 2")
+
+    def blob_merkle_root(self, digest: bytes) -> bytes | None:
+        """The Merkle root of a stored blob's bytes (None if the blob is missing)."""
+        builder = MerkleBuilder()
+        try:
+            with open(self.blob_path(digest), "rb") as f:
+                while chunk := f.read(1 << 20):
+                    builder.update(chunk)
+        except FileNotFoundError:
+            return None
+        return builder.root()
 
     def close(self) -> None:
         try:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nuclux.core.reference import parse_block_id
 from nuclux.errors import CapacityExceeded, ObjectNotFound, QuotaExceeded, StoreError
+from nuclux.node.shares import ShareInRevision, share_name
 from nuclux.node.store_index import Index, LeaseRow, fsync_dir, oid_text, unlink_quietly
 from nuclux.node.store_types import GcReport, ObjectInfo
 
@@ -22,6 +24,25 @@ def _lease_for_write(ix: Index, lease_id: int) -> LeaseRow:
     if lease.closed_at is not None:
         raise StoreError(f"lease {lease_id} is closed; it accepts no new data")
     return lease
+
+
+def check_not_in_revision(ix: Index, lease_id: int, object_id: bytes) -> None:
+    """``ShareInRevision`` if ``object_id`` is a block of a share that the lease's latest
+    co-signed revision lists: such a share is frozen (the node may be challenged on it) until
+    a later revision removes it. Other ids cost no query."""
+    block = parse_block_id(object_id)
+    if block is None:
+        return
+    file_id, index, _ = block
+    row = ix.db.execute(
+        "SELECT 1 FROM revision_shares WHERE lease_id = ? AND file_id = ? AND share_index = ?",
+        (lease_id, file_id, index),
+    ).fetchone()
+    if row is not None:
+        raise ShareInRevision(
+            f"{share_name((file_id, index))} is in lease {lease_id}'s latest co-signed "
+            f"revision: its blocks cannot change; remove it with the next revision first"
+        )
 
 
 def set_lease(
@@ -76,8 +97,10 @@ def commit_object(
     size: int,
     created_at: int,
     tmp: Path,
+    merkle_root: bytes | None = None,
 ) -> tuple[ObjectInfo, int]:
-    """Make a finished, fsynced temp file the content of ``(lease_id, object_id)``.
+    """Make a finished, fsynced temp file the content of ``(lease_id, object_id)``, with its
+    Merkle root when it is a share block.
 
     Returns the object and the lease's new used bytes. The temp file is consumed either way
     (renamed into ``blobs/`` or removed) unless an error is raised."""
@@ -87,6 +110,7 @@ def commit_object(
     try:
         with ix.tx():
             lease = _lease_for_write(ix, lease_id)
+            check_not_in_revision(ix, lease_id, object_id)
             old = ix.db.execute(
                 "SELECT sha256, size FROM objects WHERE lease_id = ? AND object_id = ?",
                 (lease_id, object_id),
@@ -108,10 +132,11 @@ def commit_object(
                 if old is not None and ix.unref(old[0]):
                     dead.append(old[0])
             ix.db.execute(
-                "INSERT INTO objects VALUES (?, ?, ?, ?, ?) ON CONFLICT (lease_id, object_id) "
+                "INSERT INTO objects (lease_id, object_id, sha256, size, created_at, merkle_root)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (lease_id, object_id) "
                 "DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, "
-                "created_at = excluded.created_at",
-                (lease_id, object_id, digest, size, created_at),
+                "created_at = excluded.created_at, merkle_root = excluded.merkle_root",
+                (lease_id, object_id, digest, size, created_at, merkle_root),
             )
             ix.db.execute("UPDATE leases SET used_bytes = ? WHERE lease_id = ?", (used, lease_id))
     except BaseException:
@@ -134,6 +159,7 @@ def delete_object(ix: Index, lease_id: int, object_id: bytes) -> tuple[int, int]
         ).fetchone()
         if row is None:
             raise ObjectNotFound(f"lease {lease_id} has no object {oid_text(object_id)}")
+        check_not_in_revision(ix, lease_id, object_id)
         ix.db.execute(
             "DELETE FROM objects WHERE lease_id = ? AND object_id = ?", (lease_id, object_id)
         )
@@ -169,6 +195,8 @@ def gc(ix: Index, now: int, grace_seconds: int) -> tuple[GcReport, list[int]]:
                 if ix.unref(digest, count):
                     dead.append(digest)
             ix.db.execute("DELETE FROM objects WHERE lease_id = ?", (lease_id,))
+            ix.db.execute("DELETE FROM revision_shares WHERE lease_id = ?", (lease_id,))
+            ix.db.execute("DELETE FROM revisions WHERE lease_id = ?", (lease_id,))
             ix.db.execute("DELETE FROM leases WHERE lease_id = ?", (lease_id,))
         blobs += len(dead)
         blob_bytes += ix.unlink_blobs(dead)

@@ -12,6 +12,10 @@ bytes written minus the size of the object being replaced; that credit is looked
 the lease runs full, and only one concurrent writer of the same id can hold it. So concurrent
 writers cannot together overshoot the quota.
 
+A share block (an id ``f/<fid>/s/<i>/<j>``, ``storage-protocol.md`` section 2) is also fed to a
+``MerkleBuilder`` in the same hashing step, off the event loop, and its root is committed with
+the object. Every other object skips that (a plain object pays for SHA-256 only).
+
 ``commit()`` checks the declared size and hash, fsyncs and closes the file, then hands it to the
 index transaction, which renames it into ``blobs/`` (or drops it if that content is stored
 already). Leaving the ``async with`` without a successful commit rolls back: reservations are
@@ -35,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from nuclux.core.merkle import MerkleBuilder
+from nuclux.core.reference import parse_block_id
 from nuclux.errors import IntegrityError, QuotaExceeded, StoreError, UsageError
 from nuclux.node.store_index import Index, oid_text
 from nuclux.node.store_runtime import LeaseBook, Workers, wait
@@ -107,6 +113,7 @@ class ObjectWriter:
         self._fd: int | None = None
         self._tmp: Path | None = None
         self._hash = hashlib.sha256()
+        self._merkle = MerkleBuilder() if parse_block_id(self._object_id) is not None else None
         self._batch: list[bytes] = []
         self._batch_bytes = self._file_bytes = 0
         self._written = self._credit = self._charged = 0
@@ -180,13 +187,14 @@ class ObjectWriter:
                 )
             await self._wait()
             tail, self._batch, self._batch_bytes = self._batch, [], 0
-            digest: bytes = await self._run_io(lambda: self._finish_sync(tail))
+            digest, root = await self._run_io(lambda: self._finish_sync(tail))
             tmp = self._tmp
             if tmp is None:
                 raise StoreError("writer has no temp file")  # unreachable by construction
             lid, oid, size, at = self._lease_id, self._object_id, self._written, self._created_at
             self._pending = self._w.db_submit(
-                lambda: commit_object(self._ix, lid, oid, digest, size, at, tmp), self._applied
+                lambda: commit_object(self._ix, lid, oid, digest, size, at, tmp, root),
+                self._applied,
             )
             info: ObjectInfo = (await self._wait())[0]
         except BaseException:
@@ -239,6 +247,9 @@ class ObjectWriter:
     def _hash_all(self, batch: list[bytes]) -> None:
         for chunk in batch:
             self._hash.update(chunk)
+        if self._merkle is not None:
+            for chunk in batch:
+                self._merkle.update(chunk)
 
     def _write_sync(self, batch: list[bytes], *, hash_it: bool = True) -> None:
         if self._tmp is None:  # created on first use: one thread hand-off fewer per object
@@ -252,7 +263,8 @@ class ObjectWriter:
         start_writeback(self._fd, self._file_bytes, n)
         self._file_bytes += n
 
-    def _finish_sync(self, tail: list[bytes]) -> bytes:
+    def _finish_sync(self, tail: list[bytes]) -> tuple[bytes, bytes | None]:
+        """Write the tail, check the hash, fsync and close; (SHA-256, Merkle root or None)."""
         self._write_sync(tail)
         digest = self._hash.digest()
         if self._sha256 is not None and digest != self._sha256:
@@ -266,7 +278,7 @@ class ObjectWriter:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-        return digest
+        return digest, None if self._merkle is None else self._merkle.root()
 
     def _cleanup_sync(self) -> None:
         fd, self._fd = self._fd, None
