@@ -46,7 +46,7 @@ contract StorageSettlement is ISettlementModule, EIP712 {
     uint256 internal constant CHALLENGE_TAG = 1;
     uint256 internal constant BLOCKHASH_DEPTH = 256;
 
-    // Why a proof was refused (argument of BadProof).
+    // Which check a proof failed (argument of BadProof).
     uint8 public constant LEAF_SIZE = 1;
     uint8 public constant SHARE_PATH = 2;
     uint8 public constant LEASE_PATH = 3;
@@ -115,7 +115,7 @@ contract StorageSettlement is ISettlementModule, EIP712 {
     error ProofTooLate(uint256 id, uint256 epoch);
     error EpochDecided(uint256 id, uint256 epoch);
     error AdvanceFirst(uint256 id, uint256 cursor);
-    error BadProof(uint256 id, uint8 reason);
+    error BadProof(uint256 id, uint8 check);
     error NotConsumer(uint256 id, address sender);
     error NoSuchShare(uint256 id, uint256 shareIndex, uint256 shareCount);
     error DemandOpen(uint256 id, uint256 deadline);

@@ -103,6 +103,7 @@ async def build_world(
     n_consumers: int = 2,
     register: int = 3,
     default_modules: bool = False,
+    params: DeployParams = PARAMS,
 ) -> World:
     """Deploy; fund and register providers.
 
@@ -115,7 +116,7 @@ async def build_world(
     if not default_modules:
         fault_module = await _deploy_one(conn, deployer, "TestFaultModule", [], [])
         modules = {ResourceClass.STORAGE: fault_module, ResourceClass.BANDWIDTH: fault_module}
-    dep = await deploy(conn, deployer, PARAMS, modules=modules)
+    dep = await deploy(conn, deployer, params, modules=modules)
     d = Ledger(conn, dep, deployer)
     provs = [d.for_account(test_account(f"provider{i}")) for i in range(n_providers)]
     ops = [d.for_account(test_account(f"operator{i}")) for i in range(n_providers)]
