@@ -2,14 +2,26 @@
 
     .venv/bin/python bench/gas.py
 
-Goals: open lease <= 200k gas, claim <= 60k. Each figure is the gasUsed of one transaction
-(approvals are separate transactions and listed on their own). Claim is measured as the
-provider's second claim on a lease (the common case: the provider already holds NuxCoin).
+Goals: open lease <= 200k gas, claim <= 60k, one storage proof <= 60k. Each figure is the
+gasUsed of one transaction (approvals are separate transactions and listed on their own).
+Claim is measured as the provider's second claim on a storage lease (the common case: the
+provider already holds NuxCoin), after `advance` confirmed a proven epoch.
+
+Storage proofs are measured on lease trees of three shapes, the challenged leaf a full
+1024-byte leaf of random bytes (ciphertext): ``gas_proof`` a lease of 256 shares of 1 MiB
+(18 path hashes), ``gas_proof_small`` one share of one leaf (no path), ``gas_proof_large``
+65,536 shares of 1 GiB (36 path hashes). The revision and the epoch's seed are already on
+chain. ``gas_proof_calldata`` is the typical proof's calldata cost (16 gas per non-zero
+byte, 4 per zero byte) and ``gas_proof_floor`` the EIP-7623 floor it implies (21000 + 10 gas
+per calldata token): the embedded EVM runs Prague rules, and a proof's gas is that floor,
+its execution hidden under it. ``gas_advance_per_epoch`` is the marginal cost of deciding
+one more epoch in a batched `advance`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 from eth_account import Account
@@ -19,10 +31,19 @@ from web3.logs import DISCARD
 
 from nuclux.chain import ChainConnection, DeployParams, Ledger, deploy
 from nuclux.chain.ledger import ProviderOffer
+from nuclux.chain.revision import Revision, SignedRevision
 from nuclux.chain.usage import Usage
+from nuclux.core.challenge import (
+    StorageProof,
+    challenged_leaf,
+    challenged_share,
+    seed_from_block_hash,
+)
+from nuclux.core.merkle import LEAF_BYTES, entry_hash, inclusion_proof, leaf_hash, merkle_root
 from nuclux.core.types import ONE_NUX, ResourceClass
 
-GOALS = {"gas_open_lease": 200_000, "gas_claim": 60_000}
+GOALS = {"gas_open_lease": 200_000, "gas_claim": 60_000, "gas_proof": 60_000}
+SHAPES = {"gas_proof_small": (1, 1), "gas_proof": (256, 1024), "gas_proof_large": (2**16, 2**20)}
 
 
 def key(label: str) -> LocalAccount:
@@ -89,21 +110,30 @@ async def main() -> dict[str, int]:
         out["gas_publish_key"] = await gas(cons, cons.keydir, "publish", [b"\3" * 32])
         await gas(cons, cons.coin, "approve", [lm, 10**30])
 
-        async def open_one() -> tuple[int, int]:
+        async def open_one(term: int = 10) -> tuple[int, int]:
             r = await cons._send(
-                cons.leases, "openLease", [prov.address, 0, 10, 10, 10**15, ONE_NUX], "open"
+                cons.leases, "openLease", [prov.address, 0, 10, term, 10**15, ONE_NUX], "open"
             )
             lid = cons.leases.events.LeaseOpened().process_receipt(r, errors=DISCARD)[0]["args"][
                 "id"
             ]
             return int(lid), int(r["gasUsed"])
 
-        lid, out["gas_open_lease"] = await open_one()
+        lid, out["gas_open_lease"] = await open_one(term=100)
         out["gas_accept"] = await gas(op, op.leases, "accept", [lid])
-        await conn.advance_time(120)
-        out["gas_claim_first"] = await gas(op, op.leases, "claim", [lid])
-        await conn.advance_time(120)
-        out["gas_claim"] = await gas(op, op.leases, "claim", [lid])
+        # storage pay needs proofs: seed epochs until one is sampled, prove it (the lease
+        # holds nothing yet, so the call is the proof), confirm it with `advance`, claim
+        for name in ("gas_claim_first", "gas_claim"):
+            while True:
+                e, _ = await seed_epoch(conn, op, p)
+                sampled = await op.is_sampled(lid, e)
+                if sampled:
+                    await op.prove(lid, e, None)
+                await next_epoch(conn, p)
+                if sampled:
+                    break
+            await op.advance(lid)
+            out[name] = await gas(op, op.leases, "claim", [lid])
         out["gas_extend"] = await gas(cons, cons.leases, "extend", [lid, 5, ONE_NUX])
         out["gas_accept_extension"] = await gas(op, op.leases, "acceptExtension", [lid])
         out["gas_top_up"] = await gas(cons, cons.leases, "topUp", [lid, ONE_NUX])
@@ -135,9 +165,157 @@ async def main() -> dict[str, int]:
             )
             out["gas_submit_usage_first" if rev == 1 else "gas_submit_usage"] = int(r["gasUsed"])
         out["gas_claim_metered"] = await gas(op, op.leases, "claim", [lid5])
+        out.update(await storage_figures(conn, p, cons, prov, op))
     finally:
         await conn.close()
     return out
+
+
+async def next_epoch(conn: ChainConnection, p: DeployParams) -> None:
+    await conn.advance_time(p.epoch_length - await conn.now() % p.epoch_length)
+
+
+async def seed_epoch(conn: ChainConnection, who: Ledger, p: DeployParams) -> tuple[int, int]:
+    """Arm and record the current epoch's seed; (epoch, seed)."""
+    e = await who.epoch()
+    await who.arm_seed(e)
+    for _ in range(p.seed_delay + 1):
+        await conn.mine()
+    await who.record_seed(e)
+    return e, (await who.seed(e)).value
+
+
+def bench_tree(
+    seed: int, lid: int, shares: int, leaves: int, share: int | None = None
+) -> tuple[bytes, StorageProof]:
+    """A lease root of ``shares`` shares of ``leaves`` leaves each and the proof of the leaf a
+    challenge with ``seed`` picks (in share ``share`` for a demand); only that leaf's bytes
+    are real, the other hashes are random."""
+    rng = random.Random(shares * leaves)
+    s = challenged_share(seed, lid, shares) if share is None else share
+    j = challenged_leaf(seed, lid, leaves)
+    leaf = rng.randbytes(LEAF_BYTES)
+    hashes = [rng.randbytes(32) for _ in range(leaves)]
+    hashes[j] = leaf_hash(leaf)
+    share_root = merkle_root(hashes)
+    entries = [rng.randbytes(32) for _ in range(shares)]
+    entries[s] = entry_hash(share_root, leaves)
+    proof = StorageProof(leaves, leaf, inclusion_proof(hashes, j), inclusion_proof(entries, s))
+    return merkle_root(entries), proof
+
+
+def calldata_gas(data: bytes) -> int:
+    return sum(4 if b == 0 else 16 for b in data)
+
+
+async def storage_figures(
+    conn: ChainConnection, p: DeployParams, cons: Ledger, prov: Ledger, op: Ledger
+) -> dict[str, int]:
+    out: dict[str, int] = {}
+    store = op._storage()
+
+    async def gas(who: Ledger, fn: str, args: list[Any]) -> int:
+        r = await who._send(store, fn, args, fn)
+        return int(r["gasUsed"])
+
+    async def open_storage() -> int:
+        lid = await cons.open_lease(prov.address, ResourceClass.STORAGE, 10, 500, 10**15, ONE_NUX)
+        await op.accept(lid)
+        return lid
+
+    lid = await open_storage()
+    revision = 0
+
+    def signed(root: bytes, shares: int, leaves: int) -> SignedRevision:
+        nonlocal revision
+        revision += 1
+        rev = Revision(lid, revision, shares * leaves * LEAF_BYTES, shares, root)
+        return SignedRevision(rev, cons.sign_revision(rev), op.sign_revision(rev))
+
+    # a seed: armed, then recorded once its block exists
+    await next_epoch(conn, p)
+    e = await op.epoch()
+    out["gas_arm_seed"] = await gas(op, "armSeed", [e])
+    for _ in range(p.seed_delay + 1):
+        await conn.mine()
+    out["gas_record_seed"] = await gas(op, "recordSeed", [e])
+    seed = (await op.seed(e)).value
+
+    # proofs against a revision already on chain, for three lease shapes
+    for i, (name, (shares, leaves)) in enumerate(SHAPES.items()):
+        if i:
+            await next_epoch(conn, p)
+            e, seed = await seed_epoch(conn, op, p)
+        root, proof = bench_tree(seed, lid, shares, leaves)
+        r = await op.submit_revision(signed(root, shares, leaves))
+        out["gas_revision_first" if i == 0 else "gas_revision"] = int(r["gasUsed"])
+        r = await op.prove(lid, e, proof)
+        out[name] = int(r["gasUsed"])
+        if name == "gas_proof":
+            tx = await conn.w3.eth.get_transaction(r["transactionHash"])
+            out["gas_proof_calldata"] = calldata_gas(bytes(tx["input"]))
+            # EIP-7623 (Prague): a transaction pays at least 21000 + 10 gas per calldata
+            # token (a zero byte is one token, a non-zero byte four); proofs are bound by it
+            out["gas_proof_floor"] = 21_000 + 10 * out["gas_proof_calldata"] // 4
+            out["gas_proof_path_hashes"] = len(proof.share_path) + len(proof.lease_path)
+
+    # the provider brings a newer co-signed revision along with its proof
+    shares, leaves = SHAPES["gas_proof"]
+    await next_epoch(conn, p)
+    e, seed = await seed_epoch(conn, op, p)
+    root, proof = bench_tree(seed, lid, shares, leaves)
+    r = await op.prove(lid, e, proof, revision=signed(root, shares, leaves))
+    out["gas_proof_with_revision"] = int(r["gasUsed"])
+
+    # the first transaction that needs a seed records it: here, the proof
+    await next_epoch(conn, p)
+    e = await op.epoch()
+    await op.arm_seed(e)
+    for _ in range(p.seed_delay + 1):
+        await conn.mine()
+    target = (await op.seed(e)).target
+    seed = seed_from_block_hash(bytes((await conn.w3.eth.get_block(target))["hash"]))
+    root, proof = bench_tree(seed, lid, shares, leaves)
+    await op.submit_revision(signed(root, shares, leaves))
+    out["gas_proof_recording_seed"] = int((await op.prove(lid, e, proof))["gasUsed"])
+
+    # a demand on share 5, answered (the answer records the demand's seed)
+    out["gas_demand"] = await gas(cons, "demand", [lid, 5])
+    for _ in range(p.seed_delay + 1):
+        await conn.mine()
+    demand_target = (await op.open_demand(lid) or _missing()).target
+    block = await conn.w3.eth.get_block(demand_target)
+    root, proof = bench_tree(seed_from_block_hash(bytes(block["hash"])), lid, shares, leaves, 5)
+    await op.submit_revision(signed(root, shares, leaves))
+    out["gas_answer_demand"] = await gas(op, "answerDemand", [lid, proof.as_args()])
+    # a demand left unanswered: reported as a fault
+    await next_epoch(conn, p)
+    await gas(cons, "demand", [lid, 7])
+    await conn.advance_time(p.demand_window + 1)
+    out["gas_report_missed_demand"] = await gas(cons, "reportMissedDemand", [lid])
+
+    # batched advance on an empty lease (its sampled epochs are proven by the call alone)
+    empty = await open_storage()
+    for _ in range(17):
+        e, _ = await seed_epoch(conn, op, p)
+        if await op.is_sampled(empty, e):
+            await op.prove(empty, e, None)
+        await next_epoch(conn, p)
+    await gas(op, "advance", [empty, 1])  # the first write of the book's slot
+    one = await gas(op, "advance", [empty, 1])
+    fifteen = await gas(op, "advance", [empty, 15])
+    out["gas_advance_one_epoch"] = one
+    out["gas_advance_per_epoch"] = (fifteen - one) // 14
+
+    # one anchor transaction time-stamps a batch of manifests
+    anchors = op._anchors()
+    r = await op._send(anchors, "anchor", [random.Random(3).randbytes(32)], "anchor")
+    out["gas_anchor"] = int(r["gasUsed"])
+    return out
+
+
+def _missing() -> Any:
+    raise AssertionError("the demand is gone")
 
 
 if __name__ == "__main__":
