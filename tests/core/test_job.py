@@ -214,6 +214,8 @@ def test_spec_bounds() -> None:
         JobSpec(h, args=("a\0b",))
     with pytest.raises(UsageError, match="without NUL"):
         JobSpec(h, args=("x" * 4097,))
+    with pytest.raises(UsageError, match="UTF-8"):
+        JobSpec(h, args=("\udc80",))
     ref = InputRef("a", bytes(32), 1)
     with pytest.raises(UsageError, match="sorted"):
         JobSpec(h, inputs=(ref, ref))
@@ -272,7 +274,11 @@ _names = st.from_regex(r"[a-z0-9_][a-z0-9._-]{0,10}", fullmatch=True)
 @settings(max_examples=60, deadline=None)
 @given(
     args=st.lists(
-        st.text(alphabet=st.characters(blacklist_characters="\0"), max_size=20), max_size=5
+        st.text(
+            alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+            max_size=20,
+        ),
+        max_size=5,
     ),
     inputs=st.dictionaries(_names, st.binary(max_size=40), max_size=4),
     deterministic=st.booleans(),

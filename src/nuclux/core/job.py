@@ -133,6 +133,14 @@ def check_module(module: bytes) -> bytes:
 # -- the spec ---------------------------------------------------------------------------------
 
 
+def _utf8_length(text: str) -> int:
+    """The UTF-8 length of ``text``, or -1 when it has none (lone surrogates)."""
+    try:
+        return len(text.encode())
+    except UnicodeEncodeError:
+        return -1
+
+
 def _bounded(value: int, low: int, high: int, what: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise UsageError(f"{what} must be an integer in {low}..{high}, got {value!r}")
@@ -203,8 +211,14 @@ class JobSpec:
         if not isinstance(self.args, tuple) or len(self.args) > MAX_ARGS:
             raise UsageError(f"args must be a tuple of at most {MAX_ARGS} strings")
         for arg in self.args:
-            if not isinstance(arg, str) or "\0" in arg or len(arg.encode()) > MAX_ARG_BYTES:
-                raise UsageError(f"each arg is a string without NUL of <= {MAX_ARG_BYTES} bytes")
+            if (
+                not isinstance(arg, str)
+                or "\0" in arg
+                or not 0 <= _utf8_length(arg) <= MAX_ARG_BYTES
+            ):
+                raise UsageError(
+                    f"each arg is a UTF-8 string without NUL of <= {MAX_ARG_BYTES} bytes"
+                )
         if not isinstance(self.inputs, tuple) or len(self.inputs) > MAX_INPUTS:
             raise UsageError(f"inputs must be a tuple of at most {MAX_INPUTS} InputRef")
         names = [i.name for i in self.inputs]
