@@ -275,7 +275,7 @@ _names = st.from_regex(r"[a-z0-9_][a-z0-9._-]{0,10}", fullmatch=True)
 @given(
     args=st.lists(
         st.text(
-            alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"),
+            alphabet=st.characters(codec="utf-8", exclude_characters="\0"),
             max_size=20,
         ),
         max_size=5,
