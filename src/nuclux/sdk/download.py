@@ -1,0 +1,306 @@
+"""The spread download: k fastest providers, hedged, every block verified, written atomically.
+
+Theory of operation
+-------------------
+Each share is a *source* (its provider, lease and, for a grantee, the read capability). Before
+its first block is used, a source's block-root list is fetched and checked once against the
+share root in the owner-signed manifest (``shares.md`` §4); then every block it serves is
+hashed and compared with its root. Up to ``segments_in_flight`` segments are read at once; for
+each, ``k`` sources are asked for their block, ranked by observed latency (data shares first
+while nothing is known: decoding from them is a copy). A request not answered within
+``hedge_delay`` marks its source slow (asked last from then on) and the same block is asked of
+the next source; a failed source (unreachable, refusing, timed out) is dropped; a block that
+fails its check is recorded with the provider's name and replaced by another share's block.
+
+When a client cannot fetch block roots (``nodeapi`` adapter), blocks are still checked by the
+node-reported SHA-256 and, after decoding, by the AES-GCM tag; if the tag fails, more blocks
+are fetched and k-subsets are tried until one opens, and the segment is encoded again to name
+the providers whose blocks differ.
+
+Decoded, opened segments are written with ``pwrite`` at their offsets into a temporary file
+the caller renames into place once everything is written and synced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import threading
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from nuclux.core.erasure import (
+    Layout,
+    decode_segment,
+    encode_segment,
+    verify_block,
+    verify_block_roots,
+)
+from nuclux.core.segment import TAG_BYTES, SegmentCipher
+from nuclux.errors import IntegrityError, NucluxError, ObjectNotFound
+from nuclux.net.client import NodeClient
+from nuclux.sdk.nodeapi import block_object_id, share_roots
+from nuclux.sdk.peers import PEER_ERRORS
+from nuclux.sdk.settings import NotEnoughProviders, Progress, StorageSettings, first_error
+
+
+@dataclass(slots=True)
+class Source:
+    """Share ``share`` of a file as one provider serves it."""
+
+    share: int
+    provider: str
+    lease_id: int
+    client: NodeClient
+    root: bytes  # the share root from the manifest
+    capability: str | None = None
+    roots: tuple[bytes, ...] | None = None
+    roots_task: asyncio.Task[tuple[bytes, ...] | None] | None = None
+    latency: float = 0.0
+    slow: bool = False
+    dead: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFault:
+    """A block (or, with ``segment`` None, a whole share) that could not be used."""
+
+    share: int
+    provider: str
+    segment: int | None
+    reason: str
+
+
+@dataclass(slots=True)
+class DownloadReport:
+    corrupt: list[BlockFault] = field(default_factory=list)
+    unavailable: list[BlockFault] = field(default_factory=list)
+    hedges: int = 0
+
+
+class Downloader:
+    def __init__(
+        self,
+        *,
+        layout: Layout,
+        size: int,
+        cipher: SegmentCipher,
+        file_id: bytes,
+        sources: list[Source],
+        fd: int,
+        settings: StorageSettings,
+        executor: Executor,
+        progress: Progress | None = None,
+    ) -> None:
+        self.layout, self.size, self.cipher, self.file_id = layout, size, cipher, file_id
+        self.sources, self.fd = sources, fd
+        self.settings, self.executor, self.progress = settings, executor, progress
+        self.count = layout.segment_count(size)
+        self.report = DownloadReport()
+        self._buffer = bytearray(layout.segment_bytes)
+        self._lock = threading.Lock()
+        self._done = 0
+
+    async def run(self) -> DownloadReport:
+        window = asyncio.Semaphore(self.settings.segments_in_flight)
+
+        async def one(j: int) -> None:
+            try:
+                await self._segment(j)
+            finally:
+                window.release()
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for j in range(self.count):
+                    await window.acquire()
+                    tg.create_task(one(j))
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        finally:
+            for src in self.sources:
+                if src.roots_task is not None and not src.roots_task.done():
+                    src.roots_task.cancel()
+        return self.report
+
+    # ------------------------------------------------------------------ one segment
+
+    async def _segment(self, j: int) -> None:
+        blocks = await self._gather(j, {}, self.layout.k)
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(self.executor, self._finish, j, blocks, None)
+        except IntegrityError:
+            if all(self.sources[i].roots is not None for i in blocks):
+                raise  # verified blocks that do not open: the manifest itself is wrong
+            await self._recover(j, blocks)
+        start, stop = self.layout.segment_span(self.size, j)
+        self._done += stop - start
+        if self.progress is not None:
+            self.progress(self._done, self.size)
+
+    def _ranked(self) -> list[Source]:
+        live = [s for s in self.sources if s.dead is None]
+        return sorted(live, key=lambda s: (s.slow, s.latency, s.share))
+
+    async def _gather(
+        self, j: int, have: dict[int, bytes], want: int, *, best_effort: bool = False
+    ) -> dict[int, bytes]:
+        """``want`` blocks of segment ``j`` (including ``have``), hedging slow sources;
+        with ``best_effort``, as many as can be read."""
+        loop = asyncio.get_running_loop()
+        got = dict(have)
+        tried = set(got)
+        running: dict[asyncio.Task[bytes], tuple[Source, float]] = {}
+
+        def start_next() -> bool:
+            for src in self._ranked():
+                if src.share not in tried:
+                    tried.add(src.share)
+                    task = asyncio.create_task(self._fetch(src, j))
+                    running[task] = (src, loop.time())
+                    return True
+            return False
+
+        for _ in range(want - len(got)):
+            start_next()
+        try:
+            while len(got) < want:
+                if not running:
+                    if best_effort:
+                        break
+                    raise self._short(j, len(got), want)
+                done, _ = await asyncio.wait(
+                    running, timeout=self.settings.hedge_delay, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    now = loop.time()
+                    for src, started in running.values():
+                        if now - started >= self.settings.hedge_delay:
+                            src.slow = True
+                    if start_next():
+                        self.report.hedges += 1
+                    continue
+                for task in done:
+                    src, _started = running.pop(task)
+                    try:
+                        got[src.share] = task.result()
+                        src.slow = False
+                    except IntegrityError as err:
+                        self._fault(self.report.corrupt, src, j, str(err))
+                        start_next()
+                    except PEER_ERRORS as err:
+                        self._fail(src, j, err)
+                        start_next()
+        finally:
+            for task in running:
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        return got
+
+    def _short(self, j: int, have: int, want: int) -> NucluxError:
+        faults = [*self.report.unavailable, *self.report.corrupt]
+        why = "; ".join(f"share {f.share} ({f.provider}): {f.reason}" for f in faults[-8:])
+        return NotEnoughProviders(
+            f"segment {j}: only {have} of the {want} blocks needed could be read"
+            + (f" ({why})" if why else "")
+        )
+
+    def _fault(self, where: list[BlockFault], src: Source, j: int | None, reason: str) -> None:
+        where.append(BlockFault(src.share, src.provider, j, reason))
+
+    def _fail(self, src: Source, j: int, err: BaseException) -> None:
+        reason = str(err) or type(err).__name__
+        if isinstance(err, TimeoutError):
+            reason = f"no answer within {self.settings.request_timeout:g} s"
+        if isinstance(err, ObjectNotFound):
+            self._fault(self.report.unavailable, src, j, f"block missing: {reason}")
+            return
+        src.dead = reason
+        self._fault(self.report.unavailable, src, None, reason)
+
+    async def _fetch(self, src: Source, j: int) -> bytes:
+        roots = await self._roots(src)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        oid = block_object_id(self.file_id, src.share, j)
+        data = await asyncio.wait_for(
+            src.client.get(src.lease_id, oid, capability=src.capability),
+            self.settings.request_timeout,
+        )
+        expected = self.layout.block_size(self.size, j)
+        if len(data) != expected:
+            raise IntegrityError(
+                f"share {src.share}, segment {j}: a block of {len(data)} bytes, not {expected}"
+            )
+        if roots is not None:
+            await loop.run_in_executor(
+                self.executor,
+                lambda: verify_block(data, roots[j], share=src.share, segment=j),
+            )
+        elapsed = loop.time() - started
+        src.latency = elapsed if src.latency == 0 else 0.7 * src.latency + 0.3 * elapsed
+        return data
+
+    async def _roots(self, src: Source) -> tuple[bytes, ...] | None:
+        if src.roots is not None:
+            return src.roots
+        if src.roots_task is None:
+            src.roots_task = asyncio.create_task(self._load_roots(src))
+        try:
+            return await asyncio.shield(src.roots_task)
+        except IntegrityError as err:
+            src.dead = str(err)
+            raise
+
+    async def _load_roots(self, src: Source) -> tuple[bytes, ...] | None:
+        got = await asyncio.wait_for(
+            share_roots(src.client, src.lease_id, self.file_id, src.share, src.capability),
+            self.settings.request_timeout,
+        )
+        if got is None:
+            return None
+        verify_block_roots(got.block_roots, src.root, share=src.share, segments=self.count)
+        src.roots = got.block_roots
+        return src.roots
+
+    # ------------------------------------------------------------------ decode and write
+
+    def _finish(self, j: int, blocks: dict[int, bytes], subset: tuple[int, ...] | None) -> None:
+        """Decode, open and write segment ``j`` (worker thread); IntegrityError if it does
+        not open."""
+        chosen = {i: blocks[i] for i in (subset or sorted(blocks)[: self.layout.k])}
+        sealed_size = self.layout.sealed_size(self.size, j)
+        sealed = decode_segment(self.layout, chosen, sealed_size)
+        start, _ = self.layout.segment_span(self.size, j)
+        with self._lock:
+            out = memoryview(self._buffer)[: sealed_size - TAG_BYTES]
+            self.cipher.decrypt_into(j, sealed, out, last=j == self.count - 1)
+            if len(out) and os.pwrite(self.fd, out, start) != len(out):
+                raise OSError(f"short write of segment {j}")
+
+    async def _recover(self, j: int, blocks: dict[int, bytes]) -> None:
+        """Segment ``j`` did not open from unverified blocks: read every other block, find a
+        k-subset that opens, and name the providers whose blocks differ from its encoding."""
+        blocks = await self._gather(j, blocks, self.layout.n, best_effort=True)
+        loop = asyncio.get_running_loop()
+        for subset in itertools.combinations(sorted(blocks), self.layout.k):
+            try:
+                await loop.run_in_executor(self.executor, self._finish, j, blocks, subset)
+            except IntegrityError:
+                continue
+            sealed = decode_segment(
+                self.layout, {i: blocks[i] for i in subset}, self.layout.sealed_size(self.size, j)
+            )
+            expected = encode_segment(self.layout, sealed)
+            for i, block in blocks.items():
+                if bytes(expected[i]) != block:
+                    src = self.sources[i]
+                    reason = f"share {i}, segment {j}: the block does not decode with the others"
+                    self._fault(self.report.corrupt, src, j, reason)
+            return
+        raise IntegrityError(
+            f"segment {j}: no {self.layout.k} of the {len(blocks)} blocks read open correctly"
+        )

@@ -1,0 +1,177 @@
+"""Co-signed revisions of our storage leases (``storage-protocol.md`` §3), one per provider per
+change, never one per block.
+
+Theory of operation
+-------------------
+For each lease the client keeps the share list of the latest co-signed revision, in its own
+order, with each share's root and leaf count: the lease root is MTH over
+``entry_hash(share_root, leaf_count)`` in that order. A change (shares added after an upload,
+shares removed by ``rm``) becomes revision r+1: the new list, the lease's used bytes as the
+provider reports them, the root, signed by us (EIP-712, ``nuclux.chain.revision``), sent to the
+provider, which checks everything and counter-signs.
+
+Changes to one lease are serialised. A change the provider does not co-sign (it is down, or
+cannot sign) stays pending and rides along with the next revision of that lease, so no share
+is forgotten; the data itself is stored either way. A used-bytes mismatch (another upload to
+the lease moved the figure) is retried with the provider's figure when the root agrees.
+
+A client that knows nothing of a lease (a second device, a restart, a conflict) starts from
+the provider's latest revision, which must carry our own signature over exactly the root its
+listed shares reproduce: a provider cannot slip a share of its choosing into our next one.
+
+ADAPTER (marked): calls go through ``nodeapi`` so a ``NodeClient`` without the revision
+methods is treated as "cannot co-sign" rather than as an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from nuclux.chain import Ledger
+from nuclux.chain.revision import Revision, sign_revision, typed_data
+from nuclux.core.merkle import lease_root
+from nuclux.core.types import ResourceClass
+from nuclux.errors import IntegrityError
+from nuclux.net.client import NodeClient, NodeRequestError
+from nuclux.sdk import nodeapi
+from nuclux.sdk.peers import PEER_ERRORS
+
+log = logging.getLogger("nuclux.sdk")
+
+ShareKey = tuple[bytes, int]  # (file id, share index)
+Entry = tuple[bytes, int]  # (share root, leaf count)
+
+
+@dataclass(slots=True)
+class _LeaseState:
+    revision: int = 0
+    shares: dict[ShareKey, Entry] = field(default_factory=dict)  # in the revision's order
+    add: dict[ShareKey, Entry] = field(default_factory=dict)  # not yet co-signed
+    remove: set[ShareKey] = field(default_factory=set)
+    known: bool = False  # read from the provider (or built by us) at least once
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    lease_id: int
+    revision: int | None  # None: not co-signed (``error`` says why); the change is pending
+    error: str | None = None
+
+
+class RevisionBook:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self._state: dict[int, _LeaseState] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+
+    def _module(self) -> str:
+        return self.ledger.module_of(ResourceClass.STORAGE)
+
+    async def commit(
+        self,
+        client: NodeClient,
+        lease_id: int,
+        *,
+        add: list[tuple[bytes, int, bytes, int]] | None = None,
+        remove: list[ShareKey] | None = None,
+    ) -> Committed:
+        """Revision r+1 of ``lease_id`` with shares ``add`` (file id, index, root, leaf count)
+        appended and ``remove`` dropped (with whatever was pending)."""
+        state = self._state.setdefault(lease_id, _LeaseState())
+        for fid, i, root, leaves in add or []:
+            state.add[(fid, i)] = (root, leaves)
+            state.remove.discard((fid, i))
+        for key in remove or []:
+            state.add.pop(key, None)
+            state.remove.add(key)
+        if not nodeapi.supports_revisions(client):
+            return Committed(lease_id, None, "this node client cannot ask for revisions")
+        async with self._locks.setdefault(lease_id, asyncio.Lock()):
+            if not state.add and not state.remove:
+                return Committed(lease_id, state.revision or None)
+            try:
+                return await self._commit(client, lease_id, state)
+            except (*PEER_ERRORS, ValueError) as err:
+                reason = str(err) or type(err).__name__
+                log.warning("lease %d: revision not co-signed (kept pending): %s", lease_id, reason)
+                return Committed(lease_id, None, reason)
+
+    async def _commit(self, client: NodeClient, lease_id: int, state: _LeaseState) -> Committed:
+        if not state.known:
+            self._resume(lease_id, state, await nodeapi.latest_revision(client, lease_id))
+        used: int | None = None
+        for attempt in range(3):
+            shares = {k: v for k, v in state.shares.items() if k not in state.remove}
+            shares.update(state.add)
+            removed = [k for k in state.remove if k in state.shares]
+            root = lease_root(list(shares.values()))
+            if used is None:
+                used = int((await client.usage(lease_id))["used_bytes"])
+            rev = Revision(lease_id, state.revision + 1, used, len(shares), root)
+            mine = sign_revision(
+                self.ledger.account, rev, self.ledger.conn.chain_id, self._module()
+            )
+            try:
+                await nodeapi.revise(
+                    client,
+                    lease_id,
+                    revision=rev.revision,
+                    shares=list(shares),
+                    remove=removed,
+                    used_bytes=used,
+                    root=root,
+                    signature=mine,
+                )
+            except NodeRequestError as err:
+                if attempt == 2:
+                    raise
+                if err.code == "revision_mismatch" and getattr(err, "root", None) == root:
+                    used = int(getattr(err, "used_bytes", used))  # the lease moved meanwhile
+                elif err.code in ("revision_conflict", "revision_mismatch"):
+                    latest = getattr(err, "latest", None)
+                    if latest is None and err.code == "revision_mismatch":
+                        self._resume(
+                            lease_id, state, await nodeapi.latest_revision(client, lease_id)
+                        )
+                    else:
+                        self._resume(lease_id, state, nodeapi.revision_from(latest))
+                    used = None
+                else:
+                    raise
+                continue
+            state.revision, state.shares = rev.revision, shares
+            state.add, state.remove = {}, set()
+            return Committed(lease_id, rev.revision)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _resume(
+        self, lease_id: int, state: _LeaseState, latest: nodeapi.LatestRevision | None
+    ) -> None:
+        """Adopt the provider's latest revision after checking it is one we signed."""
+        state.known = True
+        if latest is None:
+            state.revision, state.shares = 0, {}
+            return
+        if latest.entries is None or len(latest.entries) != len(latest.shares):
+            raise IntegrityError("the provider's latest revision lists no share roots")
+        entries = dict(zip(latest.shares, latest.entries, strict=True))
+        root = lease_root(list(entries.values()))
+        rev = Revision(lease_id, latest.revision, latest.used_bytes, len(entries), root)
+        signable = encode_typed_data(
+            full_message=typed_data(rev, self.ledger.conn.chain_id, self._module())
+        )
+        try:
+            signer = Account.recover_message(signable, signature=latest.consumer_signature)
+        except Exception:  # eth_keys raises several types for unrecoverable input
+            signer = ""
+        if root != latest.root or signer.lower() != self.ledger.address.lower():
+            raise IntegrityError(
+                f"the provider's revision {latest.revision} is not one this account signed over"
+                " the shares it lists: refusing to build on it"
+            )
+        state.revision, state.shares = latest.revision, entries

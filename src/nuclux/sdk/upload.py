@@ -1,0 +1,247 @@
+"""The spread upload: file -> segments -> AES-GCM -> Reed-Solomon -> n providers in parallel.
+
+Theory of operation
+-------------------
+One producer prepares segments in order on a worker thread (read into a reused buffer, seal
+into a reused buffer, encode into ``n`` blocks, hash each block's Merkle root and SHA-256) and
+hands block ``i`` of each segment to lane ``i``. Each lane is a task that PUTs its blocks, in
+order, as ``f/<fid>/s/<i>/<j>`` to the provider currently holding share ``i``. A semaphore
+admits at most ``segments_in_flight`` segments between preparation and the moment all ``n``
+lanes have stored them, so memory is bounded by segments, never by the file.
+
+A lane whose provider fails (an error after one retry, or no answer within
+``request_timeout``) asks for a replacement (another provider and lease, chosen by the
+caller) and rebuilds the share there: the segments already released are read again from the
+file and sealed and encoded again (deterministic: same key, data id and index give the same
+blocks), and each rebuilt block must hash to the root recorded the first time, else the file
+changed during the upload and the upload stops. The other lanes go on meanwhile, at most the
+window ahead.
+
+The result is, per share, the provider, the lease and the block roots, from which the share
+roots in the manifest are computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+from nuclux.core.erasure import Layout, block_root, encode_segment, share_root
+from nuclux.core.merkle import leaf_count
+from nuclux.core.segment import TAG_BYTES, SegmentCipher
+from nuclux.errors import IntegrityError, NucluxError, QuotaExceeded
+from nuclux.sdk.leases import Placement
+from nuclux.sdk.nodeapi import block_object_id
+from nuclux.sdk.peers import PEER_ERRORS
+from nuclux.sdk.settings import NotEnoughProviders, Progress, StorageSettings, first_error
+
+Replace = Callable[[int, Placement, str], Awaitable[Placement]]
+"""``replace(share, failed placement, reason)`` -> a placement on another provider."""
+
+
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    share: int
+    old_provider: str
+    new_provider: str
+    reason: str
+
+
+@dataclass(slots=True)
+class UploadResult:
+    placements: list[Placement]
+    block_roots: list[list[bytes]]  # [share][segment]
+    share_size: int
+    replacements: list[Replacement] = field(default_factory=list)
+
+    @property
+    def share_roots(self) -> list[bytes]:
+        return [share_root(roots) for roots in self.block_roots]
+
+    @property
+    def leaf_count(self) -> int:
+        return leaf_count(self.share_size)
+
+
+class _Encoder:
+    """Seals and encodes segments of one file on one worker thread, reusing its buffers."""
+
+    def __init__(self, path: str, size: int, layout: Layout, cipher: SegmentCipher) -> None:
+        self.size, self.layout, self.cipher = size, layout, cipher
+        self.count = layout.segment_count(size)
+        self._fd = os.open(path, os.O_RDONLY)
+        self._plain = bytearray(layout.segment_bytes)
+        self._sealed = bytearray(layout.segment_bytes + TAG_BYTES)
+        self._lock = threading.Lock()  # a backfill may run beside the producer
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+    def prepare(self, index: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """(blocks, block roots, block SHA-256s) of segment ``index``."""
+        start, stop = self.layout.segment_span(self.size, index)
+        length = stop - start
+        with self._lock:
+            plain = memoryview(self._plain)[:length]
+            got = os.preadv(self._fd, [plain], start) if length else 0
+            if got != length:
+                raise IntegrityError(f"the file shrank while it was being uploaded ({got} bytes)")
+            sealed = memoryview(self._sealed)[: length + TAG_BYTES]
+            self.cipher.encrypt_into(index, plain, sealed, last=index == self.count - 1)
+            blocks = [bytes(b) for b in encode_segment(self.layout, sealed)]
+        roots = [block_root(b) for b in blocks]
+        shas = [hashlib.sha256(b).digest() for b in blocks]
+        return blocks, roots, shas
+
+
+@dataclass(slots=True)
+class _Segment:
+    blocks: list[bytes | None]
+    shas: list[bytes]
+    pending: int
+
+
+@dataclass(slots=True)
+class _Lane:
+    share: int
+    placement: Placement
+    stored: int = 0  # blocks 0 .. stored-1 are on the current placement
+    queue: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
+
+
+class Uploader:
+    def __init__(
+        self,
+        *,
+        path: str,
+        size: int,
+        layout: Layout,
+        cipher: SegmentCipher,
+        file_id: bytes,
+        placements: list[Placement],
+        replace: Replace,
+        settings: StorageSettings,
+        executor: Executor,
+        progress: Progress | None = None,
+    ) -> None:
+        if len(placements) != layout.n:
+            raise NucluxError(f"{layout.n} placements needed, {len(placements)} given")
+        self.encoder = _Encoder(path, size, layout, cipher)
+        self.size, self.layout, self.file_id = size, layout, file_id
+        self.settings, self.executor, self.progress = settings, executor, progress
+        self.replace_fn = replace
+        self.lanes = [_Lane(i, p) for i, p in enumerate(placements)]
+        self.roots: list[list[bytes]] = [[] for _ in placements]
+        self.segments: dict[int, _Segment] = {}
+        self.window = asyncio.Semaphore(settings.segments_in_flight)
+        self.replacements: list[Replacement] = []
+        self.done_bytes = 0
+
+    async def run(self) -> UploadResult:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for lane in self.lanes:
+                    tg.create_task(self._lane(lane))
+                tg.create_task(self._produce())
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+        finally:
+            self.encoder.close()
+        return UploadResult(
+            [lane.placement for lane in self.lanes],
+            self.roots,
+            self.layout.share_size(self.size),
+            self.replacements,
+        )
+
+    async def _prepare(self, index: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.encoder.prepare, index)
+
+    async def _produce(self) -> None:
+        for j in range(self.encoder.count):
+            await self.window.acquire()
+            blocks, roots, shas = await self._prepare(j)
+            for i, root in enumerate(roots):
+                self.roots[i].append(root)
+            self.segments[j] = _Segment(list(blocks), shas, len(self.lanes))
+            for lane in self.lanes:
+                lane.queue.put_nowait(j)
+        for lane in self.lanes:
+            lane.queue.put_nowait(None)
+
+    async def _lane(self, lane: _Lane) -> None:
+        while (j := await lane.queue.get()) is not None:
+            seg = self.segments[j]
+            block = seg.blocks[lane.share]
+            if block is None:  # pragma: no cover - each lane takes its block once
+                raise NucluxError(f"block {j} of share {lane.share} was already sent")
+            await self._deliver(lane, j, block, seg.shas[lane.share])
+            seg.blocks[lane.share] = None
+            seg.pending -= 1
+            if seg.pending == 0:
+                del self.segments[j]
+                self.window.release()
+                start, stop = self.layout.segment_span(self.size, j)
+                self.done_bytes += stop - start
+                if self.progress is not None:
+                    self.progress(self.done_bytes, self.size)
+
+    async def _deliver(self, lane: _Lane, j: int, block: bytes, sha: bytes) -> None:
+        """Store block ``j`` of the lane's share, first rebuilding any earlier blocks a new
+        placement lacks; swap the placement when it fails."""
+        while True:
+            try:
+                while lane.stored < j:
+                    old = lane.stored
+                    blocks, roots, shas = await self._prepare(old)
+                    if roots[lane.share] != self.roots[lane.share][old]:
+                        raise IntegrityError(
+                            f"segment {old} encodes differently than before: the file changed"
+                            " during the upload; upload it again"
+                        )
+                    await self._put(lane, old, blocks[lane.share], shas[lane.share])
+                    lane.stored = old + 1
+                await self._put(lane, j, block, sha)
+                lane.stored = j + 1
+                return
+            except IntegrityError:
+                raise
+            except PEER_ERRORS as err:
+                await self._swap(lane, err)
+
+    async def _put(self, lane: _Lane, j: int, block: bytes, sha: bytes) -> None:
+        p = lane.placement
+        oid = block_object_id(self.file_id, lane.share, j)
+        timeout = self.settings.request_timeout
+        for attempt in (1, 2):
+            try:
+                await asyncio.wait_for(p.client.put(p.lease_id, oid, block, sha), timeout)
+                return
+            except (TimeoutError, QuotaExceeded):
+                raise  # a hung or full provider is not retried
+            except PEER_ERRORS:
+                if attempt == 2:
+                    raise
+
+    async def _swap(self, lane: _Lane, err: BaseException) -> None:
+        old = lane.placement
+        reason = str(err) or type(err).__name__
+        if isinstance(err, TimeoutError):
+            reason = f"no answer within {self.settings.request_timeout:g} s"
+        if len(self.replacements) >= self.settings.max_replacements:
+            raise NotEnoughProviders(
+                f"share {lane.share}: provider {old.provider.owner} failed ({reason}) and"
+                f" {len(self.replacements)} providers were replaced already; giving up"
+            )
+        new = await self.replace_fn(lane.share, old, reason)
+        self.replacements.append(
+            Replacement(lane.share, old.provider.owner, new.provider.owner, reason)
+        )
+        lane.placement = new
+        lane.stored = 0

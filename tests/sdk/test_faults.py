@@ -1,0 +1,178 @@
+"""Faults: providers stopped, a corrupt block on a provider's disk, a provider failing during
+an upload, a hung provider; the download succeeds, names the culprit and leaves no partial
+file when it cannot."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nuclux.core.reference import Reference
+from nuclux.sdk import NotEnoughProviders, StorageClient
+from nuclux.sdk.leases import Placement
+from nuclux.sdk.nodeapi import block_object_id
+from nuclux.sdk.reading import open_file
+from tests.sdk.network import SETTINGS, Network
+
+BLOCKS = dataclasses.replace(SETTINGS, block_bytes=16 << 10)
+
+
+def random_file(path: Path, size: int) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+async def _put(client: StorageClient, path: Path, size: int) -> tuple[Reference, bytes]:
+    data = random_file(path, size)
+    return await client.put(path), data
+
+
+async def _providers(client: StorageClient, ref: Reference) -> list[str]:
+    opened = await open_file(client.ctx, ref)
+    assert opened.body.layout is not None
+    return [s.provider for s in opened.body.layout.shares]
+
+
+@asynccontextmanager
+async def stopped(net: Network, providers: list[str]) -> AsyncIterator[None]:
+    indexes = [net.index_of(p) for p in providers]
+    for i in indexes:
+        await net.stop(i)
+    try:
+        yield
+    finally:
+        for i in indexes:
+            await net.start(i)
+
+
+async def test_any_n_minus_k_providers_stopped(net: Network, tmp_path: Path) -> None:
+    acct = net.world.consumers[1].account
+    async with net.client(acct, BLOCKS) as client:
+        ref, data = await _put(client, tmp_path / "f", 300_000)
+        shares = await _providers(client, ref)
+    assert len(shares) == 6
+    for down in (shares[:3], shares[3:], shares[1::2]):  # data shares, parity shares, a mix
+        async with stopped(net, down), net.client(acct, BLOCKS) as client:
+            got = await client.get(ref, tmp_path / "out")
+            assert (tmp_path / "out").read_bytes() == data
+            assert {f.provider for f in got.unavailable} <= set(down)
+            entries = {e.reference: e for e in await client.ls(check=True)}
+            assert entries[ref].status == "degraded"
+            assert entries[ref].healthy == 3
+    # one more than n - k: the file cannot be read, and no partial file is left behind
+    (tmp_path / "out").unlink()
+    async with stopped(net, shares[2:]), net.client(acct, BLOCKS) as client:
+        with pytest.raises(NotEnoughProviders, match="blocks needed"):
+            await client.get(ref, tmp_path / "out")
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def _blob(net: Network, provider: str, info: Any) -> Path:
+    rt = net.node_of(provider)
+    sha = info.sha256.hex()
+    hits = [p for p in rt.cfg.store_dir.rglob(sha)]
+    assert len(hits) == 1, hits
+    return hits[0]
+
+
+async def test_a_corrupt_block_names_its_provider(net: Network, tmp_path: Path) -> None:
+    acct = net.world.consumers[1].account
+    async with net.client(acct, BLOCKS) as client:
+        ref, data = await _put(client, tmp_path / "f", 200_000)
+        opened = await open_file(client.ctx, ref)
+        assert opened.body.layout is not None
+        share = opened.body.layout.shares[1]  # a data share: the first choice of a reader
+        rt = net.node_of(share.provider)
+        info = await rt.store.stat(share.lease_id, block_object_id(ref.file_id, 1, 2))
+        blob = _blob(net, share.provider, info)
+        raw = bytearray(blob.read_bytes())
+        raw[100] ^= 0x01
+        os.chmod(blob, 0o644)
+        blob.write_bytes(bytes(raw))
+        got = await client.get(ref, tmp_path / "out")
+        assert (tmp_path / "out").read_bytes() == data
+        assert [(f.share, f.provider, f.segment) for f in got.corrupt] == [(1, share.provider, 2)]
+        report = await client.audit(ref)
+    verdicts = {s.share: s.status for s in report.shares}
+    assert verdicts[1] == "corrupt" or 2 not in report.segments
+    assert all(v == "ok" for i, v in verdicts.items() if i != 1)
+
+
+async def test_a_provider_failing_during_the_upload_is_replaced(
+    net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acct = net.world.consumers[1].account
+    victim: list[int] = []
+    async with net.client(acct, BLOCKS) as client:
+        real = client.ctx.leases.ensure
+
+        async def ensure_then_fail(*args: Any, **kwargs: Any) -> list[Placement]:
+            placed = await real(*args, **kwargs)
+            if not victim and len(placed) == 5:  # the upload's placements: stop the first
+                victim.append(net.index_of(placed[0].provider.owner))
+                await net.stop(victim[0])
+            return placed
+
+        monkeypatch.setattr(client.ctx.leases, "ensure", ensure_then_fail)
+        try:
+            ref, data = await _put_n(client, tmp_path / "f", 150_000, n=5)
+        finally:
+            await net.start(victim[0])
+        shares = await _providers(client, ref)
+        await client.get(ref, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+    assert net.configs[victim[0]].owner not in shares
+    assert len(set(shares)) == 5
+
+
+async def _put_n(client: StorageClient, path: Path, size: int, n: int) -> tuple[Reference, bytes]:
+    data = random_file(path, size)
+    return await client.put(path, n=n, k=2), data
+
+
+class _Blackhole:
+    """A TCP listener that accepts connections and never answers: a hung provider."""
+
+    def __init__(self) -> None:
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        await reader.read()  # until the client gives up
+
+    def close(self) -> Iterator[None]:
+        for w in self.writers:
+            w.close()
+        yield
+
+
+async def test_a_hung_provider_is_hedged(net: Network, tmp_path: Path) -> None:
+    acct = net.world.consumers[1].account
+    async with net.client(acct, BLOCKS) as client:
+        ref, data = await _put(client, tmp_path / "f", 200_000)
+        shares = await _providers(client, ref)
+    i = net.index_of(shares[0])
+    port = net.configs[i].listen_port
+    await net.stop(i)
+    hole = _Blackhole()
+    server = await asyncio.start_server(hole.handle, "127.0.0.1", port)
+    try:
+        settings = dataclasses.replace(BLOCKS, request_timeout=30.0)  # only hedging helps
+        async with net.client(acct, settings) as client:
+            got = await client.get(ref, tmp_path / "out")
+    finally:
+        server.close()
+        for _ in hole.close():
+            pass
+        await server.wait_closed()
+        await net.start(i)
+    assert (tmp_path / "out").read_bytes() == data
+    assert got.hedges >= 1

@@ -1,0 +1,96 @@
+"""The file index and leases: the same files from any device with the seed, no transaction
+per file once leases exist, removal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from nuclux.errors import ObjectNotFound
+from nuclux.keys.derive import from_mnemonic, generate_mnemonic
+from nuclux.sdk import StorageClient, nodeapi
+from nuclux.sdk.nodeapi import supports_revisions
+from nuclux.sdk.reading import open_file
+from tests.sdk.network import SETTINGS, Network
+
+
+def write_files(tmp: Path, count: int, size: int) -> list[Path]:
+    paths = []
+    for i in range(count):
+        p = tmp / f"file{i:03d}.txt"
+        p.write_bytes(os.urandom(size))
+        paths.append(p)
+    return paths
+
+
+async def test_small_files_cost_no_transaction_each(net: Network, tmp_path: Path) -> None:
+    acct = await net.new_account("many-small")
+    files = write_files(tmp_path, 51, 1000)
+    async with net.client(acct) as client:
+        await client.put(files[0])  # the account's first file opens its leases
+        opened = client.transactions
+        nonce = await net.conn.w3.eth.get_transaction_count(acct.address)
+        refs = [await client.put(p) for p in files[1:]]
+        assert client.transactions == opened
+    assert await net.conn.w3.eth.get_transaction_count(acct.address) == nonce
+    async with net.client(acct) as client:
+        listed = {e.reference for e in await client.ls()}
+        assert set(refs) <= listed
+        await client.get(refs[-1], tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == files[-1].read_bytes()
+
+
+async def test_ls_from_a_second_device_and_rm(net: Network, tmp_path: Path) -> None:
+    phrase = generate_mnemonic(os.urandom(16))
+    keys = from_mnemonic(phrase)
+    me = await net.fund(Account.from_key(keys.eth_private_key))
+    small, big = write_files(tmp_path, 1, 2000)[0], tmp_path / "big.bin"
+    big.write_bytes(os.urandom(120_000))
+    laptop = StorageClient(net.ledger(me), keys, SETTINGS)
+    async with laptop:
+        ref_small = await laptop.put(small)
+        ref_big = await laptop.put(big, name="big one")
+    # a second device: nothing but the phrase
+    phone = StorageClient(net.ledger(me), from_mnemonic(phrase), SETTINGS)
+    async with phone:
+        entries = {e.reference: e for e in await phone.ls(check=True)}
+        assert set(entries) == {ref_small, ref_big}
+        assert entries[ref_big].name == "big one"
+        assert entries[ref_big].size == 120_000
+        assert entries[ref_big].status == "healthy"
+        assert entries[ref_big].healthy == entries[ref_big].total == 6
+        assert entries[ref_small].status == "healthy"
+        opened = await open_file(phone.ctx, ref_big)
+        assert opened.body.layout is not None
+        removed = await phone.rm(ref_big)
+        assert removed.problems == ()
+        await phone.rm(ref_small)
+        with pytest.raises(ObjectNotFound):
+            await phone.get(ref_big, tmp_path / "x")
+    async with laptop.__class__(net.ledger(me), keys, SETTINGS) as again:
+        assert await again.ls() == []
+    # nothing of the file is left on its providers
+    for share in opened.body.layout.shares:
+        rt = net.node_of(share.provider)
+        objects = await rt.store.list_objects(share.lease_id, after=None, limit=1000)
+        prefix = b"f/" + ref_big.file_id.hex().encode()
+        assert not [o for o in objects if o.object_id.startswith(prefix)]
+
+
+async def test_uploads_are_co_signed_by_each_provider(net: Network, tmp_path: Path) -> None:
+    acct = net.world.consumers[0].account
+    (tmp_path / "f").write_bytes(os.urandom(100_000))
+    async with net.client(acct) as client:
+        ref = await client.put(tmp_path / "f")
+        opened = await open_file(client.ctx, ref)
+        assert opened.body.layout is not None
+        for i, share in enumerate(opened.body.layout.shares):
+            _, node = await client.ctx.peers.client_for_lease(share.lease_id)
+            if not supports_revisions(node):
+                pytest.skip("this node client cannot read revisions yet")
+            latest = await nodeapi.latest_revision(node, share.lease_id)
+            assert latest is not None
+            assert (ref.file_id, i) in latest.shares
