@@ -13,6 +13,8 @@ provider's leases:
 - Closing, Closed or Failed lease: mark it closed in the store (its data is collected after
   the grace period); once its dispute window has passed, settle it (anyone may, and the money
   can only go to the parties).
+- Storage proofs (``nuclux.node.prover``, when storage settles through StorageSettlement):
+  seeds armed and recorded, sampled epochs and demands answered from the store, pay advanced.
 - Every ``claim_every`` seconds, claim what active leases have earned.
 - Garbage-collect the store at chain time.
 
@@ -34,6 +36,7 @@ from nuclux.core.types import ResourceClass
 from nuclux.core.units import GIB
 from nuclux.errors import ChainError, LeaseNotFound, NucluxError
 from nuclux.node.follower import ChainView
+from nuclux.node.prover import Prover
 from nuclux.node.store import ShardStore
 
 log = logging.getLogger("nuclux.node.agent")
@@ -61,6 +64,7 @@ class LeaseAgent:
     unit_bytes: int = GIB
     claim_every: float = 300.0
     draining: bool = False
+    prover: Prover | None = None
     stats: AgentStats = field(default_factory=AgentStats)
     _done: set[tuple[int, str]] = field(default_factory=set)
     _last_claim: float = 0.0
@@ -75,6 +79,8 @@ class LeaseAgent:
             except NucluxError as exc:
                 self.stats.errors += 1
                 log.warning("lease %d (%s): %s", lease.id, lease.state.label, exc)
+        if self.prover is not None:
+            await self.prover.tick(leases)
         if time.monotonic() - self._last_claim >= self.claim_every:
             self._last_claim = time.monotonic()
             await self.claim_all(leases)

@@ -35,6 +35,7 @@ from nuclux.net.tls import NodeIdentity, server_ssl_context
 from nuclux.node.agent import LeaseAgent
 from nuclux.node.config import NodeConfig
 from nuclux.node.follower import ChainView
+from nuclux.node.prover import Prover
 from nuclux.node.revisions import RevisionSigner
 from nuclux.node.server import NodeService
 from nuclux.node.store import ShardStore
@@ -116,7 +117,8 @@ class NodeRuntime:
             capacities=cfg.capacity,
             revision_signer=RevisionSigner.for_ledger(ledger),  # the operator key
         )
-        agent = LeaseAgent(cfg.owner, ledger, view, store)
+        prover = Prover(ledger, store) if Prover.supported(ledger) else None
+        agent = LeaseAgent(cfg.owner, ledger, view, store, prover=prover)
         if unit_bytes is not None:
             service.unit_bytes = agent.unit_bytes = unit_bytes
         service.draining_fn = lambda: agent.draining
