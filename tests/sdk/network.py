@@ -10,11 +10,9 @@ use fresh files (and, where it matters, their own consumer account).
 from __future__ import annotations
 
 import asyncio
-import importlib
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -94,7 +92,6 @@ class Network:
             poll_interval=POLL,
             unit_bytes=UNIT_BYTES,
         )
-        _give_signer(rt)
         self.nodes[i] = rt
         return rt
 
@@ -149,16 +146,3 @@ async def stop_network(net: Network) -> None:
     for i in range(NODES):
         await net.stop(i)
     await net.conn.close()
-
-
-def _give_signer(rt: NodeRuntime) -> None:
-    """Until the daemon hands nodes their operator key for co-signing revisions, give it here
-    (only when the node code in the checkout has the attribute)."""
-    service: Any = rt.service
-    if not hasattr(service, "revision_signer") or service.revision_signer is not None:
-        return
-    try:
-        module = importlib.import_module("nuclux.node.revisions")
-    except ImportError:
-        return
-    service.revision_signer = module.RevisionSigner.for_ledger(rt.ledger)

@@ -11,8 +11,7 @@ from eth_account import Account
 
 from nuclux.errors import ObjectNotFound
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
-from nuclux.sdk import StorageClient, nodeapi
-from nuclux.sdk.nodeapi import supports_revisions
+from nuclux.sdk import StorageClient
 from nuclux.sdk.reading import open_file
 from tests.sdk.network import SETTINGS, Network
 
@@ -65,6 +64,11 @@ async def test_ls_from_a_second_device_and_rm(net: Network, tmp_path: Path) -> N
         assert entries[ref_small].status == "healthy"
         opened = await open_file(phone.ctx, ref_big)
         assert opened.body.layout is not None
+        for i, share in enumerate(opened.body.layout.shares):  # each provider co-signed it
+            _, node = await phone.ctx.peers.client_for_lease(share.lease_id)
+            latest = await node.latest_revision(share.lease_id)
+            assert latest is not None
+            assert (ref_big.file_id, i) in latest.shares
         removed = await phone.rm(ref_big)
         assert removed.problems == ()
         await phone.rm(ref_small)
@@ -78,19 +82,3 @@ async def test_ls_from_a_second_device_and_rm(net: Network, tmp_path: Path) -> N
         objects = await rt.store.list_objects(share.lease_id, after=None, limit=1000)
         prefix = b"f/" + ref_big.file_id.hex().encode()
         assert not [o for o in objects if o.object_id.startswith(prefix)]
-
-
-async def test_uploads_are_co_signed_by_each_provider(net: Network, tmp_path: Path) -> None:
-    acct = net.world.consumers[0].account
-    (tmp_path / "f").write_bytes(os.urandom(100_000))
-    async with net.client(acct) as client:
-        ref = await client.put(tmp_path / "f")
-        opened = await open_file(client.ctx, ref)
-        assert opened.body.layout is not None
-        for i, share in enumerate(opened.body.layout.shares):
-            _, node = await client.ctx.peers.client_for_lease(share.lease_id)
-            if not supports_revisions(node):
-                pytest.skip("this node client cannot read revisions yet")
-            latest = await nodeapi.latest_revision(node, share.lease_id)
-            assert latest is not None
-            assert (ref.file_id, i) in latest.shares

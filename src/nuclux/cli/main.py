@@ -48,6 +48,7 @@ from nuclux.cli.output import (
     stderr_console,
 )
 from nuclux.cli.provider_cmd import provider_app
+from nuclux.cli.storage import register as register_storage
 from nuclux.errors import NucluxError
 
 
@@ -127,6 +128,7 @@ app.add_typer(node_app, name="node")
 app.command("balance")(balance_cmd)
 app.command("transfer")(transfer_cmd)
 app.command("demo")(demo_cmd)
+register_storage(app)  # put, get, ls, rm, share, audit
 
 
 def run() -> None:

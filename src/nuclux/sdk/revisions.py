@@ -11,16 +11,13 @@ provider reports them, the root, signed by us (EIP-712, ``nuclux.chain.revision`
 provider, which checks everything and counter-signs.
 
 Changes to one lease are serialised. A change the provider does not co-sign (it is down, or
-cannot sign) stays pending and rides along with the next revision of that lease, so no share
-is forgotten; the data itself is stored either way. A used-bytes mismatch (another upload to
-the lease moved the figure) is retried with the provider's figure when the root agrees.
+refuses) stays pending and rides along with the next revision of that lease, so no share is
+forgotten; the data itself is stored either way. A used-bytes mismatch (another upload to the
+lease moved the figure) is retried with the provider's figure when the root agrees.
 
 A client that knows nothing of a lease (a second device, a restart, a conflict) starts from
 the provider's latest revision, which must carry our own signature over exactly the root its
 listed shares reproduce: a provider cannot slip a share of its choosing into our next one.
-
-ADAPTER (marked): calls go through ``nodeapi`` so a ``NodeClient`` without the revision
-methods is treated as "cannot co-sign" rather than as an error.
 """
 
 from __future__ import annotations
@@ -37,8 +34,7 @@ from nuclux.chain.revision import Revision, sign_revision, typed_data
 from nuclux.core.merkle import lease_root
 from nuclux.core.types import ResourceClass
 from nuclux.errors import IntegrityError
-from nuclux.net.client import NodeClient, NodeRequestError
-from nuclux.sdk import nodeapi
+from nuclux.net.client import CoSignedRevision, NodeClient, RevisionConflict, RevisionMismatch
 from nuclux.sdk.peers import PEER_ERRORS
 
 log = logging.getLogger("nuclux.sdk")
@@ -89,21 +85,19 @@ class RevisionBook:
         for key in remove or []:
             state.add.pop(key, None)
             state.remove.add(key)
-        if not nodeapi.supports_revisions(client):
-            return Committed(lease_id, None, "this node client cannot ask for revisions")
         async with self._locks.setdefault(lease_id, asyncio.Lock()):
             if not state.add and not state.remove:
                 return Committed(lease_id, state.revision or None)
             try:
                 return await self._commit(client, lease_id, state)
-            except (*PEER_ERRORS, ValueError) as err:
+            except PEER_ERRORS as err:
                 reason = str(err) or type(err).__name__
                 log.warning("lease %d: revision not co-signed (kept pending): %s", lease_id, reason)
                 return Committed(lease_id, None, reason)
 
     async def _commit(self, client: NodeClient, lease_id: int, state: _LeaseState) -> Committed:
         if not state.known:
-            self._resume(lease_id, state, await nodeapi.latest_revision(client, lease_id))
+            self._resume(lease_id, state, await client.latest_revision(lease_id))
         used: int | None = None
         for attempt in range(3):
             shares = {k: v for k, v in state.shares.items() if k not in state.remove}
@@ -117,8 +111,7 @@ class RevisionBook:
                 self.ledger.account, rev, self.ledger.conn.chain_id, self._module()
             )
             try:
-                await nodeapi.revise(
-                    client,
+                await client.revise(
                     lease_id,
                     revision=rev.revision,
                     shares=list(shares),
@@ -127,46 +120,45 @@ class RevisionBook:
                     root=root,
                     signature=mine,
                 )
-            except NodeRequestError as err:
+            except RevisionMismatch as err:
                 if attempt == 2:
                     raise
-                if err.code == "revision_mismatch" and getattr(err, "root", None) == root:
-                    used = int(getattr(err, "used_bytes", used))  # the lease moved meanwhile
-                elif err.code in ("revision_conflict", "revision_mismatch"):
-                    latest = getattr(err, "latest", None)
-                    if latest is None and err.code == "revision_mismatch":
-                        self._resume(
-                            lease_id, state, await nodeapi.latest_revision(client, lease_id)
-                        )
-                    else:
-                        self._resume(lease_id, state, nodeapi.revision_from(latest))
-                    used = None
+                if err.root == root and err.share_count == len(shares):
+                    used = err.used_bytes  # the lease's other objects moved meanwhile
                 else:
+                    self._resume(lease_id, state, await client.latest_revision(lease_id))
+                    used = None
+                continue
+            except RevisionConflict as err:
+                if attempt == 2:
                     raise
+                self._resume(lease_id, state, err.latest)  # another device, or lost state
+                used = None
                 continue
             state.revision, state.shares = rev.revision, shares
             state.add, state.remove = {}, set()
             return Committed(lease_id, rev.revision)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _resume(
-        self, lease_id: int, state: _LeaseState, latest: nodeapi.LatestRevision | None
-    ) -> None:
+    def _resume(self, lease_id: int, state: _LeaseState, latest: CoSignedRevision | None) -> None:
         """Adopt the provider's latest revision after checking it is one we signed."""
         state.known = True
         if latest is None:
             state.revision, state.shares = 0, {}
             return
-        if latest.entries is None or len(latest.entries) != len(latest.shares):
+        if len(latest.entries) != len(latest.shares):
             raise IntegrityError("the provider's latest revision lists no share roots")
-        entries = dict(zip(latest.shares, latest.entries, strict=True))
+        entries = {
+            key: (root, count)
+            for key, (root, count, _) in zip(latest.shares, latest.entries, strict=True)
+        }
         root = lease_root(list(entries.values()))
         rev = Revision(lease_id, latest.revision, latest.used_bytes, len(entries), root)
         signable = encode_typed_data(
             full_message=typed_data(rev, self.ledger.conn.chain_id, self._module())
         )
         try:
-            signer = Account.recover_message(signable, signature=latest.consumer_signature)
+            signer = str(Account.recover_message(signable, signature=latest.consumer_signature))
         except Exception:  # eth_keys raises several types for unrecoverable input
             signer = ""
         if root != latest.root or signer.lower() != self.ledger.address.lower():

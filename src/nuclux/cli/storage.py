@@ -1,0 +1,355 @@
+"""``nuclux put|get|ls|rm|share|audit``: files on Nuclux from the command line.
+
+Every command signs as one account (``--account`` from the keystore, or a raw key from
+``--private-key-env`` on a devnet) and talks to the chain of the current deployment and to
+providers directly. Data goes to stdout (the reference, the grant, tables, or ``--json``);
+progress bars and warnings go to stderr, and only when it is a terminal. Errors are one line
+with the exit codes of ``nuclux.errors`` (a missing file or bad argument 2, a tampered grant or
+wrong key 6, a grant for someone else 8, too few providers 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
+from nuclux.cli.keys_cmd import unlock_account
+from nuclux.cli.output import Ctx, JsonFlag, command_ctx, emit, stderr_console, stdout_console
+from nuclux.cli.output import table as print_table
+from nuclux.cli.session import ledger_session
+from nuclux.core.types import parse_nux
+from nuclux.core.units import format_size
+from nuclux.errors import IntegrityError, UsageError
+from nuclux.keys.derive import AccountKeys, from_private_key, parse_private_key_hex
+from nuclux.sdk import FileEntry, GetResult, StorageClient, StorageSettings
+
+RefArg = Annotated[str, typer.Argument(help="File reference (nux:...).")]
+
+
+def _keys(c: Ctx, account: str | None, key_env: str | None) -> AccountKeys:
+    """The account's keys: a raw key from ``$key_env`` (devnets) or a keystore account."""
+    if key_env:
+        text = os.environ.get(key_env, c.env.get(key_env, ""))
+        if not text:
+            raise UsageError(f"environment variable {key_env} is empty or unset")
+        return from_private_key(parse_private_key_hex(text))
+    return unlock_account(c, account)
+
+
+@asynccontextmanager
+async def storage_client(
+    c: Ctx, keys: AccountKeys, deployment: Path | None
+) -> AsyncIterator[StorageClient]:
+    """A ``StorageClient`` for the command; its index changes are flushed on success."""
+    acct: LocalAccount = Account.from_key(keys.eth_private_key)
+    async with (
+        ledger_session(c, acct, deployment) as ledger,
+        StorageClient(ledger, keys, StorageSettings()) as client,
+    ):
+        yield client
+
+
+@contextmanager
+def progress_bar(c: Ctx, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A transfer bar with throughput on stderr, if it is a terminal and not ``--json``."""
+    console = stderr_console()
+    if c.json or not console.is_terminal:
+        yield None
+        return
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def put_cmd(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The file to store.")],
+    k: Annotated[int | None, typer.Option("--k", help="Shares needed to read it.", min=1)] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Shares stored (providers).", min=2)] = None,
+    days: Annotated[float | None, typer.Option(help="Storage term in days (default 30).")] = None,
+    max_price: Annotated[
+        str | None, typer.Option(help="Highest price per storage unit and epoch, e.g. 0.002.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Name to store (default: the file's).")] = None,
+    account: AccountOpt = None,
+    private_key_env: KeyEnvOpt = None,
+    deployment: DeploymentOpt = None,
+    json: JsonFlag = False,
+) -> None:
+    """Store a file (encrypted, erasure-coded across providers); prints its reference."""
+    c = command_ctx(ctx, json=json)
+    cap = None
+    if max_price is not None:
+        try:
+            cap = parse_nux(max_price)
+        except ValueError as err:
+            raise UsageError(f"--max-price: {err}") from None
+    if not file.is_file():
+        raise UsageError(f"{file}: no such file" if not file.exists() else f"{file}: not a file")
+    keys = _keys(c, account, private_key_env)
+
+    async def go() -> dict[str, Any]:
+        async with storage_client(c, keys, deployment) as client:
+            with progress_bar(c, f"put {file.name}") as progress:
+                ref = await client.put(
+                    file, k=k, n=n, days=days, max_price=cap, name=name, progress=progress
+                )
+            return {
+                "reference": str(ref),
+                "name": file.name if name is None else name,
+                "size": file.stat().st_size,
+                "transactions": client.transactions,
+            }
+
+    data = _run(go())
+    emit(c, data, lambda: stdout_console().print(data["reference"], soft_wrap=True))
+
+
+def get_cmd(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="A reference (nux:...) or a grant (nuxgrant1...).")],
+    out: Annotated[
+        Path, typer.Option("-o", "--out", help="Output file or directory (default: here).")
+    ] = Path("."),
+    account: AccountOpt = None,
+    private_key_env: KeyEnvOpt = None,
+    deployment: DeploymentOpt = None,
+    json: JsonFlag = False,
+) -> None:
+    """Read a file: yours by reference, or someone else's with a grant they gave you."""
+    c = command_ctx(ctx, json=json)
+    keys = _keys(c, account, private_key_env)
+
+    async def go() -> GetResult:
+        async with storage_client(c, keys, deployment) as client:
+            with progress_bar(c, "get") as progress:
+                return await client.get(target, out, progress=progress)
+
+    got: GetResult = _run(go())
+    warn = stderr_console()
+    for f in got.corrupt:
+        warn.print(
+            f"warning: provider {f.provider} served a corrupt block (share {f.share},"
+            f" segment {f.segment}); it was read from another provider",
+            markup=False,
+            soft_wrap=True,
+        )
+    data = {
+        "reference": str(got.reference),
+        "path": str(got.path),
+        "size": got.size,
+        "name": got.name,
+        "manifest_version": got.version,
+        "corrupt": [
+            {"share": f.share, "provider": f.provider, "segment": f.segment} for f in got.corrupt
+        ],
+        "unavailable": sorted({f.provider for f in got.unavailable}),
+    }
+    emit(c, data, lambda: stdout_console().print(f"wrote {got.path} ({format_size(got.size)})"))
+
+
+def _entry_json(e: FileEntry) -> dict[str, Any]:
+    return {
+        "reference": str(e.reference),
+        "name": e.name,
+        "size": e.size,
+        "created_at": e.created_at,
+        "manifest_version": e.version,
+        "healthy": e.healthy,
+        "total": e.total,
+        "needed": e.needed,
+        "status": e.status,
+    }
+
+
+def ls_cmd(
+    ctx: typer.Context,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Probe every provider for health.")
+    ] = True,
+    account: AccountOpt = None,
+    private_key_env: KeyEnvOpt = None,
+    deployment: DeploymentOpt = None,
+    json: JsonFlag = False,
+) -> None:
+    """List your files and their health (shares reachable of those stored)."""
+    c = command_ctx(ctx, json=json)
+    keys = _keys(c, account, private_key_env)
+
+    async def go() -> list[FileEntry]:
+        async with storage_client(c, keys, deployment) as client:
+            return await client.ls(check=check)
+
+    entries: list[FileEntry] = _run(go())
+
+    def render() -> None:
+        if not entries:
+            stdout_console().print("no files")
+            return
+        print_table(
+            "Files",
+            ["reference", "name", "size", "stored", "health"],
+            [
+                (
+                    str(e.reference),
+                    e.name,
+                    format_size(e.size),
+                    datetime.fromtimestamp(e.created_at, UTC).strftime("%Y-%m-%d %H:%M"),
+                    _health(e),
+                )
+                for e in entries
+            ],
+        )
+
+    emit(c, [_entry_json(e) for e in entries], render)
+
+
+def _health(e: FileEntry) -> str:
+    if e.total is not None:
+        return f"{e.status} ({e.healthy}/{e.total}, needs {e.needed})"
+    if e.healthy is not None:
+        return f"{e.healthy} shares when stored"
+    return e.status
+
+
+def rm_cmd(
+    ctx: typer.Context,
+    ref: RefArg,
+    account: AccountOpt = None,
+    private_key_env: KeyEnvOpt = None,
+    deployment: DeploymentOpt = None,
+    json: JsonFlag = False,
+) -> None:
+    """Delete a file from its providers and your file index."""
+    c = command_ctx(ctx, json=json)
+    keys = _keys(c, account, private_key_env)
+
+    async def go() -> dict[str, Any]:
+        async with storage_client(c, keys, deployment) as client:
+            res = await client.rm(ref)
+            return {
+                "reference": str(res.reference),
+                "deleted": res.deleted,
+                "problems": list(res.problems),
+            }
+
+    data = _run(go())
+    for problem in data["problems"]:
+        stderr_console().print(f"warning: {problem}", markup=False, soft_wrap=True)
+    emit(c, data, lambda: stdout_console().print(f"removed {data['reference']}", soft_wrap=True))
+
+
+def share_cmd(
+    ctx: typer.Context,
+    ref: RefArg,
+    to: Annotated[str, typer.Option("--to", help="The address that may read the file.")],
+    days: Annotated[float, typer.Option(help="How long the grant lasts.")] = 7.0,
+    account: AccountOpt = None,
+    private_key_env: KeyEnvOpt = None,
+    deployment: DeploymentOpt = None,
+    json: JsonFlag = False,
+) -> None:
+    """Let one address read one file: prints a grant to hand over (`nuclux get GRANT`)."""
+    c = command_ctx(ctx, json=json)
+    keys = _keys(c, account, private_key_env)
+
+    async def go() -> str:
+        async with storage_client(c, keys, deployment) as client:
+            return await client.share(ref, to, days=days)
+
+    grant: str = _run(go())
+    data = {"reference": ref.strip(), "to": to, "days": days, "grant": grant}
+    emit(c, data, lambda: stdout_console().print(grant, soft_wrap=True))
+
+
+def audit_cmd(
+    ctx: typer.Context,
+    ref: RefArg,
+    account: AccountOpt = None,
+    private_key_env: KeyEnvOpt = None,
+    deployment: DeploymentOpt = None,
+    json: JsonFlag = False,
+) -> None:
+    """Check every provider's share of a file now (sampled blocks; no transaction)."""
+    c = command_ctx(ctx, json=json)
+    keys = _keys(c, account, private_key_env)
+
+    async def go() -> Any:
+        async with storage_client(c, keys, deployment) as client:
+            return await client.audit(ref)
+
+    report = _run(go())
+    data = {
+        "reference": str(report.reference),
+        "ok": report.ok,
+        "packed": report.packed,
+        "segments": list(report.segments),
+        "providers": [
+            {
+                "share": s.share,
+                "provider": s.provider,
+                "lease": s.lease_id,
+                "status": s.status,
+                "checked": s.checked,
+                "detail": s.detail,
+            }
+            for s in report.shares
+        ],
+    }
+    what = "copy" if report.packed else "share"
+    emit(
+        c,
+        data,
+        lambda: print_table(
+            f"Audit of {report.reference}",
+            [what, "provider", "lease", "status", "blocks checked", "detail"],
+            [
+                (s.share, s.provider, s.lease_id, s.status, s.checked, s.detail)
+                for s in report.shares
+            ],
+        ),
+    )
+    if not report.ok:
+        bad = [f"{s.provider} ({s.status})" for s in report.shares if s.status != "ok"]
+        raise IntegrityError(f"audit found problems: {', '.join(bad)}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the storage commands to the root app."""
+    app.command("put")(put_cmd)
+    app.command("get")(get_cmd)
+    app.command("ls")(ls_cmd)
+    app.command("rm")(rm_cmd)
+    app.command("share")(share_cmd)
+    app.command("audit")(audit_cmd)

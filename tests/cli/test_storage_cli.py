@@ -1,0 +1,132 @@
+"""The storage commands on a devnet with provider nodes as separate processes: put, ls, get,
+share and get by grant, audit, rm, and one-line errors with the right exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_account import Account
+
+from nuclux.chain import ChainConnection, Deployment, Ledger
+from nuclux.keys.derive import from_private_key, parse_private_key_hex
+from tests.cli.test_devnet_cli import Cli
+
+pytestmark = pytest.mark.anvil
+
+
+class Net:
+    def __init__(self, cli: Cli, tmp: Path, up: dict[str, Any]) -> None:
+        self.cli, self.tmp, self.up = cli, tmp, up
+        accounts = cli.json("devnet", "status")["accounts"]
+        self.keys = {i: a["private_key"] for i, a in enumerate(accounts)}
+        self.addresses = {i: a["address"] for i, a in enumerate(accounts)}
+
+    def as_(self, who: int) -> dict[str, str]:
+        return {"KEY": self.keys[who]}
+
+    def run(self, who: int, *args: str) -> Any:
+        return self.cli.run(*args, "--private-key-env", "KEY", env=self.as_(who))
+
+    def json(self, who: int, *args: str) -> Any:
+        return self.cli.json(*args, "--private-key-env", "KEY", env=self.as_(who))
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    tmp = tmp_path_factory.mktemp("storage-cli")
+    cli = Cli(tmp)
+    up = cli.json("devnet", "up", "--accounts", "2", "--nux", "10000", "--nodes", "4")
+    try:
+        yield Net(cli, tmp, up)
+    finally:
+        cli.json("devnet", "down")
+
+
+async def _publish(rpc: str, deployment: Path, key: str) -> None:
+    keys = from_private_key(parse_private_key_hex(key))
+    conn = await ChainConnection.open(rpc)
+    try:
+        ledger = Ledger(conn, Deployment.load(deployment), Account.from_key(keys.eth_private_key))
+        await ledger.publish_key(keys.x25519_public)
+    finally:
+        await conn.close()
+
+
+def _files(tmp: Path) -> tuple[Path, Path]:
+    big, small = tmp / "big.bin", tmp / "note.txt"
+    big.write_bytes(os.urandom(3_000_000))
+    small.write_bytes(b"a note")
+    return big, small
+
+
+def test_put_ls_get_share_audit_rm(net: Net, tmp_path: Path) -> None:
+    big, small = _files(tmp_path)
+    put = net.json(1, "put", str(big), "--days", "1")
+    ref = put["reference"]
+    assert ref.startswith("nux:")
+    assert put["size"] == 3_000_000
+    plain = net.run(1, "put", str(small), "--days", "1")
+    assert plain.exit_code == 0, plain.output
+    small_ref = plain.stdout.strip()
+    assert small_ref.startswith("nux:")
+
+    listed = {e["reference"]: e for e in net.json(1, "ls")}
+    assert listed[ref]["name"] == "big.bin"
+    assert listed[ref]["status"] == "healthy"
+    assert (listed[ref]["healthy"], listed[ref]["total"], listed[ref]["needed"]) == (4, 4, 2)
+    assert listed[small_ref]["status"] == "healthy"
+
+    got = net.json(1, "get", ref, "-o", str(tmp_path / "out.bin"))
+    assert got["corrupt"] == []
+    assert (tmp_path / "out.bin").read_bytes() == big.read_bytes()
+
+    audit = net.json(1, "audit", ref)
+    assert audit["ok"] is True
+    assert [p["status"] for p in audit["providers"]] == ["ok"] * 4
+
+    # share with account 2 (after it publishes its key); account 0 is a stranger
+    deployment = net.tmp / "data" / "devnet" / "deployment.json"
+    asyncio.run(_publish(net.up["rpc_url"], deployment, net.keys[2]))
+    grant = net.json(1, "share", ref, "--to", net.addresses[2], "--days", "1")["grant"]
+    assert grant.startswith("nuxgrant1")
+    res = net.run(2, "get", grant, "-o", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "big.bin").read_bytes() == big.read_bytes()
+    stranger = net.run(0, "get", grant, "-o", str(tmp_path / "stolen"))
+    assert stranger.exit_code == 8, stranger.output
+    assert "ask the owner" in stranger.output
+    tampered = grant[:40] + ("A" if grant[40] != "A" else "B") + grant[41:]
+    res = net.run(2, "get", tampered, "-o", str(tmp_path / "stolen"))
+    assert res.exit_code in (2, 6), res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "stolen").exists()
+
+    removed = net.json(1, "rm", ref)
+    assert removed["problems"] == []
+    assert ref not in {e["reference"] for e in net.json(1, "ls", "--no-check")}
+    res = net.run(1, "get", ref, "-o", str(tmp_path / "gone"))
+    assert res.exit_code == 7, res.output  # ObjectNotFound: the manifest is gone
+
+
+def test_errors_are_one_line_with_exit_codes(net: Net, tmp_path: Path) -> None:
+    cases = [
+        (("put", str(tmp_path / "missing")), 2, "no such file"),
+        (("put", str(tmp_path), "--days", "1"), 2, "not a file"),
+        (("get", "nux:abc"), 2, "malformed reference"),
+        (("get", "hello"), 2, "neither a reference"),
+        (("share", "nux:" + "a" * 64, "--to", net.addresses[2]), 2, "checksum"),
+    ]
+    (tmp_path / "f").write_bytes(os.urandom(10_000))
+    cases.append((("put", str(tmp_path / "f"), "--n", "9", "--days", "1"), 1, "9 providers"))
+    cases.append((("put", str(tmp_path / "f"), "--max-price", "lots"), 2, "--max-price"))
+    for args, code, text in cases:
+        res = net.run(1, *args)
+        assert res.exit_code == code, (args, res.output)
+        assert text in res.output, (args, res.output)
+        assert "Traceback" not in res.output
+        assert res.output.count("error:") == 1
