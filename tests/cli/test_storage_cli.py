@@ -85,6 +85,13 @@ def test_put_ls_get_share_audit_rm(net: Net, tmp_path: Path) -> None:
     assert got["corrupt"] == []
     assert (tmp_path / "out.bin").read_bytes() == big.read_bytes()
 
+    stamp = net.json(1, "verify-timestamp", str(big), ref)
+    assert stamp["manifest_version"] == 1
+    assert stamp["block"] > 0
+    res = net.run(1, "verify-timestamp", str(small), ref)
+    assert res.exit_code == 6, res.output
+    assert "is not the file" in res.output
+
     audit = net.json(1, "audit", ref)
     assert audit["ok"] is True
     assert [p["status"] for p in audit["providers"]] == ["ok"] * 4

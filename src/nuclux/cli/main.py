@@ -128,7 +128,7 @@ app.add_typer(node_app, name="node")
 app.command("balance")(balance_cmd)
 app.command("transfer")(transfer_cmd)
 app.command("demo")(demo_cmd)
-register_storage(app)  # put, get, ls, rm, share, audit
+register_storage(app)  # put, get, ls, rm, share, audit, verify-timestamp
 
 
 def run() -> None:

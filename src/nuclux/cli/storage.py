@@ -1,4 +1,4 @@
-"""``nuclux put|get|ls|rm|share|audit``: files on Nuclux from the command line.
+"""``nuclux put|get|ls|rm|share|audit|verify-timestamp``: files on Nuclux from the command line.
 
 Every command signs as one account (``--account`` from the keystore, or a raw key from
 ``--private-key-env`` on a devnet) and talks to the chain of the current deployment and to
@@ -60,11 +60,12 @@ async def storage_client(
 ) -> AsyncIterator[StorageClient]:
     """A ``StorageClient`` for the command; its index changes are flushed on success."""
     acct: LocalAccount = Account.from_key(keys.eth_private_key)
-    async with (
-        ledger_session(c, acct, deployment) as ledger,
-        StorageClient(ledger, keys, StorageSettings()) as client,
-    ):
-        yield client
+    async with ledger_session(c, acct, deployment) as ledger:
+        client = StorageClient(ledger, keys, StorageSettings())
+        async with client:
+            yield client
+        for warning in client.warnings:  # stored, but something is owed (a time-stamp...)
+            stderr_console().print(f"warning: {warning}", markup=False, soft_wrap=True)
 
 
 @contextmanager
@@ -345,6 +346,45 @@ def audit_cmd(
         raise IntegrityError(f"audit found problems: {', '.join(bad)}")
 
 
+def verify_timestamp_cmd(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The local file to check.")],
+    target: Annotated[str, typer.Argument(help="Its reference (nux:...) or a grant.")],
+    account: AccountOpt = None,
+    private_key_env: KeyEnvOpt = None,
+    deployment: DeploymentOpt = None,
+    json: JsonFlag = False,
+) -> None:
+    """Prove FILE is the file a reference names, and since when (the anchoring block)."""
+    c = command_ctx(ctx, json=json)
+    keys = _keys(c, account, private_key_env)
+
+    async def go() -> Any:
+        async with storage_client(c, keys, deployment) as client:
+            return await client.verify_timestamp(file, target)
+
+    ts = _run(go())
+    when = datetime.fromtimestamp(ts.time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    data = {
+        "reference": str(ts.reference),
+        "manifest_version": ts.version,
+        "manifest_digest": ts.digest.hex(),
+        "anchor_root": ts.root.hex(),
+        "time": ts.time,
+        "block": ts.block,
+    }
+    emit(
+        c,
+        data,
+        lambda: stdout_console().print(
+            f"{file} is version {ts.version} of {ts.reference}, time-stamped {when}"
+            f" (block {ts.block})",
+            markup=False,
+            soft_wrap=True,
+        ),
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add the storage commands to the root app."""
     app.command("put")(put_cmd)
@@ -353,3 +393,4 @@ def register(app: typer.Typer) -> None:
     app.command("rm")(rm_cmd)
     app.command("share")(share_cmd)
     app.command("audit")(audit_cmd)
+    app.command("verify-timestamp")(verify_timestamp_cmd)

@@ -30,12 +30,12 @@ from nuclux.core.grant import grant_to_text, issue_grant
 from nuclux.core.reference import Reference, parse_reference
 from nuclux.errors import NucluxError, ObjectNotFound, UsageError
 from nuclux.keys.derive import AccountKeys
-from nuclux.sdk import reading, writing
+from nuclux.sdk import reading, timestamps, writing
 from nuclux.sdk.audit import AuditReport, audit_file
 from nuclux.sdk.context import StorageContext
 from nuclux.sdk.nodeapi import block_object_id, manifest_id
 from nuclux.sdk.peers import PEER_ERRORS
-from nuclux.sdk.settings import Progress, StorageSettings
+from nuclux.sdk.settings import Progress, StorageSettings, manifest_copies
 
 MAX_GRANT_DAYS = 3650
 
@@ -53,6 +53,12 @@ class FileEntry:
     total: int | None = None  # n (packed: copies) when checked
     needed: int | None = None  # k (packed: 1) when checked
     status: str = "unchecked"  # healthy, degraded, lost, unreachable, unchecked
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    index_written: bool
+    anchored: timestamps.Anchored | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +123,35 @@ class StorageClient:
             progress=progress,
         )
 
-    async def flush(self) -> bool:
-        """Write the file index if it changed (True if it was written)."""
-        return await self.ctx.index.flush()
+    async def flush(self) -> FlushResult:
+        """Write the file index if it changed, then time-stamp the manifests written since
+        the last flush (one transaction). A failed anchor is a warning (``warnings``): the
+        files are stored, and their manifests wait for the next flush."""
+        written = await self.ctx.index.flush()
+        anchored = None
+        pending, self.ctx.digests = self.ctx.digests, []
+        if pending and self.ctx.settings.timestamps:
+            try:
+                anchored = await timestamps.anchor(self.ctx, pending)
+            except NucluxError as err:
+                self.ctx.digests[:0] = pending
+                self.ctx.warnings.append(f"time-stamps not anchored (kept for later): {err}")
+            else:
+                if anchored is not None:
+                    self.ctx.warnings.extend(anchored.problems)
+        return FlushResult(written, anchored)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Problems that did not fail an operation (a proof not stored, an anchor delayed)."""
+        return self.ctx.warnings
+
+    async def verify_timestamp(
+        self, path: str | os.PathLike[str], ref_or_grant: reading.Target
+    ) -> timestamps.Timestamp:
+        """Check that ``path`` is the file the reference (or grant) names and when its
+        manifest was anchored on chain."""
+        return await timestamps.verify(self.ctx, path, ref_or_grant)
 
     # ------------------------------------------------------------------ reading
 
@@ -198,29 +230,45 @@ class StorageClient:
     # ------------------------------------------------------------------ removing and sharing
 
     async def rm(self, ref: Reference | str) -> RemoveResult:
-        """Delete a file's shares and manifest copies and drop it from the index."""
+        """Delete a file from its providers (its shares through each lease's next revision,
+        its manifest copies and time-stamp proofs) and drop it from the index."""
         reference = parse_reference(ref) if isinstance(ref, str) else ref
         opened = await reading.open_file(self.ctx, reference)
-        problems: list[str] = []
-        deleted = 0
+        fid = reference.file_id
         layout = opened.body.layout
-        jobs: list[tuple[int, list[bytes]]] = []
-        if layout is not None:
-            count = layout.segment_count(opened.body.size)
-            for i, share in enumerate(layout.shares):
-                _, client = await self.ctx.peers.client_for_lease(share.lease_id)
-                done = await self.ctx.revisions.commit(
-                    client, share.lease_id, remove=[(reference.file_id, i)]
-                )
-                if done.revision is None:  # no revisions yet: the blocks go one by one
-                    ids = [block_object_id(reference.file_id, i, j) for j in range(count)]
-                    jobs.append((share.lease_id, ids))
-                else:
-                    deleted += count
         entry = await self.ctx.entry(reference)
         homes = set(opened.manifest_leases) | set(entry.locators if entry else ())
-        jobs += [(lid, [manifest_id(reference.file_id)]) for lid in sorted(homes)]
-        for lease_id, ids in jobs:
+        jobs: list[tuple[int, list[bytes]]] = []
+        shares: list[tuple[int, int]] = []  # (share, lease)
+        if layout is not None:
+            shares = [(i, s.lease_id) for i, s in enumerate(layout.shares)]
+            homes |= {s.lease_id for s in layout.shares[: manifest_copies(layout.k, layout.n)]}
+        count = layout.segment_count(opened.body.size) if layout is not None else 0
+        commits = await asyncio.gather(*(self._remove_share(fid, i, lid) for i, lid in shares))
+        for (i, lid), revised in zip(shares, commits, strict=True):
+            if not revised:  # not co-signed: its blocks go one by one
+                jobs.append((lid, [block_object_id(fid, i, j) for j in range(count)]))
+        versions = range(1, opened.manifest.version + 1)
+        per_copy = [manifest_id(fid)] + [timestamps.proof_object_id(fid, v) for v in versions]
+        jobs += [(lid, per_copy) for lid in sorted(homes)]
+        outcomes = await asyncio.gather(*(self._delete(lid, ids) for lid, ids in jobs))
+        deleted = count * sum(commits) + sum(d for d, _ in outcomes)  # revisions drop blocks
+        self.ctx.digests = [p for p in self.ctx.digests if p.reference != reference]
+        self.ctx.index.remove(fid)
+        problems = tuple(p for _, p in outcomes if p is not None)
+        return RemoveResult(reference, deleted, problems)
+
+    async def _remove_share(self, file_id: bytes, share: int, lease_id: int) -> bool:
+        """Drop a share through the lease's next revision; False if it was not co-signed."""
+        _, client = await self.ctx.peers.client_for_lease(lease_id)
+        done = await self.ctx.revisions.commit(client, lease_id, remove=[(file_id, share)])
+        self.ctx.leases.forget_room(lease_id)
+        return done.revision is not None
+
+    async def _delete(self, lease_id: int, ids: list[bytes]) -> tuple[int, str | None]:
+        """Delete objects one by one (absent ones are fine); (deleted, problem)."""
+        deleted = 0
+        try:
             _, client = await self.ctx.peers.client_for_lease(lease_id)
             for oid in ids:
                 try:
@@ -228,12 +276,11 @@ class StorageClient:
                     deleted += 1
                 except ObjectNotFound:
                     pass
-                except PEER_ERRORS as err:
-                    problems.append(f"lease {lease_id}: {err or type(err).__name__}")
-                    break
+        except PEER_ERRORS as err:
+            return deleted, f"lease {lease_id}: {err or type(err).__name__}"
+        finally:
             self.ctx.leases.forget_room(lease_id)
-        self.ctx.index.remove(reference.file_id)
-        return RemoveResult(reference, deleted, tuple(problems))
+        return deleted, None
 
     async def share(self, ref: Reference | str, to_address: str, *, days: float) -> str:
         """A grant (text) letting ``to_address`` read the file for ``days``."""

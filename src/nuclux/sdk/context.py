@@ -28,6 +28,16 @@ from nuclux.sdk.revisions import RevisionBook
 from nuclux.sdk.settings import StorageSettings
 
 
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A manifest written and not yet time-stamped, and the leases holding it."""
+
+    reference: Reference
+    version: int
+    digest: bytes
+    leases: tuple[int, ...]
+
+
 class ManifestUnavailable(NucluxError):
     """No copy of a manifest could be read (its providers did not answer)."""
 
@@ -50,7 +60,8 @@ class StorageContext:
     index: IndexStore
     revisions: RevisionBook
     executor: ThreadPoolExecutor
-    digests: list[tuple[Reference, int, bytes]] = field(default_factory=list)
+    digests: list[Pending] = field(default_factory=list)  # manifests not yet time-stamped
+    warnings: list[str] = field(default_factory=list)  # what went wrong but did not fail
 
     @classmethod
     def create(cls, ledger: Ledger, keys: AccountKeys, settings: StorageSettings) -> StorageContext:

@@ -68,7 +68,7 @@ class UploadResult:
         return leaf_count(self.share_size)
 
 
-class _Encoder:
+class SegmentEncoder:
     """Seals and encodes segments of one file on one worker thread, reusing its buffers."""
 
     def __init__(self, path: str, size: int, layout: Layout, cipher: SegmentCipher) -> None:
@@ -131,7 +131,7 @@ class Uploader:
     ) -> None:
         if len(placements) != layout.n:
             raise NucluxError(f"{layout.n} placements needed, {len(placements)} given")
-        self.encoder = _Encoder(path, size, layout, cipher)
+        self.encoder = SegmentEncoder(path, size, layout, cipher)
         self.size, self.layout, self.file_id = size, layout, file_id
         self.settings, self.executor, self.progress = settings, executor, progress
         self.replace_fn = replace

@@ -35,7 +35,7 @@ from nuclux.core.reference import Reference
 from nuclux.core.segment import SegmentCipher
 from nuclux.core.types import Address, LeaseId
 from nuclux.errors import NucluxError, UsageError
-from nuclux.sdk.context import StorageContext
+from nuclux.sdk.context import Pending, StorageContext
 from nuclux.sdk.leases import Placement
 from nuclux.sdk.nodeapi import manifest_id
 from nuclux.sdk.peers import PEER_ERRORS
@@ -111,7 +111,7 @@ async def put(
         file_id, label, size, manifest.created_at, 1, tuple(locators[:MAX_LOCATORS]), healthy
     )
     ctx.index.put(entry)
-    ctx.digests.append((reference, manifest.version, manifest.digest))
+    ctx.digests.append(Pending(reference, manifest.version, manifest.digest, tuple(locators)))
     return reference
 
 
