@@ -21,6 +21,10 @@ def junk_path(rng: random.Random, lease: int) -> str:
         f"/v1/leases/{lease}/objects?after={rng.choice(['zz', 'ABC', '0'])}",
         "/v1/" + "a" * rng.randint(0, 2000),
         f"/v1/leases/{lease}",
+        f"/v1/leases/{lease}/shares/{rng.choice(['zz', '00' * 16, 'AB' * 16])}/"
+        f"{rng.choice(['0', '01', '256', 'x', '-1'])}",
+        f"/v1/leases/{lease}/revisions",
+        f"/v1/leases/{lease}/revisions/{rng.choice(['latest', '1', ''])}",
         "/v2/info",
     ]
     return rng.choice(pieces)

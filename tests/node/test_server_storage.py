@@ -255,7 +255,8 @@ async def test_bad_revision_bodies(served: Served) -> None:
     key = bytes(s.world.consumers[0].account.key)
     connector = aiohttp.TCPConnector(ssl=client_ssl_context(s.identity.fingerprint))
     async with aiohttp.ClientSession(connector=connector) as raw:
-        for body, status in ((b"not json", 400), (b'{"revision": 1}', 400), (b"[]", 400)):
+        bodies = (b"not json", b'{"revision": 1}', b"[]", b"[" * 100_000, b"\xff")
+        for body, status in ((b, 400) for b in bodies):
             sha = hashlib.sha256(body).digest()
             headers = signed_headers(
                 key, "POST", url, fingerprint=s.identity.fingerprint, content_sha256=sha
@@ -293,7 +294,6 @@ async def test_revisions_survive_a_restart(served: Served, tmp_path: Path) -> No
     old = s.service.store
     await old.close()
     s.service.store = await ShardStore.open(tmp_path / "store", 8 * GIB, grace_seconds=60)
-    s.service._desk = None
     try:
         async with s.client() as c:
             latest = await c.latest_revision(s.lease)

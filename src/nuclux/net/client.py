@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from array import array
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import accumulate
 from types import TracebackType
 from typing import Any
 
@@ -135,6 +137,35 @@ def _revision_from_json(body: Any) -> CoSignedRevision:
 
 
 READ_BUFSIZE = 1 << 20  # a download keeps flowing while the caller handles a chunk
+MAX_JSON_DEPTH = 32
+# bytes.translate: brackets become +1 / -1 (as signed bytes), everything else is deleted
+_DEPTH_MARKS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def bounded_json(data: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` of a peer's bytes, refusing nesting deeper than ``max_depth`` first
+    (``UsageError``). Deep nesting would otherwise exhaust the C stack: libraries this
+    process imports (py-evm, py_ecc) raise the recursion limit to 100,000, so the decoder's
+    own depth check comes too late and the interpreter crashes. Brackets inside strings
+    count too (conservative). Also ``UsageError`` for anything that is not JSON."""
+    marks = data.translate(_DEPTH_MARKS, _NOT_BRACKETS)
+    if marks and max(accumulate(array("b", marks))) > max_depth:
+        raise UsageError(f"JSON nested deeper than {max_depth} levels")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise UsageError(f"not JSON: {exc}") from None
+
+
+async def _json(resp: aiohttp.ClientResponse) -> Any:
+    """A node's JSON answer (``IntegrityError`` if it is not JSON or nested absurdly)."""
+    try:
+        return bounded_json(await resp.read())
+    except UsageError as exc:
+        raise IntegrityError(f"malformed answer from the node: {exc}") from None
+
+
 _THREAD_HASH_BYTES = 64 << 10  # smaller chunks are hashed inline (a hand-off costs more)
 
 
@@ -200,11 +231,12 @@ class NodeClient:
         if resp.status < 400:
             return
         err: Any = {}
+        raw = await resp.read()
         try:
-            err = (await resp.json())["error"]
+            err = bounded_json(raw)["error"]
             code, message = str(err["code"]), str(err["message"])
-        except (aiohttp.ContentTypeError, KeyError, TypeError, ValueError):
-            code, message = "unknown", (await resp.text())[:200]
+        except (UsageError, KeyError, TypeError, ValueError):
+            code, message = "unknown", raw[:200].decode("utf-8", "replace")
         if code == "revision_conflict":
             latest = err.get("latest")
             raise RevisionConflict(message, None if latest is None else _revision_from_json(latest))
@@ -229,7 +261,7 @@ class NodeClient:
         with peer_errors():
             async with self._session.get(self.base.with_path("/v1/info")) as resp:
                 await self._raise_for(resp)
-                out: dict[str, Any] = await resp.json()
+                out: dict[str, Any] = await _json(resp)
                 return out
 
     async def put(
@@ -243,7 +275,7 @@ class NodeClient:
             headers["Content-Length"] = str(len(data))
             async with self._session.put(url, data=_chunks(data), headers=headers) as resp:
                 await self._raise_for(resp)
-                body = await resp.json()
+                body = await _json(resp)
         return StoredObject(object_id, bytes.fromhex(body["sha256"]), int(body["size"]))
 
     async def get(
@@ -347,7 +379,7 @@ class NodeClient:
         with peer_errors():
             async with self._session.get(url, headers=self._headers("GET", url)) as resp:
                 await self._raise_for(resp)
-                body = await resp.json()
+                body = await _json(resp)
         return [
             StoredObject(bytes.fromhex(x["id"]), bytes.fromhex(x["sha256"]), int(x["size"]))
             for x in body
@@ -367,7 +399,7 @@ class NodeClient:
             headers = self._headers("GET", url, capability=capability)
             async with self._session.get(url, headers=headers) as resp:
                 await self._raise_for(resp)
-                body = await resp.json()
+                body = await _json(resp)
         try:
             out = ShareRoots(
                 blocks=int(body["blocks"]),
@@ -421,7 +453,7 @@ class NodeClient:
             headers["Content-Type"] = "application/json"
             async with self._session.post(url, data=body, headers=headers) as resp:
                 await self._raise_for(resp)
-                answer = await resp.json()
+                answer = await _json(resp)
         try:
             sig = bytes.fromhex(answer["signature"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -437,21 +469,21 @@ class NodeClient:
             async with self._session.get(url, headers=self._headers("GET", url)) as resp:
                 if resp.status == 404:
                     try:
-                        code = (await resp.json())["error"]["code"]
-                    except (aiohttp.ContentTypeError, KeyError, TypeError, ValueError):
+                        code = bounded_json(await resp.read())["error"]["code"]
+                    except (UsageError, KeyError, TypeError, ValueError):
                         code = None
                     if code == "not_found":
                         return None
                     raise ObjectNotFound(f"the node does not know lease {lease_id}")
                 await self._raise_for(resp)
-                return _revision_from_json(await resp.json())
+                return _revision_from_json(await _json(resp))
 
     async def usage(self, lease_id: int) -> dict[str, Any]:
         url = self._url(lease_id)
         with peer_errors():
             async with self._session.get(url, headers=self._headers("GET", url)) as resp:
                 await self._raise_for(resp)
-                out: dict[str, Any] = await resp.json()
+                out: dict[str, Any] = await _json(resp)
                 return out
 
 

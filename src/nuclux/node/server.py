@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -50,6 +49,7 @@ from nuclux.errors import (
     Unauthenticated,
     UsageError,
 )
+from nuclux.net.client import bounded_json
 from nuclux.net.signing import (
     CAPABILITY_HEADER,
     CONTENT_SHA256_HEADER,
@@ -471,16 +471,16 @@ class NodeService:
         lease, sha = await self._authorise(request, write=True)
         body = await request.read()
         check_body(sha, hashlib.sha256(body).digest())
-        try:
-            decoded = json.loads(body)
-        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
-            raise UsageError(f"the revision request is not JSON: {exc}") from None
-        req = parse_revision_request(decoded)
+        # up to 4 MiB of JSON and 65,536 entries: decode in a thread, not on the event loop
+        req = await asyncio.to_thread(
+            lambda: parse_revision_request(bounded_json(body, max_depth=8))
+        )
         if self.revision_signer is None:
             raise HttpError(503, "no_signer", "this node has no operator key to co-sign with")
-        if self._desk is None:
-            self._desk = RevisionDesk(self.store, self.revision_signer, self.clock)
-        signature = await self._desk.co_sign(lease.id, lease.consumer, req)
+        desk = self._desk
+        if desk is None or desk.store is not self.store or desk.signer is not self.revision_signer:
+            desk = self._desk = RevisionDesk(self.store, self.revision_signer, self.clock)
+        signature = await desk.co_sign(lease.id, lease.consumer, req)
         return web.json_response({"signature": signature.hex()}, status=201)
 
     async def latest_revision(self, request: web.Request) -> web.Response:
