@@ -110,6 +110,7 @@ contract StorageSettlement is ISettlementModule, EIP712 {
     error EpochNotStarted(uint256 epoch);
     error SeedAlreadyArmed(uint256 epoch, uint256 target);
     error SeedNotArmed(uint256 epoch);
+    error SeedNotRecorded(uint256 epoch);
     error SeedNotReady(uint256 target, uint256 blockNumber);
     error ZeroSeed(uint256 target);
     error ProofTooLate(uint256 id, uint256 epoch);
@@ -331,7 +332,7 @@ contract StorageSettlement is ISettlementModule, EIP712 {
     /// Whether epoch `e` of lease `id` is sampled (its seed must be recorded).
     function isSampled(uint256 id, uint256 e) external view returns (bool) {
         uint64 value = seeds[e].value;
-        if (value == 0) revert SeedNotArmed(e);
+        if (value == 0) revert SeedNotRecorded(e);
         (,,,,, uint256 end) = leases.terms(id);
         return e + 1 == end || _sampled(value, id);
     }
@@ -379,7 +380,7 @@ contract StorageSettlement is ISettlementModule, EIP712 {
             }
             if (e + 1 != w.end && !_sampled(s.value, id)) {
                 ++w.run;
-            } else if ((w.bits >> (e - w.cursor)) & 1 == 1) {
+            } else if ((w.bits >> (e - w.cursor)) & 1 != 0) {
                 w.paid += w.run + 1;
                 w.run = 0;
             } else if (w.now_ > uint256(s.recordedEpoch) + 1) {

@@ -70,15 +70,18 @@ def expected_paid_epochs(
     proven: Iterable[int],
     missed: Iterable[int] = (),
     one_in: int = PARAMS.sample_one_in,
+    limit: int | None = None,
 ) -> tuple[int, int, int]:
     """The pay rule, computed independently of the contract: (paid epochs, open run, first
     undecided epoch) for a lease of epochs [start, end) at epoch ``now``. ``seeds`` maps
     epochs to recorded seeds; ``missed`` holds the sampled epochs whose proof deadline has
-    passed unproven, and the epochs whose seed was lost (absent from ``seeds``)."""
+    passed unproven, and the epochs whose seed was lost (absent from ``seeds``). ``limit``
+    stops the walk early, as `advance`'s batch size does."""
     proven, missed = set(proven), set(missed)
     paid = run = 0
     e = start
-    while e < min(end, now):
+    upto = min(end, now) if limit is None else min(end, now, limit)
+    while e < upto:
         seed = seeds.get(e)
         if seed is None:
             if e in missed:  # lost seed

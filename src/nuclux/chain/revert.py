@@ -53,6 +53,7 @@ _CLASS_BY_ERROR: dict[str, type[ContractRevert]] = {
     "EpochNotStarted": InvalidLeaseState,
     "SeedAlreadyArmed": InvalidLeaseState,
     "SeedNotArmed": InvalidLeaseState,
+    "SeedNotRecorded": InvalidLeaseState,
     "SeedNotReady": InvalidLeaseState,
     "ZeroSeed": InvalidLeaseState,
     "ProofTooLate": InvalidLeaseState,
