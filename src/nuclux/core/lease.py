@@ -149,7 +149,8 @@ class Lease:
 
 
 def time_accrual_entitlement(lease: Lease, now_epoch: int) -> Wei:
-    """What the time-accrual module owes: units * price * whole epochs elapsed in the term."""
+    """What a time-accrual module (the tests' ``TestFaultModule``) owes: units * price * whole
+    epochs elapsed in the term. Storage pays proven epochs instead (``StorageSettlement``)."""
     upto = min(now_epoch, lease.end_epoch)
     if upto <= lease.start_epoch:
         return Wei(0)
