@@ -10,8 +10,10 @@ is); a sampled epoch must be proven before the end of the epoch after the one it
 recorded in, or it and the run of unsampled epochs before it go unpaid. A consumer may also
 *demand* a proof of one share; an unanswered demand is a fault.
 
-Each ``tick`` (called by the lease agent's loop) walks every storage lease this provider
-serves that still takes submissions (Active, ActiveTicketed, Closing before its deadline):
+Each ``tick`` (called by the lease agent's loop) does nothing unless a block was mined since
+the last one that looked (chain state is all it acts on); then it walks every storage lease
+this provider serves that still takes submissions (Active, ActiveTicketed, Closing before its
+deadline):
 
 1. epochs from the lease's pay cursor up to now (at most ``PROOF_WINDOW``): arm a seed that
    is not armed, record one whose block exists (every epoch needs its seed recorded before
@@ -62,7 +64,7 @@ from nuclux.core.merkle import (
 )
 from nuclux.core.reference import block_object_id
 from nuclux.core.types import ResourceClass
-from nuclux.errors import IntegrityError, NucluxError
+from nuclux.errors import ChainError, IntegrityError, NucluxError
 from nuclux.node.shares import ShareEntry, StoredRevision, share_name
 from nuclux.node.store import ShardStore
 
@@ -145,6 +147,7 @@ class Prover:
     _proven: set[tuple[int, int]] = field(default_factory=set)  # (lease, epoch)
     _answered: set[tuple[int, int]] = field(default_factory=set)  # (lease, demand target)
     _advanced: dict[int, int] = field(default_factory=dict)  # lease -> cursor advanced from
+    _last_head: int = -1  # the chain head of the last tick that looked
 
     @staticmethod
     def supported(ledger: Ledger) -> bool:
@@ -167,6 +170,10 @@ class Prover:
         ]
         if not mine:
             return
+        head = await self.ledger.conn.block_number()
+        if head == self._last_head:
+            return  # nothing on chain changed since the last look
+        self._last_head = head
         now_epoch = await self.ledger.epoch()
         for lease in mine:
             if lease.state is LeaseState.CLOSING and await self.ledger.conn.now() >= lease.deadline:
@@ -176,6 +183,8 @@ class Prover:
             except NucluxError as exc:
                 self.stats.failures += 1
                 log.warning("storage proofs of lease %d: %s", lease.id, exc)
+                if isinstance(exc, ChainError):
+                    self._last_head = -1  # the chain refused or failed: look again next tick
 
     # ------------------------------------------------------------------ per lease
 
