@@ -119,6 +119,8 @@ def check_module(module: bytes) -> bytes:
     if len(module) > MAX_MODULE_BYTES:
         raise JobRejected(f"module of {len(module)} bytes exceeds {MAX_MODULE_BYTES} bytes")
     head = bytes(module[:8])
+    if len(head) < len(WASM_HEADER):
+        raise JobRejected("not a binary WebAssembly module: shorter than its 8-byte header")
     if head[:4] != WASM_HEADER[:4]:
         hint = " (WebAssembly text? compile it to binary)" if head[:1] in b"(; \t\n" else ""
         raise JobRejected(f"not a binary WebAssembly module: bad magic{hint}")

@@ -1,0 +1,71 @@
+"""A node's compute policy: the most a job may ask, and the limits of its worker processes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from nuclux.core.job import JobLimits
+from nuclux.errors import UsageError
+
+WORKER_OVERHEAD_BYTES: Final = 384 << 20  # interpreter, wasmtime, module cache, compilation
+
+DEFAULT_CEILING: Final = JobLimits(
+    fuel=10**12,
+    memory_bytes=1 << 30,
+    timeout_ms=600_000,
+    stdout_bytes=16 << 20,
+    stderr_bytes=1 << 20,
+    output_bytes=256 << 20,
+    scratch_bytes=1 << 30,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    """What a ``ComputePool`` allows and how it bounds its workers.
+
+    ``ceiling``: a job asking for more in any limit is rejected. ``compile_cpu_seconds`` and
+    ``compile_timeout`` bound compiling one module (CPU time in the worker, wall time in the
+    pool); ``worker_memory_bytes`` is each worker's ``RLIMIT_DATA`` and must leave
+    ``WORKER_OVERHEAD_BYTES`` above the largest linear memory a job may ask for.
+    ``kill_grace`` is how long past its wall-clock limit a job may take before the watchdog
+    kills its worker. A worker is replaced after ``max_jobs_per_worker`` jobs, and after any
+    job that hit a limit or crashed. ``prestart`` workers (default: one per slot) are kept
+    started; ``spawn_timeout`` bounds starting one.
+    """
+
+    ceiling: JobLimits = DEFAULT_CEILING
+    compile_cpu_seconds: int = 10
+    compile_timeout: float = 30.0
+    worker_memory_bytes: int = (1 << 30) + WORKER_OVERHEAD_BYTES
+    kill_grace: float = 1.0
+    max_jobs_per_worker: int = 1000
+    prestart: int | None = None
+    spawn_timeout: float = 30.0
+    cache_entries: int = 32
+    cache_bytes: int = 128 << 20
+
+    def __post_init__(self) -> None:
+        if self.worker_memory_bytes < self.ceiling.memory_bytes + WORKER_OVERHEAD_BYTES:
+            raise UsageError(
+                f"worker_memory_bytes must be at least the ceiling's memory_bytes plus"
+                f" {WORKER_OVERHEAD_BYTES} bytes of worker overhead"
+            )
+        if self.compile_cpu_seconds < 1 or self.compile_timeout <= 0 or self.kill_grace < 0:
+            raise UsageError("compile limits must be positive and kill_grace non-negative")
+        if self.max_jobs_per_worker < 1 or self.spawn_timeout <= 0 or self.cache_entries < 1:
+            raise UsageError("max_jobs_per_worker, spawn_timeout and cache_entries must be > 0")
+        if self.prestart is not None and self.prestart < 0:
+            raise UsageError("prestart must be >= 0")
+
+    def worker_config(self, parent: int) -> dict[str, Any]:
+        """What a worker process is started with."""
+        c = self.ceiling
+        return {
+            "parent": parent,
+            "worker_memory_bytes": self.worker_memory_bytes,
+            "cache_entries": self.cache_entries,
+            "cache_bytes": self.cache_bytes,
+            "max_request_bytes": (32 << 20) + c.scratch_bytes,
+        }
