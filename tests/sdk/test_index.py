@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from eth_account import Account
 
-from nuclux.errors import ObjectNotFound
+from nuclux.errors import NucluxError, ObjectNotFound, StoreError
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
+from nuclux.net.client import NodeClient, StoredObject
 from nuclux.sdk import StorageClient
 from nuclux.sdk.reading import open_file
 from tests.sdk.network import SETTINGS, Network
@@ -85,3 +87,34 @@ async def test_ls_from_a_second_device_and_rm(net: Network, tmp_path: Path) -> N
         objects = await rt.store.list_objects(share.lease_id, after=None, limit=1000)
         prefix = b"f/" + ref_big.file_id.hex().encode()
         assert not [o for o in objects if o.object_id.startswith(prefix)]
+
+
+async def test_a_packed_file_not_stored_fails_the_flush(
+    net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acct = net.world.consumers[0].account
+    kept, lost = write_files(tmp_path, 2, 100)
+    client = net.client(acct)
+    try:
+        ref_kept = await client.put(kept)
+        await client.flush()
+
+        real = NodeClient.put
+
+        async def refuse_manifests(
+            self: NodeClient, lease_id: int, object_id: bytes, *args: Any, **kwargs: Any
+        ) -> StoredObject:
+            if object_id.endswith(b"/m"):
+                raise StoreError("the disk is full")
+            return await real(self, lease_id, object_id, *args, **kwargs)
+
+        monkeypatch.setattr(NodeClient, "put", refuse_manifests)
+        ref_lost = await client.put(lost)  # queued: packed files are written behind
+        with pytest.raises(NucluxError, match=r"could not be stored.*disk is full"):
+            await client.flush()
+        monkeypatch.undo()
+        listed = {e.reference for e in await client.ls()}
+        assert ref_kept in listed
+        assert ref_lost not in listed
+    finally:
+        await client.close()

@@ -127,9 +127,14 @@ class StorageClient:
         """Write the file index if it changed, then time-stamp the manifests written since
         the last flush (one transaction). A failed anchor is a warning (``warnings``): the
         files are stored, and their manifests wait for the next flush."""
+        lost = await self.ctx.behind.settle()
+        for reference, _ in lost:
+            self.ctx.index.remove(reference.file_id)
+        gone = {reference for reference, _ in lost}
         written = await self.ctx.index.flush()
         anchored = None
-        pending, self.ctx.digests = self.ctx.digests, []
+        pending = [p for p in self.ctx.digests if p.reference not in gone]
+        self.ctx.digests = []
         if pending and self.ctx.settings.timestamps:
             try:
                 anchored = await timestamps.anchor(self.ctx, pending)
@@ -139,6 +144,9 @@ class StorageClient:
             else:
                 if anchored is not None:
                     self.ctx.warnings.extend(anchored.problems)
+        if lost:
+            why = "; ".join(f"{ref}: {reason}" for ref, reason in lost[:5])
+            raise NucluxError(f"{len(lost)} of the files put could not be stored ({why})")
         return FlushResult(written, anchored)
 
     @property

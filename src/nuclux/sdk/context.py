@@ -20,6 +20,7 @@ from nuclux.core.manifest import Manifest, decode_manifest, require_version
 from nuclux.core.reference import Reference
 from nuclux.errors import Forbidden, IntegrityError, NucluxError, ObjectNotFound, UsageError
 from nuclux.keys.derive import AccountKeys
+from nuclux.sdk.behind import WriteBehind
 from nuclux.sdk.index import IndexStore, IndexUnavailable
 from nuclux.sdk.leases import LeaseBook
 from nuclux.sdk.nodeapi import manifest_id
@@ -62,6 +63,7 @@ class StorageContext:
     executor: ThreadPoolExecutor
     digests: list[Pending] = field(default_factory=list)  # manifests not yet time-stamped
     warnings: list[str] = field(default_factory=list)  # what went wrong but did not fail
+    behind: WriteBehind = field(default_factory=lambda: WriteBehind(32))
 
     @classmethod
     def create(cls, ledger: Ledger, keys: AccountKeys, settings: StorageSettings) -> StorageContext:
@@ -73,13 +75,24 @@ class StorageContext:
         leases = LeaseBook(ledger, peers, settings)
         index = IndexStore(keys.address, keys.x25519_private, leases, peers, settings)
         executor = ThreadPoolExecutor(1, thread_name_prefix="nuclux-sdk")
-        return cls(ledger, keys, settings, peers, leases, index, RevisionBook(ledger), executor)
+        return cls(
+            ledger,
+            keys,
+            settings,
+            peers,
+            leases,
+            index,
+            RevisionBook(ledger),
+            executor,
+            behind=WriteBehind(settings.writes_in_flight),
+        )
 
     @property
     def address(self) -> str:
         return self.keys.address
 
     async def close(self) -> None:
+        await self.behind.cancel()  # unflushed: not durable, like the index
         await self.peers.close()
         self.executor.shutdown(wait=True)
 
@@ -97,6 +110,7 @@ class StorageContext:
     async def owner_manifest(self, reference: Reference) -> tuple[Manifest, list[int]]:
         """Our own file's newest manifest: from the leases the index names (the index also
         gives the lowest version to accept), else from every lease of the account."""
+        await self.behind.wait_for(reference.file_id)  # stored by this client a moment ago?
         try:
             entry = await self.entry(reference)
         except IndexUnavailable:

@@ -103,7 +103,9 @@ class Downloader:
         self._done = 0
 
     async def run(self) -> DownloadReport:
-        window = asyncio.Semaphore(self.settings.segments_in_flight)
+        # a segment being read holds k blocks, not the n of an upload: more fit the same memory
+        w = self.settings.segments_in_flight * self.layout.n // self.layout.k
+        window = asyncio.Semaphore(max(1, min(16, w)))
 
         async def one(j: int) -> None:
             try:

@@ -55,6 +55,7 @@ class StorageSettings:
     term_slack: float = 0.1  # a lease with >= (1 - slack) of the wanted term left is reused
     directory_ttl: float = 60.0  # registry entries, provider probes and chain time are reused
     timestamps: bool = True  # anchor the manifests written, once per flush
+    writes_in_flight: int = 32  # packed files' manifest writes running in the background
 
     def __post_init__(self) -> None:
         b = self.block_bytes

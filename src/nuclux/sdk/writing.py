@@ -106,7 +106,12 @@ async def put(
     copies = INLINE_COPIES
     if body.layout is not None:
         copies = manifest_copies(body.layout.k, body.layout.n)
-    locators = await write_manifest(ctx, manifest, placements[:copies])
+    targets = placements[:copies]
+    if body.layout is None:  # packed: the write goes on in the background until flush
+        await ctx.behind.submit(reference, write_manifest(ctx, manifest, targets))
+        locators = [p.lease_id for p in targets]
+    else:
+        locators = await write_manifest(ctx, manifest, targets)
     entry = IndexEntry(
         file_id, label, size, manifest.created_at, 1, tuple(locators[:MAX_LOCATORS]), healthy
     )
