@@ -9,7 +9,7 @@ import hashlib
 import pytest
 
 from nuclux.core.job import JobStatus
-from nuclux.node.compute import sandbox
+from nuclux.node.compute import supervise
 from nuclux.node.compute.pool import ComputePool
 from nuclux.node.compute.wasi_host import (
     CLOCK_STEP_NS,
@@ -36,14 +36,14 @@ def test_seeded_stream_is_blake2b_in_counter_mode_and_chunking_free() -> None:
     assert [host.now(0), host.now(1)] == [FIXED_REALTIME_NS + CLOCK_STEP_NS, 2 * CLOCK_STEP_NS]
 
 
-def test_sandbox_statuses_are_the_core_ones() -> None:
-    assert (sandbox.EXITED, sandbox.TRAPPED, sandbox.FUEL_EXHAUSTED, sandbox.TIMED_OUT) == (
+def test_worker_statuses_are_the_core_ones() -> None:
+    assert (supervise.EXITED, supervise.TRAPPED, supervise.FUEL_EXHAUSTED, supervise.TIMED_OUT) == (
         JobStatus.EXITED,
         JobStatus.TRAPPED,
         JobStatus.FUEL_EXHAUSTED,
         JobStatus.TIMED_OUT,
     )
-    assert (sandbox.STDOUT_LIMIT, sandbox.DISK_QUOTA, sandbox.OUTPUT_LIMIT) == (
+    assert (supervise.STDOUT_LIMIT, supervise.DISK_QUOTA, supervise.OUTPUT_LIMIT) == (
         JobStatus.STDOUT_LIMIT,
         JobStatus.DISK_QUOTA,
         JobStatus.OUTPUT_LIMIT,

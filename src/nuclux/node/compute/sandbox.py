@@ -12,14 +12,14 @@ cannot compile, that imports anything but ``WASI_P1``, or that is not a WASI com
 
 ``run`` gives each job a fresh store: ``set_fuel(limits.fuel)``, ``set_limits`` on linear
 memory (``memory.grow`` beyond it returns -1 and the module decides what follows; a module
-whose initial memory is above it does not instantiate), tables and instance count, and
-an epoch deadline one tick away. Nothing ticks while the job behaves: a monitor thread
-sleeps in ``POLL_SECONDS`` steps, polls the scratch quota, and at the wall-clock deadline,
-or when the quota is passed, records why and increments the epoch once, which traps the
-job at its next loop back-edge or call. The stdout and stderr callbacks keep at most their
-cap and trip the same way when a job writes more. The first recorded reason is the
-job's status. A blocking host call (a long ``poll_oneoff``) is not interrupted by epochs:
-the pool's watchdog kills the worker instead.
+whose initial memory is above it does not instantiate), tables and instance count, and an
+epoch deadline one tick away. Nothing ticks while the job behaves: ``supervise`` stops it
+with one epoch bump at the wall-clock deadline, when the scratch quota is passed, or when
+stdout or stderr passes its cap; the first recorded reason is the job's status. A blocking
+host call (a long ``poll_oneoff``) is not interrupted by epochs: the pool's watchdog kills
+the worker instead. After a wall-clock stop the fuel count is only a lower bound (an epoch
+trap does not save the running function's fuel counter), so such a job is charged its fuel
+limit.
 
 WASI sees: args ``["main", *args]``, no environment, an empty stdin, the scratch directory
 preopened as ``/``, stdout and stderr captured. The deterministic profile (``wasi_host``)
@@ -31,20 +31,30 @@ Status numbers are ``nuclux.core.job.JobStatus``'s (a test keeps them equal).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import wasmtime
 
 from nuclux.node.compute import scratch
+from nuclux.node.compute.supervise import (
+    DISK_QUOTA,
+    EXITED,
+    FUEL_EXHAUSTED,
+    OUTPUT_LIMIT,
+    TIMED_OUT,
+    TRAPPED,
+    Capture,
+    Monitor,
+    Stopper,
+    quota_breach,
+)
 from nuclux.node.compute.wasi_host import WASI_MODULE, WASI_P1, DeterministicHost
 
-EXITED, TRAPPED, FUEL_EXHAUSTED, TIMED_OUT, STDOUT_LIMIT, DISK_QUOTA, OUTPUT_LIMIT = range(7)
 MAX_TABLE_ELEMENTS: Final = 1 << 20
 MAX_OUTPUTS: Final = 256
 
@@ -94,72 +104,6 @@ def engine_config() -> wasmtime.Config:
     return config
 
 
-class _Stopper:
-    """The first reason to stop a job, and the epoch bump that makes it trap."""
-
-    def __init__(self, engine: wasmtime.Engine) -> None:
-        self._engine = engine
-        self._lock = threading.Lock()
-        self.reason: tuple[int, str] | None = None
-
-    def trip(self, status: int, message: str) -> None:
-        with self._lock:
-            if self.reason is None:
-                self.reason = (status, message)
-                self._engine.increment_epoch()
-
-
-@dataclass(slots=True)
-class _Capture:
-    name: str
-    cap: int
-    stopper: _Stopper
-    parts: list[bytes] = field(default_factory=list)
-    size: int = 0
-
-    def write(self, data: bytes) -> int:
-        """Keep what fits under the cap; tell WASI everything was written."""
-        n, room = len(data), self.cap - self.size
-        if len(data) > room:
-            data = data[: max(room, 0)]
-            self.stopper.trip(
-                STDOUT_LIMIT,
-                f"{self.name} exceeded its cap of {self.cap} bytes ({self.name}_bytes)",
-            )
-        self.parts.append(data)
-        self.size += len(data)
-        return n
-
-    def value(self) -> bytes:
-        return b"".join(self.parts)
-
-
-def _monitor(stopper: _Stopper, done: threading.Event, run: Run, root: Path) -> None:
-    deadline = time.monotonic() + run.timeout_ms / 1000
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            stopper.trip(TIMED_OUT, f"wall-clock limit of {run.timeout_ms} ms reached (timeout)")
-            return
-        if done.wait(min(scratch.POLL_SECONDS, left)):
-            return
-        message = _quota_breach(root, run.scratch_bytes)
-        if message:
-            stopper.trip(DISK_QUOTA, message)
-            return
-
-
-def _quota_breach(root: Path, quota: int) -> str:
-    used, entries = scratch.usage(root)
-    if entries > scratch.MAX_ENTRIES:
-        return f"the scratch directory holds more than {scratch.MAX_ENTRIES} entries"
-    if used > quota:
-        return (
-            f"the scratch directory holds {used} bytes, above its quota of {quota} (scratch_bytes)"
-        )
-    return ""
-
-
 class Sandbox:
     """One engine, its linkers and module cache; ``run`` one job at a time."""
 
@@ -176,6 +120,7 @@ class Sandbox:
         self._cache: OrderedDict[bytes, tuple[wasmtime.Module, int]] = OrderedDict()
         self._cache_entries = cache_entries
         self._cache_bytes = cache_bytes
+        self._monitor = Monitor()
 
     def cached(self, module_hash: bytes) -> wasmtime.Module | None:
         hit = self._cache.get(module_hash)
@@ -216,9 +161,9 @@ class Sandbox:
             memories=1,
         )
         store.set_epoch_deadline(1)
-        stopper = _Stopper(self.engine)
-        out = _Capture("stdout", run.stdout_bytes, stopper)
-        err = _Capture("stderr", run.stderr_bytes, stopper)
+        stopper = Stopper(self.engine)
+        out = Capture("stdout", run.stdout_bytes, stopper)
+        err = Capture("stderr", run.stderr_bytes, stopper)
         wasi = wasmtime.WasiConfig()
         wasi.argv = ["main", *run.args]
         wasi.preopen_dir(str(root), "/")
@@ -227,13 +172,11 @@ class Sandbox:
         store.set_wasi(wasi)
         if run.deterministic:
             self._host.reset(run.seed)
-        done = threading.Event()
-        monitor = threading.Thread(target=_monitor, args=(stopper, done, run, root), daemon=True)
         instance: wasmtime.Instance | None = None
         if on_start is not None:
             on_start()
         started = time.perf_counter()
-        monitor.start()
+        self._monitor.watch(stopper, run.timeout_ms, root, run.scratch_bytes)
         try:
             status, code, message = EXITED, 0, ""
             instance = self._linkers[run.deterministic].instantiate(store, module)
@@ -247,13 +190,13 @@ class Sandbox:
         except wasmtime.WasmtimeError as error:
             status, message = TRAPPED, f"the job failed: {_first_line(error)}"
         finally:
-            done.set()
-            monitor.join()
+            stopper.close()
+            self._monitor.release()
         wall = time.perf_counter() - started
         if stopper.reason is not None:  # a limit wins over how the job then ended
             (status, message), code = stopper.reason, 0
         if status == EXITED:
-            breach = _quota_breach(root, run.scratch_bytes)
+            breach = quota_breach(root, run.scratch_bytes)
             if breach:
                 status, code, message = DISK_QUOTA, 0, breach
         memory = _memory_size(store, instance)
