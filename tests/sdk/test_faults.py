@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,7 @@ async def test_any_n_minus_k_providers_stopped(net: Network, tmp_path: Path) -> 
             entries = {e.reference: e for e in await client.ls(check=True)}
             assert entries[ref].status == "degraded"
             assert entries[ref].healthy == 3
+            assert entries[ref].at_risk
     # one more than n - k: the file cannot be read, and no partial file is left behind
     (tmp_path / "out").unlink()
     async with stopped(net, shares[2:]), net.client(acct, BLOCKS) as client:
@@ -139,20 +140,26 @@ async def _put_n(client: StorageClient, path: Path, size: int, n: int) -> tuple[
     return await client.put(path, n=n, k=2), data
 
 
-class _Blackhole:
-    """A TCP listener that accepts connections and never answers: a hung provider."""
+@asynccontextmanager
+async def hung(net: Network, provider: str) -> AsyncIterator[None]:
+    """The provider's node replaced by a listener that accepts connections and never answers."""
+    i = net.index_of(provider)
+    await net.stop(i)
+    writers: list[asyncio.StreamWriter] = []
 
-    def __init__(self) -> None:
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.append(writer)
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
         await reader.read()  # until the client gives up
 
-    def close(self) -> Iterator[None]:
-        for w in self.writers:
-            w.close()
+    server = await asyncio.start_server(swallow, "127.0.0.1", net.configs[i].listen_port)
+    try:
         yield
+    finally:
+        server.close()
+        for w in writers:
+            w.close()
+        await server.wait_closed()
+        await net.start(i)
 
 
 async def test_a_hung_provider_is_hedged(net: Network, tmp_path: Path) -> None:
@@ -160,20 +167,34 @@ async def test_a_hung_provider_is_hedged(net: Network, tmp_path: Path) -> None:
     async with net.client(acct, BLOCKS) as client:
         ref, data = await _put(client, tmp_path / "f", 200_000)
         shares = await _providers(client, ref)
-    i = net.index_of(shares[0])
-    port = net.configs[i].listen_port
-    await net.stop(i)
-    hole = _Blackhole()
-    server = await asyncio.start_server(hole.handle, "127.0.0.1", port)
-    try:
-        settings = dataclasses.replace(BLOCKS, request_timeout=30.0)  # only hedging helps
-        async with net.client(acct, settings) as client:
-            got = await client.get(ref, tmp_path / "out")
-    finally:
-        server.close()
-        for _ in hole.close():
-            pass
-        await server.wait_closed()
-        await net.start(i)
+    settings = dataclasses.replace(BLOCKS, request_timeout=30.0)  # only hedging helps
+    async with hung(net, shares[0]), net.client(acct, settings) as client:
+        got = await client.get(ref, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == data
     assert got.hedges >= 1
+
+
+async def test_a_provider_hanging_during_the_upload_is_replaced(
+    net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    acct = net.world.consumers[1].account
+    settings = dataclasses.replace(BLOCKS, request_timeout=30.0, lag_timeout=1.0)
+    stuck: list[str] = []
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(net.client(acct, settings))
+        real = client.ctx.leases.ensure
+
+        async def ensure_then_hang(*args: Any, **kwargs: Any) -> list[Placement]:
+            placed = await real(*args, **kwargs)
+            if not stuck and len(placed) == 5:  # the upload's placements: one hangs
+                stuck.append(placed[2].provider.owner)
+                await stack.enter_async_context(hung(net, stuck[0]))
+            return placed
+
+        monkeypatch.setattr(client.ctx.leases, "ensure", ensure_then_hang)
+        ref, data = await _put_n(client, tmp_path / "f", 150_000, n=5)
+        shares = await _providers(client, ref)
+    assert stuck[0] not in shares
+    async with net.client(acct, BLOCKS) as client:
+        await client.get(ref, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data

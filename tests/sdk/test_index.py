@@ -67,6 +67,11 @@ async def test_ls_from_a_second_device_and_rm(net: Network, tmp_path: Path) -> N
         assert entries[ref_big].status == "healthy"
         assert entries[ref_big].healthy == entries[ref_big].total == 6
         assert entries[ref_small].status == "healthy"
+        # a one-day term (the test default) ends within the three days that count as risk
+        ends = entries[ref_big].expires_at
+        assert ends is not None
+        assert ends > await net.conn.now()
+        assert entries[ref_big].at_risk
         opened = await open_file(phone.ctx, ref_big)
         assert opened.body.layout is not None
         for i, share in enumerate(opened.body.layout.shares):  # each provider co-signed it

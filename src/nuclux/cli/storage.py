@@ -191,6 +191,8 @@ def _entry_json(e: FileEntry) -> dict[str, Any]:
         "total": e.total,
         "needed": e.needed,
         "status": e.status,
+        "expires_at": e.expires_at,
+        "at_risk": e.at_risk,
     }
 
 
@@ -220,13 +222,14 @@ def ls_cmd(
             return
         print_table(
             "Files",
-            ["reference", "name", "size", "stored", "health"],
+            ["reference", "name", "size", "stored", "lease ends", "health"],
             [
                 (
                     str(e.reference),
                     e.name,
                     format_size(e.size),
-                    datetime.fromtimestamp(e.created_at, UTC).strftime("%Y-%m-%d %H:%M"),
+                    _date(e.created_at),
+                    None if e.expires_at is None else _date(e.expires_at),
                     _health(e),
                 )
                 for e in entries
@@ -236,9 +239,14 @@ def ls_cmd(
     emit(c, [_entry_json(e) for e in entries], render)
 
 
+def _date(t: int) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M")
+
+
 def _health(e: FileEntry) -> str:
+    risk = "AT RISK: " if e.at_risk else ""
     if e.total is not None:
-        return f"{e.status} ({e.healthy}/{e.total}, needs {e.needed})"
+        return f"{risk}{e.status} ({e.healthy}/{e.total}, needs {e.needed})"
     if e.healthy is not None:
         return f"{e.healthy} shares when stored"
     return e.status

@@ -53,6 +53,8 @@ class FileEntry:
     total: int | None = None  # n (packed: copies) when checked
     needed: int | None = None  # k (packed: 1) when checked
     status: str = "unchecked"  # healthy, degraded, lost, unreachable, unchecked
+    expires_at: int | None = None  # chain time the first lease holding it ends (checked)
+    at_risk: bool = False  # degraded, lost, unreachable, or a lease ends within risk_days
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +202,7 @@ class StorageClient:
         try:
             opened = await reading.open_file(self.ctx, entry.reference)
         except NucluxError:
-            return replace(entry, healthy=0, status="unreachable")
+            return replace(entry, healthy=0, status="unreachable", at_risk=True)
         layout = opened.body.layout
         if layout is None:
             known = await self.ctx.entry(entry.reference)
@@ -226,6 +228,11 @@ class StorageClient:
             )
             healthy = sum(1 for p in probes if not isinstance(p, BaseException))
         status = "healthy" if healthy >= total else "degraded" if healthy >= needed else "lost"
+        leases = set(opened.manifest_leases)
+        if layout is not None:
+            leases |= {s.lease_id for s in layout.shares}
+        expires = await self._expiry(leases)
+        soon = await self.ctx.chain_now() + int(self.ctx.settings.risk_days * 86_400)
         return replace(
             entry,
             version=opened.manifest.version,
@@ -233,7 +240,18 @@ class StorageClient:
             total=total,
             needed=needed,
             status=status,
+            expires_at=expires,
+            at_risk=status != "healthy" or (expires is not None and expires <= soon),
         )
+
+    async def _expiry(self, lease_ids: set[int]) -> int | None:
+        """When the first of these leases ends (chain time), as the chain says now."""
+        leases = await asyncio.gather(
+            *(self.ctx.peers.lease(lid, fresh=True) for lid in lease_ids), return_exceptions=True
+        )
+        ends = [x.end_epoch for x in leases if not isinstance(x, BaseException)]
+        length = self.ctx.ledger.deployment.params.epoch_length
+        return min(ends) * length if ends else None
 
     # ------------------------------------------------------------------ removing and sharing
 

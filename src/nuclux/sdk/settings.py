@@ -45,6 +45,8 @@ class StorageSettings:
     reserve_bytes: int = GIB  # a new lease reserves at least this much (reused by later files)
     default_days: float = 30.0
     request_timeout: float = 30.0  # one block PUT or GET before the provider counts as failed
+    risk_days: float = 3.0  # ls flags a file whose lease ends sooner than this
+    lag_timeout: float = 10.0  # an upload stalled this long on <= n-k providers replaces them
     probe_timeout: float = 5.0  # provider info probes while placing
     hedge_delay: float = 1.0  # a block not answered by then is asked of another provider
     manifest_grace: float = 0.5  # after the first manifest copy, wait this long for newer ones

@@ -10,7 +10,9 @@ admits at most ``segments_in_flight`` segments between preparation and the momen
 lanes have stored them, so memory is bounded by segments, never by the file.
 
 A lane whose provider fails (an error after one retry, or no answer within
-``request_timeout``) asks for a replacement (another provider and lease, chosen by the
+``request_timeout``), or lags (a watchdog sees no segment completed for ``lag_timeout`` while
+at most n - k lanes still hold the oldest one, and cancels their requests), asks for a
+replacement (another provider and lease, chosen by the
 caller) and rebuilds the share there: the segments already released are read again from the
 file and sealed and encoded again (deterministic: same key, data id and index give the same
 blocks), and each rebuilt block must hash to the root recorded the first time, else the file
@@ -30,6 +32,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from typing import Any
 
 from nuclux.core.erasure import Layout, block_root, encode_segment, share_root
 from nuclux.core.merkle import leaf_count
@@ -112,6 +115,12 @@ class _Lane:
     placement: Placement
     stored: int = 0  # blocks 0 .. stored-1 are on the current placement
     queue: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
+    busy: asyncio.Future[Any] | None = None  # the PUT in flight
+    kicked: bool = False  # the watchdog cancelled ``busy``: the provider lags
+
+
+class Lagging(NucluxError):
+    """A provider fell so far behind the others that the upload stalled on it."""
 
 
 class Uploader:
@@ -141,6 +150,8 @@ class Uploader:
         self.window = asyncio.Semaphore(settings.segments_in_flight)
         self.replacements: list[Replacement] = []
         self.done_bytes = 0
+        self.done_segments = 0
+        self.open_lanes = len(self.lanes)
 
     async def run(self) -> UploadResult:
         try:
@@ -148,6 +159,7 @@ class Uploader:
                 for lane in self.lanes:
                     tg.create_task(self._lane(lane))
                 tg.create_task(self._produce())
+                tg.create_task(self._watch())
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         finally:
@@ -176,6 +188,12 @@ class Uploader:
             lane.queue.put_nowait(None)
 
     async def _lane(self, lane: _Lane) -> None:
+        try:
+            await self._lane_blocks(lane)
+        finally:
+            self.open_lanes -= 1
+
+    async def _lane_blocks(self, lane: _Lane) -> None:
         while (j := await lane.queue.get()) is not None:
             seg = self.segments[j]
             block = seg.blocks[lane.share]
@@ -186,6 +204,7 @@ class Uploader:
             seg.pending -= 1
             if seg.pending == 0:
                 del self.segments[j]
+                self.done_segments += 1
                 self.window.release()
                 start, stop = self.layout.segment_span(self.size, j)
                 self.done_bytes += stop - start
@@ -220,14 +239,50 @@ class Uploader:
         oid = block_object_id(self.file_id, lane.share, j)
         timeout = self.settings.request_timeout
         for attempt in (1, 2):
+            lane.busy = asyncio.ensure_future(
+                asyncio.wait_for(p.client.put(p.lease_id, oid, block, sha), timeout)
+            )
             try:
-                await asyncio.wait_for(p.client.put(p.lease_id, oid, block, sha), timeout)
+                await lane.busy
                 return
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not lane.kicked or (task is not None and task.cancelling()):
+                    raise  # the upload itself is being cancelled
+                lane.kicked = False
+                raise Lagging(
+                    f"fell behind the other providers for {self.settings.lag_timeout:g} s"
+                ) from None
             except (TimeoutError, QuotaExceeded):
                 raise  # a hung or full provider is not retried
             except PEER_ERRORS:
                 if attempt == 2:
                     raise
+            finally:
+                lane.busy = None
+
+    async def _watch(self) -> None:
+        """Kick the lanes the upload waits on when it has made no progress for
+        ``lag_timeout`` seconds, if they are at most n - k (else the network itself is slow)."""
+        loop = asyncio.get_running_loop()
+        lag = self.settings.lag_timeout
+        seen, since = self.done_segments, loop.time()
+        while self.open_lanes:
+            await asyncio.sleep(min(1.0, lag / 4))
+            now = loop.time()
+            if self.done_segments != seen or not self.segments:
+                seen, since = self.done_segments, now
+                continue
+            if now - since < lag:
+                continue
+            oldest = self.segments[min(self.segments)]
+            behind = [lane for lane in self.lanes if oldest.blocks[lane.share] is not None]
+            if 0 < len(behind) <= self.layout.n - self.layout.k:
+                for lane in behind:
+                    if lane.busy is not None and not lane.busy.done():
+                        lane.kicked = True
+                        lane.busy.cancel()
+            since = now  # give the replacements time
 
     async def _swap(self, lane: _Lane, err: BaseException) -> None:
         old = lane.placement
