@@ -12,7 +12,7 @@ import pytest_asyncio
 import wasmtime
 
 from nuclux.core.job import JobLimits, JobResult, JobSpec, make_job_spec
-from nuclux.node.compute.config import WORKER_OVERHEAD_BYTES, PoolLimits
+from nuclux.node.compute.config import PoolLimits
 from nuclux.node.compute.pool import ComputePool
 
 EXAMPLES = Path(__file__).parents[2] / "examples" / "jobs"
@@ -29,7 +29,6 @@ TEST_LIMITS = PoolLimits(
     ceiling=CEILING,
     compile_cpu_seconds=5,
     compile_timeout=20.0,
-    worker_memory_bytes=CEILING.memory_bytes + WORKER_OVERHEAD_BYTES,
     kill_grace=0.5,
     spawn_timeout=20.0,
 )

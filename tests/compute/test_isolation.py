@@ -28,6 +28,8 @@ async def test_a_link_to_the_host_is_not_collected(pool: ComputePool) -> None:
     assert r.status is JobStatus.OUTPUT_LIMIT
     assert r.message == "/out/evil is a symbolic link: outputs must be regular files"
     assert r.outputs == {}
+    assert r.stdout.startswith(b"/out/evil: refused (")  # not followed out of the sandbox
+    assert b"absolute link made" not in r.stdout
     assert b"root:" not in r.stdout + r.stderr
     assert (await run(pool, m.TRIVIAL)).ok
 

@@ -14,7 +14,7 @@ import pytest
 from nuclux.core.job import ComputeBusy, ComputeError, JobRejected, JobStatus
 from nuclux.errors import UsageError
 from nuclux.node.compute import ComputePool, PoolLimits
-from nuclux.node.compute.config import WORKER_OVERHEAD_BYTES
+from nuclux.node.compute.config import WORKER_OVERHEAD_BYTES, worker_memory_for
 from tests.compute import modules as m
 from tests.compute.conftest import (
     CEILING,
@@ -110,7 +110,6 @@ async def test_compilation_is_bounded_by_the_worker_cpu_limit() -> None:
     limits = PoolLimits(
         ceiling=CEILING,
         compile_cpu_seconds=1,
-        worker_memory_bytes=TEST_LIMITS.worker_memory_bytes,
     )
     pool = await started_pool(1, limits)
     try:
@@ -125,7 +124,6 @@ async def test_compilation_is_bounded_by_the_watchdog() -> None:
     limits = PoolLimits(
         ceiling=CEILING,
         compile_timeout=0.5,
-        worker_memory_bytes=TEST_LIMITS.worker_memory_bytes,
     )
     pool = await started_pool(1, limits)
     try:
@@ -137,9 +135,7 @@ async def test_compilation_is_bounded_by_the_watchdog() -> None:
 
 
 async def test_compiled_modules_are_cached_per_worker() -> None:
-    limits = PoolLimits(
-        ceiling=CEILING, worker_memory_bytes=TEST_LIMITS.worker_memory_bytes, cache_entries=1
-    )
+    limits = PoolLimits(ceiling=CEILING, cache_entries=1)
     pool = await started_pool(1, limits)
     try:
         assert (await run(pool, m.TRIVIAL)).ok
@@ -158,8 +154,11 @@ async def test_compiled_modules_are_cached_per_worker() -> None:
 async def test_pool_lifecycle_and_configuration() -> None:
     with pytest.raises(UsageError, match="at least one slot"):
         ComputePool(0)
-    with pytest.raises(UsageError, match="worker_memory_bytes"):
+    with pytest.raises(UsageError, match="worker_memory_bytes must be at least"):
         PoolLimits(worker_memory_bytes=WORKER_OVERHEAD_BYTES)
+    default = PoolLimits()
+    assert default.worker_memory == worker_memory_for(default.ceiling)
+    assert default.worker_memory > default.ceiling.memory_bytes + WORKER_OVERHEAD_BYTES
     pool = ComputePool(1, TEST_LIMITS)
     with pytest.raises(ComputeError, match="start it first"):
         await run(pool, m.TRIVIAL)

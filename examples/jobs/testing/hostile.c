@@ -2,7 +2,8 @@
  * tests can show each limit holding. `hostile MODE [ARG]`:
  *
  *   hostpath       try to read host files by absolute and ../ paths; print what happened
- *   symlink        leave /out/evil -> ../../../../etc/passwd next to a regular output
+ *   symlink        leave /out/evil -> ../../../../etc/passwd next to a regular output,
+ *                  try an absolute link, and try to read through the relative one
  *   outlink        replace /out with a symbolic link to /in
  *   sleep SECONDS  block in one WASI poll_oneoff (sleep), which epoch deadlines cannot cut
  *   stdout         write to stdout forever
@@ -60,6 +61,8 @@ int main(int argc, char **argv) {
         FILE *f = fopen("/out/ok.txt", "w");
         if (f) fputs("fine\n", f), fclose(f);
         if (symlink("../../../../etc/passwd", "/out/evil")) perror("symlink");
+        if (symlink("/etc/passwd", "/out/absolute") == 0) puts("absolute link made");
+        try_read("/out/evil"); /* the link exists, but resolving it leaves the sandbox */
         return 0;
     }
     if (!strcmp(mode, "outlink")) {

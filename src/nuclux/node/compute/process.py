@@ -208,7 +208,7 @@ class WorkerProcess:
         if any(s.decode() in tail for s in _MEMORY_SIGNS):
             return JobRejected(
                 "compiling the module needed more memory than the worker's limit of"
-                f" {self.limits.worker_memory_bytes} bytes (worker_memory_bytes)"
+                f" {self.limits.worker_memory} bytes (worker_memory_bytes)"
             )
         return ComputeError(f"the compute worker died while compiling ({_exit(rc)}): {tail}")
 
@@ -248,7 +248,7 @@ class WorkerProcess:
         if any(s.decode() in tail for s in _MEMORY_SIGNS):
             return (
                 JobStatus.WORKER_MEMORY,
-                f"the worker ran out of memory ({self.limits.worker_memory_bytes} bytes,"
+                f"the worker ran out of memory ({self.limits.worker_memory} bytes,"
                 " worker_memory_bytes)",
             )
         return JobStatus.CRASHED, f"the compute worker died ({_exit(rc)}): {tail}"

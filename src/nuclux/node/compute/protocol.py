@@ -80,7 +80,7 @@ async def write_frame(
 # -- blocking side (the worker) ----------------------------------------------------------------
 
 
-def _read_exactly(fd: int, n: int) -> bytes | None:
+def _read_exactly(fd: int, n: int) -> bytearray | None:
     buf = bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
@@ -88,18 +88,19 @@ def _read_exactly(fd: int, n: int) -> bytes | None:
         if k == 0:
             return None
         got += k
-    return bytes(buf)
+    return buf
 
 
-def receive(fd: int, max_body: int) -> tuple[Header, list[bytes]] | None:
-    """One frame from ``fd``, or None at end of stream (the pool went away)."""
+def receive(fd: int, max_body: int) -> tuple[Header, list[bytearray]] | None:
+    """One frame from ``fd``, or None at end of stream (the pool went away). Blobs are
+    bytearrays, read in place: an input is never held twice."""
     prefix = _read_exactly(fd, 4)
     if prefix is None:
         return None
-    raw = _read_exactly(fd, _header_length(prefix))
+    raw = _read_exactly(fd, _header_length(bytes(prefix)))
     if raw is None:
         return None
-    header, sizes = _parse(raw, max_body)
+    header, sizes = _parse(bytes(raw), max_body)
     blobs = []
     for n in sizes:
         blob = _read_exactly(fd, n)

@@ -200,6 +200,10 @@ class Sandbox:
             if breach:
                 status, code, message = DISK_QUOTA, 0, breach
         memory = _memory_size(store, instance)
+        # An epoch trap does not save the running function's fuel counter, so after a
+        # wall-clock stop the count is only a lower bound: the job is charged its limit.
+        fuel_used = run.fuel if status == TIMED_OUT else run.fuel - store.get_fuel()
+        del instance, store  # unmap linear memory before the outputs are read in
         outputs: dict[str, bytes] = {}
         if status == EXITED:
             try:
@@ -213,9 +217,6 @@ class Sandbox:
                 f"; linear memory was at {memory} of its {run.memory_bytes} byte limit"
                 " (memory_bytes): a refused memory.grow may be why"
             )
-        # An epoch trap does not save the running function's fuel counter, so after a
-        # wall-clock stop the count is only a lower bound: the job is charged its limit.
-        fuel_used = run.fuel if status == TIMED_OUT else run.fuel - store.get_fuel()
         return Outcome(
             status, code, out.value(), err.value(), outputs, fuel_used, wall, memory, message
         )

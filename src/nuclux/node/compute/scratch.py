@@ -49,7 +49,7 @@ class OutputRejected(Exception):
     """What the job left in ``out/`` breaks the output rules (the message says how)."""
 
 
-def prepare(root: Path, inputs: Iterable[tuple[str, bytes]]) -> None:
+def prepare(root: Path, inputs: Iterable[tuple[str, bytes | bytearray]]) -> None:
     """Make ``root`` hold exactly an empty ``out/`` and ``in/`` with ``inputs``.
 
     A worker reuses one directory for all its jobs and empties it in place: removing a

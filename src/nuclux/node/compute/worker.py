@@ -102,7 +102,7 @@ def _run_request(header: dict[str, Any]) -> Run:
 
 
 def handle(
-    sandbox: Sandbox, root: Path, out: int, header: dict[str, Any], blobs: list[bytes]
+    sandbox: Sandbox, root: Path, out: int, header: dict[str, Any], blobs: list[bytearray]
 ) -> None:
     """Answer one ``run`` frame (see ``protocol``)."""
     module_hash = bytes.fromhex(header["module_hash"])
@@ -113,7 +113,7 @@ def handle(
             return
         _cpu_budget(int(header["compile_cpu_seconds"]))
         try:
-            module = sandbox.compile(module_hash, blobs[0])
+            module = sandbox.compile(module_hash, bytes(blobs[0]))
         except Rejected as err:
             protocol.send(out, {"event": "rejected", "message": str(err)})
             return
@@ -122,6 +122,8 @@ def handle(
     _set_soft(resource.RLIMIT_FSIZE, run.scratch_bytes)
     _cpu_budget(math.ceil(run.timeout_ms / 1000) + 1)
     scratch.prepare(root, inputs)
+    blobs.clear()  # the inputs are on disk now: free them before the job allocates
+    inputs.clear()
     outcome = sandbox.run(module, run, root, lambda: protocol.send(out, {"event": "started"}))
     names = sorted(outcome.outputs)
     protocol.send(
