@@ -27,6 +27,7 @@ async def test_put_get_round_trip(net: Network, tmp_path: Path, size: int) -> No
     async with net.client(acct) as client:
         ref = await client.put(src)
         got = await client.get(ref, tmp_path / "out.bin")
+        assert client.warnings == []  # every provider co-signed its revision, and so on
     assert (tmp_path / "out.bin").read_bytes() == data
     assert got.size == size
     assert got.name == "in.bin"

@@ -4,16 +4,15 @@ change, never one per block.
 Theory of operation
 -------------------
 For each lease the client keeps the share list of the latest co-signed revision, in its own
-order, with each share's root and leaf count: the lease root is MTH over
-``entry_hash(share_root, leaf_count)`` in that order. A change (shares added after an upload,
-shares removed by ``rm``) becomes revision r+1: the new list, the lease's used bytes as the
-provider reports them, the root, signed by us (EIP-712, ``nuclux.chain.revision``), sent to the
+order, with each share's root, leaf count and size: the lease root is MTH over
+``entry_hash(share_root, leaf_count)`` in that order, the used bytes the sum of the sizes. A
+change (shares added after an upload, shares removed by ``rm``) becomes revision r+1: the new
+list, its used bytes and root, signed by us (EIP-712, ``nuclux.chain.revision``), sent to the
 provider, which checks everything and counter-signs.
 
 Changes to one lease are serialised. A change the provider does not co-sign (it is down, or
 refuses) stays pending and rides along with the next revision of that lease, so no share is
-forgotten; the data itself is stored either way. A used-bytes mismatch (another upload to the
-lease moved the figure) is retried with the provider's figure when the root agrees.
+forgotten; the data itself is stored either way.
 
 A client that knows nothing of a lease (a second device, a restart, a conflict) starts from
 the provider's latest revision, which must carry our own signature over exactly the root its
@@ -40,7 +39,7 @@ from nuclux.sdk.peers import PEER_ERRORS
 log = logging.getLogger("nuclux.sdk")
 
 ShareKey = tuple[bytes, int]  # (file id, share index)
-Entry = tuple[bytes, int]  # (share root, leaf count)
+Entry = tuple[bytes, int, int]  # (share root, leaf count, size in bytes)
 
 
 @dataclass(slots=True)
@@ -73,14 +72,14 @@ class RevisionBook:
         client: NodeClient,
         lease_id: int,
         *,
-        add: list[tuple[bytes, int, bytes, int]] | None = None,
+        add: list[tuple[bytes, int, Entry]] | None = None,
         remove: list[ShareKey] | None = None,
     ) -> Committed:
-        """Revision r+1 of ``lease_id`` with shares ``add`` (file id, index, root, leaf count)
-        appended and ``remove`` dropped (with whatever was pending)."""
+        """Revision r+1 of ``lease_id`` with shares ``add`` (file id, index, (root, leaf
+        count, size)) appended and ``remove`` dropped (with whatever was pending)."""
         state = self._state.setdefault(lease_id, _LeaseState())
-        for fid, i, root, leaves in add or []:
-            state.add[(fid, i)] = (root, leaves)
+        for fid, i, entry in add or []:
+            state.add[(fid, i)] = entry
             state.remove.discard((fid, i))
         for key in remove or []:
             state.add.pop(key, None)
@@ -98,14 +97,12 @@ class RevisionBook:
     async def _commit(self, client: NodeClient, lease_id: int, state: _LeaseState) -> Committed:
         if not state.known:
             self._resume(lease_id, state, await client.latest_revision(lease_id))
-        used: int | None = None
         for attempt in range(3):
             shares = {k: v for k, v in state.shares.items() if k not in state.remove}
             shares.update(state.add)
             removed = [k for k in state.remove if k in state.shares]
-            root = lease_root(list(shares.values()))
-            if used is None:
-                used = int((await client.usage(lease_id))["used_bytes"])
+            root = lease_root([(r, leaves) for r, leaves, _ in shares.values()])
+            used = sum(size for _, _, size in shares.values())
             rev = Revision(lease_id, state.revision + 1, used, len(shares), root)
             mine = sign_revision(
                 self.ledger.account, rev, self.ledger.conn.chain_id, self._module()
@@ -120,20 +117,15 @@ class RevisionBook:
                     root=root,
                     signature=mine,
                 )
-            except RevisionMismatch as err:
+            except RevisionMismatch:
                 if attempt == 2:
                     raise
-                if err.root == root and err.share_count == len(shares):
-                    used = err.used_bytes  # the lease's other objects moved meanwhile
-                else:
-                    self._resume(lease_id, state, await client.latest_revision(lease_id))
-                    used = None
+                self._resume(lease_id, state, await client.latest_revision(lease_id))
                 continue
             except RevisionConflict as err:
                 if attempt == 2:
                     raise
                 self._resume(lease_id, state, err.latest)  # another device, or lost state
-                used = None
                 continue
             state.revision, state.shares = rev.revision, shares
             state.add, state.remove = {}, set()
@@ -148,11 +140,8 @@ class RevisionBook:
             return
         if len(latest.entries) != len(latest.shares):
             raise IntegrityError("the provider's latest revision lists no share roots")
-        entries = {
-            key: (root, count)
-            for key, (root, count, _) in zip(latest.shares, latest.entries, strict=True)
-        }
-        root = lease_root(list(entries.values()))
+        entries: dict[ShareKey, Entry] = dict(zip(latest.shares, latest.entries, strict=True))
+        root = lease_root([(r, leaves) for r, leaves, _ in entries.values()])
         rev = Revision(lease_id, latest.revision, latest.used_bytes, len(entries), root)
         signable = encode_typed_data(
             full_message=typed_data(rev, self.ledger.conn.chain_id, self._module())

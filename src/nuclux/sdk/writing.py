@@ -225,14 +225,22 @@ async def _spread(
     )
     result = await uploader.run()
     roots = result.share_roots
-    await asyncio.gather(
+    commits = await asyncio.gather(
         *(
             ctx.revisions.commit(
-                p.client, p.lease_id, add=[(file_id, i, roots[i], result.leaf_count)]
+                p.client,
+                p.lease_id,
+                add=[(file_id, i, (roots[i], result.leaf_count, result.share_size))],
             )
             for i, p in enumerate(result.placements)
         )
     )
+    for p, done in zip(result.placements, commits, strict=True):
+        if done.error is not None:
+            ctx.warnings.append(
+                f"provider {p.provider.owner} did not co-sign lease {p.lease_id}'s revision"
+                f" (kept for the next one): {done.error}"
+            )
     shares = [
         Share(p.provider.owner, p.lease_id, roots[i]) for i, p in enumerate(result.placements)
     ]
