@@ -5,7 +5,7 @@ Theory of operation
 A job is a WASI (preview 1) command module run on a provider with the inputs the spec names,
 under limits the buyer chose. The spec carries hashes, not data: the module and every input
 travel separately and are checked against it (``check_module``, ``check_inputs``). Its
-canonical encoding (integers big-endian; ``docs/compute.md``) is::
+canonical encoding (integers big-endian; frozen by ``tests/core/vectors/job.json``) is::
 
     version u8 = 1 | module_hash 32 | flags u8 (bit 0: deterministic) | seed 32 | nonce 16
     | fuel u64 | memory_bytes u64 | timeout_ms u32 | stdout_bytes u32 | stderr_bytes u32
