@@ -166,6 +166,11 @@ async def test_pool_lifecycle_and_configuration() -> None:
         assert len(pool.worker_pids()) == 1
         with pytest.raises(UsageError, match="already running"):
             await pool.start()
+        job = asyncio.create_task(run(pool, m.SPIN, fuel=10**11, timeout_ms=20_000))
+        await eventually(lambda: pool.busy == 1)
+        await asyncio.sleep(0.2)
+    with pytest.raises(ComputeError, match="closed while the job ran"):
+        await job
     with pytest.raises(ComputeError, match="closed"):
         await run(pool, m.TRIVIAL)
     await pool.close()  # idempotent

@@ -153,6 +153,8 @@ class ComputePool:
             await self._check(job, module, inputs)
             worker = await self._take(job.module_hash)
             result, healthy = await worker.execute(job, module, inputs)
+            if self._state != "running":
+                raise ComputeError("the compute pool was closed while the job ran")
             return result
         except JobRejected:
             healthy = worker is not None and worker.alive
@@ -181,6 +183,9 @@ class ComputePool:
     async def _spawn(self) -> WorkerProcess:
         assert self._root is not None
         worker = await WorkerProcess.spawn(self.limits, self._root / f"w-{next(self._counter)}")
+        if self._state == "closed":  # closed while it started: close() did not see it
+            await self._retire(worker)
+            raise ComputeError("the compute pool was closed")
         self._workers.add(worker)
         return worker
 
@@ -196,7 +201,7 @@ class ComputePool:
         return await self._spawn()
 
     def _give_back(self, worker: WorkerProcess | None, healthy: bool) -> None:
-        if worker is None:
+        if worker is None or self._state == "closed":  # close() retires every worker
             return
         reuse = (
             healthy

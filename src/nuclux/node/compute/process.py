@@ -3,8 +3,9 @@
 Theory of operation
 -------------------
 ``WorkerProcess.spawn`` starts ``python -m nuclux.node.compute.worker`` with pipes for the
-protocol and for its stderr (drained into a short tail, kept to explain a crash), and
-waits for its ``ready`` frame. ``execute`` sends one job and is the watchdog for it, in two
+protocol and for its stderr (drained into a short tail, kept to explain a crash), no other
+descriptors and only a few locale and path variables of the node's environment, and waits
+for its ``ready`` frame. ``execute`` sends one job and is the watchdog for it, in two
 phases:
 
 - compiling (until the worker says ``started``): bounded by ``compile_timeout``. Dying here
@@ -51,6 +52,8 @@ log = logging.getLogger("nuclux.node.compute")
 
 _TAIL_BYTES = 4096
 _REAP_SECONDS = 2.0
+# what a worker inherits of the node's environment (no keys, passphrases or tokens)
+_ENVIRONMENT = frozenset({"PATH", "PYTHONPATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR"})
 _MEMORY_SIGNS = (b"memory allocation of", b"MemoryError", b"out of memory")
 
 
@@ -86,6 +89,7 @@ class WorkerProcess:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
+            env={k: v for k, v in os.environ.items() if k in _ENVIRONMENT},
         )
         worker = cls(proc, limits, root)
         try:
