@@ -176,13 +176,16 @@ class Downloader:
                 done, _ = await asyncio.wait(
                     running, timeout=self.settings.hedge_delay, return_when=asyncio.FIRST_COMPLETED
                 )
-                if not done:
+                if not done:  # hedge: as many new requests as requests overdue
                     now = loop.time()
-                    for src, started in running.values():
-                        if now - started >= self.settings.hedge_delay:
+                    overdue = 0
+                    for src, started in list(running.values()):
+                        if now - started >= self.settings.hedge_delay and not src.slow:
                             src.slow = True
-                    if start_next():
-                        self.report.hedges += 1
+                            overdue += 1
+                    for _ in range(max(overdue, 1)):
+                        if start_next():
+                            self.report.hedges += 1
                     continue
                 for task in done:
                     src, _started = running.pop(task)

@@ -223,7 +223,12 @@ async def _spread(
         executor=ctx.executor,
         progress=progress,
     )
-    result = await uploader.run()
+    try:
+        result = await uploader.run()
+    except BaseException:
+        for lane in uploader.lanes:  # what was promised on them was not all used: read again
+            ctx.leases.forget_room(lane.placement.lease_id)
+        raise
     roots = result.share_roots
     commits = await asyncio.gather(
         *(
