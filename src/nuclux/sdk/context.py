@@ -108,30 +108,19 @@ class StorageContext:
         return (await self.index.current()).get(reference.file_id)
 
     async def owner_manifest(self, reference: Reference) -> tuple[Manifest, list[int]]:
-        """Our own file's newest manifest: from the leases the index names (the index also
-        gives the lowest version to accept), else from every lease of the account."""
+        """Our own file's newest manifest, asked of every live lease of the account at once,
+        the index's locators first: a lease without a copy answers 404 at once, and a hung
+        provider holding one costs no more than the grace after the first good copy. The
+        index, when it can be read, gives the lowest version to accept."""
         await self.behind.wait_for(reference.file_id)  # stored by this client a moment ago?
         try:
             entry = await self.entry(reference)
         except IndexUnavailable:
             entry = None
         floor = 1 if entry is None else entry.manifest_version
-        first: NucluxError | None = None
-        if entry is not None:
-            try:
-                return await self.fetch_manifest(
-                    reference, [Location(lid) for lid in entry.locators], floor
-                )
-            except (ObjectNotFound, IntegrityError, ManifestUnavailable) as err:
-                first = err  # the copies named are gone or down: look everywhere else
-        tried = set(entry.locators) if entry is not None else set()
-        everywhere = [Location(x.id) for x in await self.leases.mine() if x.id not in tried]
-        try:
-            return await self.fetch_manifest(reference, everywhere, floor)
-        except ObjectNotFound:
-            if first is not None and not isinstance(first, ObjectNotFound):
-                raise first from None
-            raise
+        ids: list[int] = list(entry.locators) if entry is not None else []
+        ids += [x.id for x in await self.leases.mine() if x.id not in ids]
+        return await self.fetch_manifest(reference, [Location(i) for i in ids], floor)
 
     async def fetch_manifest(
         self, reference: Reference, locations: list[Location], floor: int

@@ -155,6 +155,7 @@ class Downloader:
         got = dict(have)
         tried = set(got)
         running: dict[asyncio.Task[bytes], tuple[Source, float]] = {}
+        hedged: set[asyncio.Task[bytes]] = set()  # overdue requests already hedged
 
         def start_next() -> bool:
             for src in self._ranked():
@@ -176,11 +177,12 @@ class Downloader:
                 done, _ = await asyncio.wait(
                     running, timeout=self.settings.hedge_delay, return_when=asyncio.FIRST_COMPLETED
                 )
-                if not done:  # hedge: as many new requests as requests overdue
+                if not done:  # hedge: a new request for each one newly overdue
                     now = loop.time()
                     overdue = 0
-                    for src, started in list(running.values()):
-                        if now - started >= self.settings.hedge_delay and not src.slow:
+                    for task, (src, started) in running.items():
+                        if now - started >= self.settings.hedge_delay and task not in hedged:
+                            hedged.add(task)
                             src.slow = True
                             overdue += 1
                     for _ in range(max(overdue, 1)):

@@ -2,14 +2,16 @@
 
 Theory of operation
 -------------------
-The index (``nuclux.core.file_index``) is object ``i/0`` on up to three of the account's
+The index (``nuclux.core.file_index``) is object ``i/0`` on up to five of the account's
 storage leases. Reading asks every live lease of the account (a second device knows nothing
 but the seed phrase: its leases come from the chain) and keeps the copy with the highest
 counter. Changes (``put``/``remove``) are kept as a list of operations and written once per
 ``flush``, not once per file. A flush reads the newest copy again and replays the pending
 operations on it, so a change another device made in the meantime is kept, then writes the
-result with a fresh nonce and a higher counter to up to three leases (those that held the
-index first). At least one copy must be written for the flush to succeed.
+result with a fresh nonce and a higher counter to up to five leases on distinct providers
+(those that held the index first), so any four may fail. At least one copy must be written
+for the flush to succeed. A provider that does not answer a read within ``probe_timeout``
+counts as down (the index is small).
 """
 
 from __future__ import annotations
@@ -83,9 +85,9 @@ class IndexStore:
 
     async def _read(self) -> FileIndex:
         leases = await self.leases.mine()
-        outcomes = await gather_answers(
+        outcomes = await gather_answers(  # small objects: a provider silent this long is down
             [self._fetch(lease.id) for lease in leases],
-            timeout=self.settings.request_timeout,
+            timeout=self.settings.probe_timeout,
             grace=self.settings.manifest_grace,
         )
         copies: list[tuple[int, FileIndex]] = []

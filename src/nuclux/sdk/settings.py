@@ -20,7 +20,7 @@ Progress = Callable[[int, int], None]
 MIB = 1 << 20
 MAX_DEFAULT_N = 8
 INLINE_COPIES = 3  # a packed file's manifest lives on up to 3 leases (distinct providers)
-INDEX_COPIES = 4  # the file index: any 3 providers of the account may be down
+INDEX_COPIES = 5  # the file index: any 4 providers of the account (n - k at 4-of-8) may fail
 
 
 def manifest_copies(k: int, n: int) -> int:
