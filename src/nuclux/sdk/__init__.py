@@ -5,13 +5,14 @@ Layering: the SDK is where the network, the chain, files, threads and randomness
 pure formats of ``nuclux.core``. Modules: ``client`` (the API), ``writing`` / ``upload`` /
 ``behind`` (storing), ``reading`` / ``download`` (reading), ``leases`` (per-provider leases
 and placement), ``index`` (the account's file index), ``revisions`` (co-signed lease state),
-``audit``, ``timestamps``, ``peers`` (providers and connections), ``nodeapi`` (object ids,
-block roots), ``settings`` (tunables and ``NotEnoughProviders``).
+``audit``, ``health`` (for ls), ``timestamps``, ``peers`` (providers and connections),
+``nodeapi`` (object ids, block roots), ``settings`` (tunables, ``NotEnoughProviders``).
 """
 
 from nuclux.sdk.audit import AuditReport, ShareAudit
-from nuclux.sdk.client import FileEntry, FlushResult, RemoveResult, StorageClient
+from nuclux.sdk.client import FlushResult, RemoveResult, StorageClient
 from nuclux.sdk.download import BlockFault
+from nuclux.sdk.health import FileEntry
 from nuclux.sdk.reading import GetResult
 from nuclux.sdk.settings import NotEnoughProviders, StorageSettings
 from nuclux.sdk.timestamps import Anchored, Timestamp

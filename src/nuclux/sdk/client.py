@@ -21,40 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import TracebackType
 
 from nuclux.chain import Ledger
-from nuclux.core.file_index import IndexEntry
 from nuclux.core.grant import grant_to_text, issue_grant
 from nuclux.core.reference import Reference, parse_reference
 from nuclux.errors import NucluxError, ObjectNotFound, UsageError
 from nuclux.keys.derive import AccountKeys
-from nuclux.sdk import reading, timestamps, writing
+from nuclux.sdk import health, reading, timestamps, writing
 from nuclux.sdk.audit import AuditReport, audit_file
 from nuclux.sdk.context import StorageContext
+from nuclux.sdk.health import FileEntry
 from nuclux.sdk.nodeapi import block_object_id, manifest_id
 from nuclux.sdk.peers import PEER_ERRORS
 from nuclux.sdk.settings import Progress, StorageSettings, manifest_copies
 
 MAX_GRANT_DAYS = 3650
-
-
-@dataclass(frozen=True, slots=True)
-class FileEntry:
-    """One file of the account, as ``ls`` shows it."""
-
-    reference: Reference
-    name: str
-    size: int
-    created_at: int
-    version: int
-    healthy: int | None  # shares (packed: manifest copies) last seen healthy; None: unchecked
-    total: int | None = None  # n (packed: copies) when checked
-    needed: int | None = None  # k (packed: 1) when checked
-    status: str = "unchecked"  # healthy, degraded, lost, unreachable, unchecked
-    expires_at: int | None = None  # chain time the first lease holding it ends (checked)
-    at_risk: bool = False  # degraded, lost, unreachable, or a lease ends within risk_days
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,80 +161,7 @@ class StorageClient:
 
     async def ls(self, *, check: bool = False) -> list[FileEntry]:
         """The account's files; with ``check``, each file's shares are probed for health."""
-        index = await self.ctx.index.current()
-        entries = [self._entry(index.reference(e), e) for e in index.entries]
-        if not check:
-            return entries
-        gate = asyncio.Semaphore(8)
-
-        async def one(entry: FileEntry) -> FileEntry:
-            async with gate:
-                return await self._check(entry)
-
-        checked = await asyncio.gather(*(one(e) for e in entries))
-        for before, after in zip(index.entries, checked, strict=True):
-            if after.healthy is not None and after.healthy != before.healthy_shares:
-                self.ctx.index.put(replace(before, healthy_shares=min(after.healthy, 64)))
-        return list(checked)
-
-    @staticmethod
-    def _entry(ref: Reference, e: IndexEntry) -> FileEntry:
-        return FileEntry(ref, e.name, e.size, e.created_at, e.manifest_version, e.healthy_shares)
-
-    async def _check(self, entry: FileEntry) -> FileEntry:
-        try:
-            opened = await reading.open_file(self.ctx, entry.reference)
-        except NucluxError:
-            return replace(entry, healthy=0, status="unreachable", at_risk=True)
-        layout = opened.body.layout
-        if layout is None:
-            known = await self.ctx.entry(entry.reference)
-            total = len(known.locators) if known is not None else len(opened.manifest_leases)
-            healthy, needed = len(opened.manifest_leases), 1
-        else:
-            total, needed = layout.n, layout.k
-            last = layout.segment_count(opened.body.size) - 1
-            sources = await reading.sources_for(self.ctx, opened)
-            probes = await asyncio.gather(
-                *(
-                    asyncio.wait_for(
-                        s.client.get(
-                            s.lease_id,
-                            block_object_id(entry.reference.file_id, s.share, last),
-                            length=1,
-                        ),
-                        self.ctx.settings.request_timeout,
-                    )
-                    for s in sources
-                ),
-                return_exceptions=True,
-            )
-            healthy = sum(1 for p in probes if not isinstance(p, BaseException))
-        status = "healthy" if healthy >= total else "degraded" if healthy >= needed else "lost"
-        leases = set(opened.manifest_leases)
-        if layout is not None:
-            leases |= {s.lease_id for s in layout.shares}
-        expires = await self._expiry(leases)
-        soon = await self.ctx.chain_now() + int(self.ctx.settings.risk_days * 86_400)
-        return replace(
-            entry,
-            version=opened.manifest.version,
-            healthy=healthy,
-            total=total,
-            needed=needed,
-            status=status,
-            expires_at=expires,
-            at_risk=status != "healthy" or (expires is not None and expires <= soon),
-        )
-
-    async def _expiry(self, lease_ids: set[int]) -> int | None:
-        """When the first of these leases ends (chain time), as the chain says now."""
-        leases = await asyncio.gather(
-            *(self.ctx.peers.lease(lid, fresh=True) for lid in lease_ids), return_exceptions=True
-        )
-        ends = [x.end_epoch for x in leases if not isinstance(x, BaseException)]
-        length = self.ctx.ledger.deployment.params.epoch_length
-        return min(ends) * length if ends else None
+        return await health.list_files(self.ctx, check=check)
 
     # ------------------------------------------------------------------ removing and sharing
 
