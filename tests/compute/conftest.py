@@ -29,7 +29,7 @@ TEST_LIMITS = PoolLimits(
     ceiling=CEILING,
     compile_cpu_seconds=5,
     compile_timeout=20.0,
-    kill_grace=0.5,
+    kill_grace=1.0,
     spawn_timeout=20.0,
 )
 SMALL = JobLimits(

@@ -140,7 +140,8 @@ class ComputePool:
     ) -> JobResult:
         """Run ``job`` (its module bytes and inputs as its spec names them)."""
         if self._state != "running":
-            raise ComputeError(f"the compute pool is {self._state}: start it first")
+            hint = ": start it first" if self._state == "new" else ""
+            raise ComputeError(f"the compute pool is {self._state}{hint}")
         if self._busy >= self.slots:
             raise ComputeBusy(
                 f"all {self.slots} compute slots of this node are busy: retry later or elsewhere"
