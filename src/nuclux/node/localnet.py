@@ -49,7 +49,7 @@ NODE_RUN = [sys.executable, "-m", "nuclux", "node", "run"]
 MAX_NODES = 32
 DEVNET_KDF_N = 2**12  # devnet keystores: fast to open, not meant to resist an attacker
 GAS_ETH = 10**19  # 10 ether each for owners and operators
-START_TIMEOUT = 60.0
+START_TIMEOUT = 120.0  # a loaded 2-core machine starts eight nodes slowly
 STOP_GRACE = 40.0  # a node gets SHUTDOWN_TIMEOUT (30 s) to finish requests
 
 
