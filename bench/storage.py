@@ -254,12 +254,13 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, float | int]:
     files.mkdir()
     info = await devnet_up(state, params=DeployParams(epoch_length=EPOCH), funded=2)
     try:
-        nodes = await start_nodes(state, NODES)
+        nodes: list[LocalNode] = []
         try:
+            nodes = await start_nodes(state, NODES)  # each recorded as soon as it starts
             await measure(args, figures, info.rpc_url, state, files, nodes)
         finally:
             signal_nodes(nodes, signal.SIGCONT)  # whatever happened, none stays stopped
-            await asyncio.wait_for(stop_nodes(state), 90)
+            await asyncio.wait_for(stop_nodes(state), 90)  # every recorded node, by PID
     finally:
         await asyncio.wait_for(devnet_down(state), 60)
     return figures
@@ -388,6 +389,8 @@ def main() -> None:
         asyncio.run(_child_put(Path(args.child_put), args.rpc, Path(args.deployment), key))
         return
 
+    # SIGTERM unwinds like Ctrl-C, so the finally blocks stop what was started
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     emit("load_avg_1min", os.getloadavg()[0])
     with tempfile.TemporaryDirectory(prefix="nuclux-bench-storage-", dir=args.dir) as tmp:
         figures = asyncio.run(run(args, Path(tmp)))
