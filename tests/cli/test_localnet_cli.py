@@ -42,8 +42,8 @@ async def _store_and_read(rpc: str, deployment: Path, consumer_key: str, owner: 
 
 def test_devnet_up_with_nodes_then_down(tmp_path: Path) -> None:
     cli = Cli(tmp_path)
-    up = cli.json("devnet", "up", "--accounts", "1", "--nux", "100", "--nodes", "2")
     try:
+        up = cli.json("devnet", "up", "--accounts", "1", "--nux", "100", "--nodes", "2")
         assert [n["running"] for n in up["nodes"]] == [True, True]
         status = cli.json("devnet", "status")
         assert [n["pid"] for n in status["nodes"]] == [n["pid"] for n in up["nodes"]]

@@ -71,9 +71,15 @@ def up_cmd(
             funded=accounts,
             nux_each=nux * ONE_NUX,
         )
-        started = (
-            await start_nodes(devnet_dir(c), nodes, storage_bytes=storage_bytes) if nodes else []
-        )
+        try:
+            started = (
+                await start_nodes(devnet_dir(c), nodes, storage_bytes=storage_bytes)
+                if nodes
+                else []
+            )
+        except BaseException:
+            await devnet_down(devnet_dir(c))  # all or nothing: no half-started network
+            raise
         return info, started
 
     info, started = asyncio.run(go())

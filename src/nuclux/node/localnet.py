@@ -215,11 +215,28 @@ async def start_nodes(
     status = await devnet_status(state_dir)
     if not status.running or status.rpc_url is None:
         raise ChainError(f"no devnet is running ({status.detail}); run `nuclux devnet up`")
+    try:
+        offer = (storage_bytes, stake, price_storage)
+        return await _start(state_dir, status.rpc_url, count, offer, poll, timeout)
+    except BaseException:
+        await stop_nodes(state_dir)  # never leave half a network running
+        raise
+
+
+async def _start(
+    state_dir: Path,
+    rpc_url: str,
+    count: int,
+    offer: tuple[int, int, int],  # storage bytes, stake, storage price
+    poll: float,
+    timeout: float,
+) -> list[LocalNode]:
+    stake = offer[1]
     dep_path = state_dir / "deployment.json"
     deployment = Deployment.load(dep_path)
     passphrase = os.urandom(16).hex()
     nodes: list[LocalNode] = []
-    async with await ChainConnection.open(status.rpc_url, tx_timeout=60) as conn:
+    async with await ChainConnection.open(rpc_url, tx_timeout=60) as conn:
         faucet = Ledger(conn, deployment, dev_account(0))
         for i in range(count):
             owner: LocalAccount = Account.from_key(os.urandom(32))
@@ -230,8 +247,8 @@ async def start_nodes(
                 data_dir,
                 owner.address,
                 dep_path,
-                status.rpc_url,
-                (storage_bytes, stake, price_storage),
+                rpc_url,
+                offer,
                 passphrase,
             )
             await conn.fund_gas(owner.address, GAS_ETH)
