@@ -185,15 +185,33 @@ def _spawn(cfg: NodeConfig, passphrase: str, poll: float) -> int:
 
 async def _wait_serving(node: LocalNode, timeout: float) -> None:
     deadline = time.monotonic() + timeout
+    ended = ""
     while time.monotonic() < deadline:
         with contextlib.suppress(FileNotFoundError):
             if b"serving https://" in node.log_path.read_bytes():
                 return
         if not _is_our_node(node):
-            break
+            ended = _ended(node.pid)
+            if ended:
+                break
         await asyncio.sleep(0.1)
     tail = node.log_path.read_text(errors="replace")[-2000:] if node.log_path.exists() else ""
-    raise ChainError(f"node {node.index} did not start (log {node.log_path}):\n{tail}")
+    why = f"it {ended}" if ended else f"no 'serving' line within {timeout:.0f} s"
+    raise ChainError(f"node {node.index} did not start ({why}; log {node.log_path}):\n{tail}")
+
+
+def _ended(pid: int) -> str:
+    """How process ``pid`` ended ("exited with status N", "was killed by SIGX"), or "" if it
+    still runs. Only a child of this process can be asked; another gone process is "exited"."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return "" if Path(f"/proc/{pid}").exists() else "exited"
+    if done == 0:
+        return ""
+    if os.WIFSIGNALED(status):
+        return f"was killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
 async def start_nodes(
