@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -162,8 +163,11 @@ def _spawn(cfg: NodeConfig, passphrase: str, poll: float) -> int:
     """Start ``nuclux node run`` in its own session (it outlives this command, like the
     devnet's anvil), output appended to ``node.log``. ``posix_spawn`` rather than ``Popen``:
     no ``Popen`` object is left to warn "still running" when the node rightly outlives us."""
-    log = os.open(cfg.data_dir / "node.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    devnull = os.open(os.devnull, os.O_RDONLY)
+    opened = os.open(cfg.data_dir / "node.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    # above the standard descriptors: if this process runs with one of them closed, the log
+    # could otherwise land on 0..2 and be overwritten by the child's own redirections
+    log = fcntl.fcntl(opened, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(opened)
     env = {**os.environ, "NUCLUX_PASSPHRASE": passphrase}
     try:
         return os.posix_spawn(
@@ -171,7 +175,7 @@ def _spawn(cfg: NodeConfig, passphrase: str, poll: float) -> int:
             [*NODE_RUN, "--data-dir", str(cfg.data_dir), "--poll", str(poll)],
             env,
             file_actions=[
-                (os.POSIX_SPAWN_DUP2, devnull, 0),
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_DUP2, log, 1),
                 (os.POSIX_SPAWN_DUP2, log, 2),
             ],
@@ -180,7 +184,6 @@ def _spawn(cfg: NodeConfig, passphrase: str, poll: float) -> int:
         )
     finally:
         os.close(log)
-        os.close(devnull)
 
 
 async def _wait_serving(node: LocalNode, timeout: float) -> None:
