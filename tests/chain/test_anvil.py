@@ -18,7 +18,7 @@ from typing import Any, cast
 import pytest
 import pytest_asyncio
 from web3 import AsyncHTTPProvider, AsyncWeb3
-from web3.types import TxParams
+from web3.types import TxParams, Wei
 
 from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger, deploy
 from nuclux.chain.devnet import AnvilProcess, dev_account, find_anvil
@@ -249,3 +249,18 @@ async def test_confirmation_depth_survives_a_reorg_that_drops_the_transaction(
     assert await w3.eth.block_number >= int(receipt["blockNumber"]) + 2
     assert await chain.ledger(4).balance(receiver) == before + 5  # exactly once
     assert first_block >= 1
+
+
+async def test_two_signers_with_one_key_retry_a_taken_nonce(chain: Chain) -> None:
+    """Two queues for one key (a CLI command beside a node's daemon): both read the same
+    pending nonce; the one that loses the race re-reads it and re-signs instead of failing."""
+    account = dev_account(9)
+    one = TxQueue(chain.conn.w3, account, automine=True, timeout=20)
+    two = TxQueue(chain.conn.w3, account, automine=True, timeout=20)
+    start = await chain.conn.w3.eth.get_transaction_count(account.address, "pending")
+    tx: TxParams = {"to": dev_account(8).address, "value": Wei(1), "gas": 21_000}
+    receipts = await asyncio.gather(
+        *(q.send(cast(TxParams, dict(tx)), context="race") for q in (one, two, one, two))
+    )
+    assert all(r["status"] == 1 for r in receipts)
+    assert await chain.conn.w3.eth.get_transaction_count(account.address) == start + 4

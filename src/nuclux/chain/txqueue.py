@@ -31,6 +31,21 @@ GAS_MARGIN = 1.2
 GAS_PAD = 10_000
 
 
+NONCE_RETRIES = 5  # re-reads of the nonce when another process took it
+# what nodes answer when a transaction with this nonce exists already (mined or pending);
+# an identical transaction signed twice is "already imported": it must not count twice
+_NONCE_TAKEN = (
+    "nonce too low",
+    "already imported",
+    "already known",
+    "replacement transaction underpriced",
+)
+
+
+class _NonceTaken(Exception):
+    """The chain already has a transaction with the nonce this one was signed with."""
+
+
 class TxQueue:
     def __init__(
         self,
@@ -67,8 +82,18 @@ class TxQueue:
             tx["gas"] = await self._estimate(tx, context)
         await self._set_fees(tx)
         async with self._lock:
-            tx["nonce"] = Nonce(await self._take_nonce())
-            tx_hash = await self._send_signed(tx, context)
+            for attempt in range(NONCE_RETRIES + 1):
+                tx["nonce"] = Nonce(await self._take_nonce())
+                try:
+                    tx_hash = await self._send_signed(tx, context)
+                    break
+                except _NonceTaken as taken:
+                    # another process signing with this key (a CLI command beside the node's
+                    # daemon) used the nonce: read the count again and re-sign
+                    if attempt == NONCE_RETRIES:
+                        raise TransactionError(
+                            f"{context}: the node refused the transaction: {taken}"
+                        ) from None
             self._next_nonce = int(tx["nonce"]) + 1
             self.sent += 1
         receipt = await self._wait(tx, tx_hash, context)
@@ -121,6 +146,8 @@ class TxQueue:
                 self._next_nonce = None
                 raise decode_revert(data, context) from None
             self._next_nonce = None
+            if any(sign in str(exc).lower() for sign in _NONCE_TAKEN):
+                raise _NonceTaken(str(exc)) from exc
             raise TransactionError(f"{context}: the node refused the transaction: {exc}") from exc
 
     async def _wait(self, tx: TxParams, tx_hash: HexBytes, context: str) -> TxReceipt:
