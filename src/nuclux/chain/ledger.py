@@ -8,12 +8,9 @@ Opening a lease, registering and topping up approve exactly the amount needed fi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from eth_account.signers.local import LocalAccount
-from eth_utils.address import to_checksum_address
-from eth_utils.crypto import keccak
 from web3.contract import AsyncContract
 from web3.exceptions import BlockNotFound, Web3RPCError
 from web3.logs import DISCARD
@@ -21,52 +18,38 @@ from web3.types import TxParams, TxReceipt
 
 from nuclux.chain.connection import ChainConnection
 from nuclux.chain.deployment import Deployment
+from nuclux.chain.logs import event_topics, tester_logs
+from nuclux.chain.records import (
+    BlockHeader,
+    ChainEvent,
+    DemandInfo,
+    LoggedEvent,
+    ProviderInfo,
+    ProviderOffer,
+    SeedInfo,
+    StorageBook,
+    lease_from_raw,
+    provider_from_raw,
+)
 from nuclux.chain.revert import decode_revert, revert_data_from_exception
 from nuclux.chain.revision import Revision, SignedRevision, sign_revision
 from nuclux.chain.usage import Usage, sign_usage
 from nuclux.core.challenge import StorageProof
-from nuclux.core.lease import Lease, LeaseState
+from nuclux.core.lease import Lease
 from nuclux.core.types import Address, LeaseId, ResourceClass, Wei
 from nuclux.errors import ChainError, UsageError
 
-PROVIDER_STATUS = ("none", "active", "paused", "leaving")
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderInfo:
-    owner: Address
-    operator: Address
-    status: str
-    faults: int
-    suspended_until: int
-    stake: Wei
-    release_at: int
-    cert_fingerprint: bytes
-    x25519_key: bytes
-    capacity: tuple[int, int, int]
-    price: tuple[int, int, int]
-    endpoint: str
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderOffer:
-    """What a provider registers: capacities and posted prices per class, indexed by class."""
-
-    endpoint: str
-    cert_fingerprint: bytes
-    x25519_key: bytes
-    capacity: tuple[int, int, int]
-    price: tuple[int, int, int]
-
-    def __post_init__(self) -> None:
-        if not self.endpoint or len(self.endpoint.encode()) > 256:
-            raise UsageError("endpoint must be 1..256 bytes")
-        if len(self.cert_fingerprint) != 32 or len(self.x25519_key) != 32:
-            raise UsageError("certificate fingerprint and X25519 key must be 32 bytes each")
-        if any(c < 0 or c >= 2**64 for c in self.capacity):
-            raise UsageError("capacities must fit in 64 bits")
-        if any(p < 0 or p >= 2**128 for p in self.price):
-            raise UsageError("prices must fit in 128 bits")
+__all__ = [
+    "BlockHeader",
+    "ChainEvent",
+    "DemandInfo",
+    "Ledger",
+    "LoggedEvent",
+    "ProviderInfo",
+    "ProviderOffer",
+    "SeedInfo",
+    "StorageBook",
+]
 
 
 class Ledger:
@@ -185,7 +168,7 @@ class Ledger:
 
     async def provider(self, address: str) -> ProviderInfo:
         p = await self._call(self.registry, "getProvider", self._cs(address))
-        return _provider_from_raw(self._cs(address), p)
+        return provider_from_raw(self._cs(address), p)
 
     async def providers(self) -> list[ProviderInfo]:
         n = int(await self._call(self.registry, "providerCount"))
@@ -491,7 +474,7 @@ class Ledger:
         raw = await self._call(self.leases, "getLease", lease_id)
         if int(raw[2]) == 0:
             raise UsageError(f"no lease with id {lease_id}")
-        return _lease_from_raw(lease_id, raw)
+        return lease_from_raw(lease_id, raw)
 
     async def leases_of(self, address: str, *, as_provider_only: bool = False) -> list[Lease]:
         """Every lease ``address`` holds as consumer (or provider), from LeaseOpened events."""
@@ -527,12 +510,12 @@ class Ledger:
     async def lease_at(self, lease_id: int, block: int) -> Lease | None:
         """The lease as it was at ``block``; None if it did not exist then."""
         raw = await self._call_at(self.leases, "getLease", block, lease_id)
-        return None if int(raw[2]) == 0 else _lease_from_raw(lease_id, raw)
+        return None if int(raw[2]) == 0 else lease_from_raw(lease_id, raw)
 
     async def provider_at(self, address: str, block: int) -> ProviderInfo | None:
         """The registry entry as it was at ``block``; None if not registered then."""
         raw = await self._call_at(self.registry, "getProvider", block, self._cs(address))
-        return None if int(raw[1]) == 0 else _provider_from_raw(self._cs(address), raw)
+        return None if int(raw[1]) == 0 else provider_from_raw(self._cs(address), raw)
 
     async def registry_events(self, from_block: int, to_block: int) -> list[LoggedEvent]:
         """ProviderRegistry and LeaseManager events in a block range, in chain order: one
@@ -540,12 +523,12 @@ class Ledger:
         contracts = {c.address: c for c in (self.registry, self.leases)}
         logs: Sequence[Any]
         if self.conn.is_embedded:
-            logs = _tester_logs(self.conn, set(contracts), from_block, to_block)
+            logs = tester_logs(self.conn, set(contracts), from_block, to_block)
         else:
             logs = await self.conn.w3.eth.get_logs(
                 {"address": list(contracts), "fromBlock": from_block, "toBlock": to_block}
             )
-        topics = {address: _event_topics(c) for address, c in contracts.items()}
+        topics = {address: event_topics(c) for address, c in contracts.items()}
         out: list[LoggedEvent] = []
         for log in logs:
             address = self.conn.w3.to_checksum_address(log["address"])
@@ -586,7 +569,7 @@ class Ledger:
             logs = await self.conn.w3.eth.get_logs(
                 {"address": contract.address, "fromBlock": from_block, "toBlock": last}
             )
-            by_topic = _event_topics(contract)
+            by_topic = event_topics(contract)
             for log in logs:
                 name = by_topic.get(bytes(log["topics"][0])) if log["topics"] else None
                 if name is None:
@@ -599,162 +582,3 @@ class Ledger:
                 )
         out.sort(key=lambda e: (e.block, e.log_index))
         return out
-
-
-@dataclass(frozen=True, slots=True)
-class StorageBook:
-    """The storage module's record of a lease."""
-
-    root: bytes
-    revision: int
-    share_count: int
-    cursor: int  # first epoch not yet decided for pay
-    paid_epochs: int
-    run: int  # unsampled epochs waiting for the next proof to vouch for them
-    proven: int  # bit i: epoch cursor + i proven
-
-
-@dataclass(frozen=True, slots=True)
-class SeedInfo:
-    value: int  # 0 until recorded
-    target: int  # the block whose hash is the seed; 0 until armed
-    recorded_epoch: int
-
-
-@dataclass(frozen=True, slots=True)
-class DemandInfo:
-    target: int
-    seed: int
-    deadline: int
-    share_index: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChainEvent:
-    name: str
-    args: dict[str, Any]
-    block: int
-    log_index: int
-
-
-@dataclass(frozen=True, slots=True)
-class BlockHeader:
-    number: int
-    hash: bytes
-    timestamp: int
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedEvent:
-    """An event with the contract that logged it and the block (number and hash) it is in."""
-
-    contract: str
-    name: str
-    args: dict[str, Any]
-    block: int
-    block_hash: bytes
-    log_index: int
-
-
-def _tester_logs(
-    conn: ChainConnection, addresses: set[str], first: int, last: int
-) -> list[dict[str, Any]]:
-    """eth_getLogs on the embedded EVM, read straight from py-evm's receipts, block by block.
-
-    eth-tester finds each log's receipt by scanning back from the head block, so its
-    eth_getLogs over a long range costs (logs x chain length); this reads each block once.
-    """
-    chain: Any = conn.w3.provider.ethereum_tester.backend.chain
-    out: list[dict[str, Any]] = []
-    for number in range(first, min(last, int(chain.get_canonical_head().block_number)) + 1):
-        block = chain.get_canonical_block_by_number(number)
-        receipts = block.get_receipts(chain.chaindb)
-        index = 0
-        for tx_index, (tx, receipt) in enumerate(zip(block.transactions, receipts, strict=True)):
-            for entry in receipt.logs:
-                address = to_checksum_address(entry.address)
-                if address in addresses:
-                    topics = [int(t).to_bytes(32, "big") for t in entry.topics]
-                    out.append(
-                        {
-                            "address": address,
-                            "topics": topics,
-                            "data": bytes(entry.data),
-                            "blockNumber": number,
-                            "blockHash": bytes(block.hash),
-                            "logIndex": index,
-                            "transactionIndex": tx_index,
-                            "transactionHash": bytes(tx.hash),
-                        }
-                    )
-                index += 1
-    return out
-
-
-def _provider_from_raw(owner: str, p: Any) -> ProviderInfo:
-    """A ``getProvider`` result as a ``ProviderInfo``."""
-    return ProviderInfo(
-        owner=Address(owner),
-        operator=Address(p[0]),
-        status=PROVIDER_STATUS[int(p[1])],
-        faults=int(p[2]),
-        suspended_until=int(p[3]),
-        stake=Wei(int(p[5])),
-        release_at=int(p[6]),
-        cert_fingerprint=bytes(p[7]),
-        x25519_key=bytes(p[8]),
-        capacity=(int(p[9][0]), int(p[9][1]), int(p[9][2])),
-        price=(int(p[10][0]), int(p[10][1]), int(p[10][2])),
-        endpoint=str(p[11]),
-    )
-
-
-def _lease_from_raw(lease_id: int, raw: Any) -> Lease:
-    """A ``getLease`` result (of an existing lease) as a ``Lease``."""
-    (
-        consumer,
-        cls,
-        state,
-        faults,
-        start,
-        end,
-        provider,
-        deadline,
-        ext_epochs,
-        escrow,
-        paid,
-        price,
-        units,
-        term,
-        ext_escrow,
-        ext_deadline,
-    ) = raw
-    return Lease(
-        id=LeaseId(lease_id),
-        consumer=Address(consumer),
-        provider=Address(provider),
-        cls=ResourceClass(int(cls)),
-        state=LeaseState(int(state)),
-        units=int(units),
-        price=Wei(int(price)),
-        term_epochs=int(term),
-        start_epoch=int(start),
-        end_epoch=int(end),
-        escrow=Wei(int(escrow)),
-        paid=Wei(int(paid)),
-        faults=int(faults),
-        deadline=int(deadline),
-        ext_epochs=int(ext_epochs),
-        ext_escrow=Wei(int(ext_escrow)),
-        ext_deadline=int(ext_deadline),
-    )
-
-
-def _event_topics(contract: AsyncContract) -> dict[bytes, str]:
-    out: dict[bytes, str] = {}
-    for item in contract.abi:
-        if item.get("type") == "event":
-            raw: dict[str, Any] = dict(item)
-            types = ",".join(str(i["type"]) for i in raw["inputs"])
-            out[keccak(text=f"{raw['name']}({types})")] = str(raw["name"])
-    return out
