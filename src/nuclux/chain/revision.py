@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
+from nuclux.chain.eip712 import module_typed_data, sign_typed
 from nuclux.errors import UsageError
 
 MAX_U64 = 2**64 - 1
@@ -55,40 +55,28 @@ class SignedRevision:
 
 
 def typed_data(rev: Revision, chain_id: int, module: str) -> dict[str, Any]:
-    return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "Revision": [
-                {"name": "leaseId", "type": "uint256"},
-                {"name": "revision", "type": "uint64"},
-                {"name": "usedBytes", "type": "uint64"},
-                {"name": "shareCount", "type": "uint64"},
-                {"name": "root", "type": "bytes32"},
-            ],
-        },
-        "primaryType": "Revision",
-        "domain": {
-            "name": "Nuclux Storage",
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": module,
-        },
-        "message": {
+    return module_typed_data(
+        "Nuclux Storage",
+        "Revision",
+        [
+            ("leaseId", "uint256"),
+            ("revision", "uint64"),
+            ("usedBytes", "uint64"),
+            ("shareCount", "uint64"),
+            ("root", "bytes32"),
+        ],
+        {
             "leaseId": rev.lease_id,
             "revision": rev.revision,
             "usedBytes": rev.used_bytes,
             "shareCount": rev.share_count,
             "root": rev.root,
         },
-    }
+        chain_id,
+        module,
+    )
 
 
 def sign_revision(account: LocalAccount, rev: Revision, chain_id: int, module: str) -> bytes:
     """``account``'s 65-byte signature over ``rev``."""
-    signable = encode_typed_data(full_message=typed_data(rev, chain_id, module))
-    return bytes(account.sign_message(signable).signature)
+    return sign_typed(account, typed_data(rev, chain_id, module))

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
+from nuclux.chain.eip712 import module_typed_data, sign_typed
 from nuclux.errors import UsageError
 
 MAX_TOTAL = 2**192 - 1
@@ -36,36 +36,16 @@ class Usage:
 
 
 def typed_data(usage: Usage, chain_id: int, module: str) -> dict[str, Any]:
-    return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "Usage": [
-                {"name": "leaseId", "type": "uint256"},
-                {"name": "revision", "type": "uint64"},
-                {"name": "cumulative", "type": "uint256"},
-            ],
-        },
-        "primaryType": "Usage",
-        "domain": {
-            "name": "Nuclux Usage",
-            "version": "1",
-            "chainId": chain_id,
-            "verifyingContract": module,
-        },
-        "message": {
-            "leaseId": usage.lease_id,
-            "revision": usage.revision,
-            "cumulative": usage.cumulative,
-        },
-    }
+    return module_typed_data(
+        "Nuclux Usage",
+        "Usage",
+        [("leaseId", "uint256"), ("revision", "uint64"), ("cumulative", "uint256")],
+        {"leaseId": usage.lease_id, "revision": usage.revision, "cumulative": usage.cumulative},
+        chain_id,
+        module,
+    )
 
 
 def sign_usage(account: LocalAccount, usage: Usage, chain_id: int, module: str) -> bytes:
     """``account``'s 65-byte signature over ``usage``."""
-    signable = encode_typed_data(full_message=typed_data(usage, chain_id, module))
-    return bytes(account.sign_message(signable).signature)
+    return sign_typed(account, typed_data(usage, chain_id, module))

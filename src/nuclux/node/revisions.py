@@ -26,11 +26,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
 from nuclux.chain import Ledger
+from nuclux.chain.eip712 import recover_typed
 from nuclux.chain.revision import Revision, sign_revision, typed_data
 from nuclux.core.types import ResourceClass
 from nuclux.errors import Unauthenticated
@@ -67,11 +66,10 @@ class RevisionSigner:
             raise Unauthenticated("a revision signature is 65 bytes r || s || v, v = 27 or 28")
         if int.from_bytes(signature[32:64], "big") > _SECP256K1_HALF_N:
             raise Unauthenticated("a revision signature must have s in the lower half")
-        signable = encode_typed_data(full_message=typed_data(rev, self.chain_id, self.module))
-        try:
-            return str(Account.recover_message(signable, signature=signature))
-        except Exception as exc:  # eth_keys raises several types for unrecoverable input
-            raise Unauthenticated(f"the revision signature does not recover: {exc}") from None
+        signer = recover_typed(typed_data(rev, self.chain_id, self.module), signature)
+        if signer is None:
+            raise Unauthenticated("the revision signature does not recover to any key")
+        return signer
 
 
 @dataclass

@@ -25,10 +25,8 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from eth_account import Account
-from eth_account.messages import encode_typed_data
-
 from nuclux.chain import Ledger
+from nuclux.chain.eip712 import recover_typed
 from nuclux.chain.revision import Revision, sign_revision, typed_data
 from nuclux.core.merkle import lease_root
 from nuclux.core.types import ResourceClass
@@ -143,13 +141,8 @@ class RevisionBook:
         entries: dict[ShareKey, Entry] = dict(zip(latest.shares, latest.entries, strict=True))
         root = lease_root([(r, leaves) for r, leaves, _ in entries.values()])
         rev = Revision(lease_id, latest.revision, latest.used_bytes, len(entries), root)
-        signable = encode_typed_data(
-            full_message=typed_data(rev, self.ledger.conn.chain_id, self._module())
-        )
-        try:
-            signer = str(Account.recover_message(signable, signature=latest.consumer_signature))
-        except Exception:  # eth_keys raises several types for unrecoverable input
-            signer = ""
+        data = typed_data(rev, self.ledger.conn.chain_id, self._module())
+        signer = recover_typed(data, latest.consumer_signature) or ""
         if root != latest.root or signer.lower() != self.ledger.address.lower():
             raise IntegrityError(
                 f"the provider's revision {latest.revision} is not one this account signed over"
