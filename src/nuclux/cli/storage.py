@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from eth_account import Account
@@ -52,6 +52,9 @@ def _keys(c: Ctx, account: str | None, key_env: str | None) -> AccountKeys:
             raise UsageError(f"environment variable {key_env} is empty or unset")
         return from_private_key(parse_private_key_hex(text))
     return unlock_account(c, account)
+
+
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -91,6 +94,18 @@ def progress_bar(c: Ctx, label: str) -> Iterator[Callable[[int, int], None] | No
 
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
+
+
+def _using(
+    c: Ctx, keys: AccountKeys, deployment: Path | None, use: Callable[[StorageClient], Awaitable[T]]
+) -> T:
+    """Run one request on a command's ``StorageClient`` (opened, used, flushed, closed)."""
+
+    async def go() -> T:
+        async with storage_client(c, keys, deployment) as client:
+            return await use(client)
+
+    return asyncio.run(go())
 
 
 def put_cmd(
@@ -210,11 +225,7 @@ def ls_cmd(
     c = command_ctx(ctx, json=json)
     keys = _keys(c, account, private_key_env)
 
-    async def go() -> list[FileEntry]:
-        async with storage_client(c, keys, deployment) as client:
-            return await client.ls(check=check)
-
-    entries: list[FileEntry] = _run(go())
+    entries = _using(c, keys, deployment, lambda client: client.ls(check=check))
 
     def render() -> None:
         if not entries:
@@ -263,18 +274,9 @@ def rm_cmd(
     """Delete a file from its providers and your file index."""
     c = command_ctx(ctx, json=json)
     keys = _keys(c, account, private_key_env)
-
-    async def go() -> dict[str, Any]:
-        async with storage_client(c, keys, deployment) as client:
-            res = await client.rm(ref)
-            return {
-                "reference": str(res.reference),
-                "deleted": res.deleted,
-                "problems": list(res.problems),
-            }
-
-    data = _run(go())
-    for problem in data["problems"]:
+    res = _using(c, keys, deployment, lambda client: client.rm(ref))
+    data = {"reference": str(res.reference), "deleted": res.deleted, "problems": list(res.problems)}
+    for problem in res.problems:
         stderr_console().print(f"warning: {problem}", markup=False, soft_wrap=True)
     emit(c, data, lambda: stdout_console().print(f"removed {data['reference']}", soft_wrap=True))
 
@@ -293,11 +295,7 @@ def share_cmd(
     c = command_ctx(ctx, json=json)
     keys = _keys(c, account, private_key_env)
 
-    async def go() -> str:
-        async with storage_client(c, keys, deployment) as client:
-            return await client.share(ref, to, days=days)
-
-    grant: str = _run(go())
+    grant = _using(c, keys, deployment, lambda client: client.share(ref, to, days=days))
     data = {"reference": ref.strip(), "to": to, "days": days, "grant": grant}
     emit(c, data, lambda: stdout_console().print(grant, soft_wrap=True))
 
@@ -314,11 +312,7 @@ def audit_cmd(
     c = command_ctx(ctx, json=json)
     keys = _keys(c, account, private_key_env)
 
-    async def go() -> Any:
-        async with storage_client(c, keys, deployment) as client:
-            return await client.audit(ref)
-
-    report = _run(go())
+    report = _using(c, keys, deployment, lambda client: client.audit(ref))
     data = {
         "reference": str(report.reference),
         "ok": report.ok,
@@ -367,11 +361,7 @@ def verify_timestamp_cmd(
     c = command_ctx(ctx, json=json)
     keys = _keys(c, account, private_key_env)
 
-    async def go() -> Any:
-        async with storage_client(c, keys, deployment) as client:
-            return await client.verify_timestamp(file, target)
-
-    ts = _run(go())
+    ts = _using(c, keys, deployment, lambda client: client.verify_timestamp(file, target))
     when = datetime.fromtimestamp(ts.time, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     data = {
         "reference": str(ts.reference),
