@@ -5,7 +5,6 @@ a clean stop."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,44 +13,11 @@ import pytest_asyncio
 
 from nuclux.core.lease import LeaseState
 from nuclux.core.types import ONE_NUX, ResourceClass
-from nuclux.core.units import GIB
 from nuclux.errors import ConfigError, ProviderUnavailable
 from nuclux.net.client import NodeClient
-from nuclux.net.tls import NodeIdentity
-from nuclux.node.config import NodeConfig, save_config
-from nuclux.node.daemon import NodeRuntime, identity_paths
+from nuclux.node.daemon import NodeRuntime
 from tests.chain.world import PRICES, World
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def node_config(tmp: Path, w: World, i: int) -> NodeConfig:
-    port = free_port()
-    cfg = NodeConfig(
-        data_dir=tmp / f"node{i}",
-        owner=w.providers[i].address,
-        operator_account="operator",
-        endpoint=f"https://127.0.0.1:{port}",
-        listen_host="127.0.0.1",
-        listen_port=port,
-        storage_bytes=4 * GIB,
-        compute_units=0,
-        egress_bytes=0,
-        price_storage=PRICES[0],
-        price_compute=0,
-        price_egress=0,
-        stake=200 * ONE_NUX,
-        chain="embedded",
-        deployment=None,
-        grace_seconds=60,
-    )
-    save_config(cfg)
-    NodeIdentity.generate(cfg.owner).save(*identity_paths(cfg))
-    return cfg
+from tests.node.local_nodes import node_config
 
 
 @pytest_asyncio.fixture

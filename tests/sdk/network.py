@@ -10,7 +10,6 @@ use fresh files (and, where it matters, their own consumer account).
 from __future__ import annotations
 
 import asyncio
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,13 +17,12 @@ from eth_account.signers.local import LocalAccount
 
 from nuclux.chain import ChainConnection, Ledger
 from nuclux.core.types import ONE_NUX
-from nuclux.core.units import GIB
 from nuclux.keys.derive import AccountKeys, from_private_key
-from nuclux.net.tls import NodeIdentity
-from nuclux.node.config import NodeConfig, save_config
-from nuclux.node.daemon import NodeRuntime, identity_paths
+from nuclux.node.config import NodeConfig
+from nuclux.node.daemon import NodeRuntime
 from nuclux.sdk import StorageClient, StorageSettings
-from tests.chain.world import PRICES, World, build_world, test_account
+from tests.chain.world import World, build_world, test_account
+from tests.node.local_nodes import node_config
 
 NODES = 6
 POLL = 0.2  # node follower and agent: six of them share one embedded EVM with the tests
@@ -40,37 +38,6 @@ SETTINGS = StorageSettings(
     accept_timeout=20.0,
     poll_interval=0.1,
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def node_config(tmp: Path, w: World, i: int) -> NodeConfig:
-    port = free_port()
-    cfg = NodeConfig(
-        data_dir=tmp / f"node{i}",
-        owner=w.providers[i].address,
-        operator_account="operator",
-        endpoint=f"https://127.0.0.1:{port}",
-        listen_host="127.0.0.1",
-        listen_port=port,
-        storage_bytes=4 * GIB,
-        compute_units=0,
-        egress_bytes=0,
-        price_storage=PRICES[0],
-        price_compute=0,
-        price_egress=0,
-        stake=200 * ONE_NUX,
-        chain="embedded",
-        deployment=None,
-        grace_seconds=60,
-    )
-    save_config(cfg)
-    NodeIdentity.generate(cfg.owner).save(*identity_paths(cfg))
-    return cfg
 
 
 @dataclass
