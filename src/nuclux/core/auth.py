@@ -40,7 +40,13 @@ from coincurve import PrivateKey, PublicKey
 from Crypto.Hash import keccak
 
 from nuclux.core.types import Address
-from nuclux.errors import ReplayedRequest, StaleRequest, Unauthenticated, UsageError
+from nuclux.errors import (
+    IntegrityError,
+    ReplayedRequest,
+    StaleRequest,
+    Unauthenticated,
+    UsageError,
+)
 
 REQUEST_TAG: Final = b"nuclux/request/v1"
 METHODS: Final = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE"})
@@ -114,6 +120,24 @@ def recover_signer(message: bytes, signature: bytes) -> bytes:
     except (ValueError, TypeError):
         raise Unauthenticated("invalid signature: no public key recovers from it") from None
     return keccak256(key.format(compressed=False)[1:])[12:]
+
+
+def owner_signed_part(data: bytes, prefix: bytes, what: str, owner_is: str) -> bytes:
+    """For an encoding ``version || owner (20) || ... || signature (65)`` signed over
+    ``prefix || everything before the signature``: the signed part, once the signature has been
+    checked to recover to the owner it names; IntegrityError otherwise (altered or forged)."""
+    unsigned, signature = data[:-SIGNATURE_BYTES], data[-SIGNATURE_BYTES:]
+    owner = data[1:21]
+    try:
+        signer = recover_signer(prefix + unsigned, signature)
+    except Unauthenticated as err:
+        raise IntegrityError(f"{what} refused: {err}") from None
+    if not hmac.compare_digest(signer, owner):
+        raise IntegrityError(
+            f"{what} refused: not signed by {owner_is} {to_address(owner)} (altered, or forged"
+            f" by {to_address(signer)})"
+        )
+    return unsigned
 
 
 def b64url_encode(data: bytes) -> str:

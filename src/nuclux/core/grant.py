@@ -39,6 +39,7 @@ from nuclux.core.auth import (
     address_bytes,
     b64url_decode,
     b64url_encode,
+    owner_signed_part,
     recover_signer,
     sign_message,
     signer_of,
@@ -218,17 +219,8 @@ def decode_grant(data: bytes) -> Grant:
             f"unknown grant version {data[0]}: this Nuclux reads version {GRANT_VERSION};"
             " upgrade to use it"
         )
-    unsigned, signature = data[:-SIGNATURE_BYTES], data[-SIGNATURE_BYTES:]
-    owner = data[1:21]
-    try:
-        signer = recover_signer(_signed(unsigned), signature)
-    except Unauthenticated as err:
-        raise IntegrityError(f"grant refused: {err}") from None
-    if not hmac.compare_digest(signer, owner):
-        raise IntegrityError(
-            f"grant refused: not signed by the file's owner {to_address(owner)} (altered, or"
-            f" forged by {to_address(signer)})"
-        )
+    unsigned = owner_signed_part(data, lp(GRANT_TAG), "grant", "the file's owner")
+    owner, signature = data[1:21], data[-SIGNATURE_BYTES:]
     r = Reader(unsigned, "grant")
     r.take(1)
     reference = Reference.from_bytes(r.take(20 + FILE_ID_BYTES))

@@ -53,7 +53,6 @@ of bounds, or a malformed field in something the owner did sign is ``UsageError`
 from __future__ import annotations
 
 import hashlib
-import hmac
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Final
@@ -66,7 +65,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from nuclux.core.auth import (
     SIGNATURE_BYTES,
     address_bytes,
-    recover_signer,
+    owner_signed_part,
     sign_message,
     signer_of,
     to_address,
@@ -81,7 +80,7 @@ from nuclux.core.envelope import (
 )
 from nuclux.core.reference import FILE_ID_BYTES, Reader, Reference
 from nuclux.core.types import Address, LeaseId
-from nuclux.errors import IntegrityError, Unauthenticated, UsageError
+from nuclux.errors import IntegrityError, UsageError
 
 MANIFEST_TAG: Final = b"nuclux/manifest/v1"
 BODY_KEY_TAG: Final = b"nuclux/manifest-body/v1"
@@ -458,17 +457,8 @@ def decode_manifest(data: bytes) -> Manifest:
             f"unknown manifest format {data[0]}: this Nuclux reads format {FORMAT_VERSION};"
             " upgrade to read it"
         )
-    unsigned, signature = data[:-SIGNATURE_BYTES], data[-SIGNATURE_BYTES:]
-    owner = data[1:21]
-    try:
-        signer = recover_signer(_signed(unsigned), signature)
-    except Unauthenticated as err:
-        raise IntegrityError(f"manifest refused: {err}") from None
-    if not hmac.compare_digest(signer, owner):
-        raise IntegrityError(
-            f"manifest refused: not signed by its owner {to_address(owner)} (altered, or forged"
-            f" by {to_address(signer)})"
-        )
+    unsigned = owner_signed_part(data, lp(MANIFEST_TAG), "manifest", "its owner")
+    owner, signature = data[1:21], data[-SIGNATURE_BYTES:]
     r = Reader(unsigned, "manifest")
     r.take(21)
     file_id, version, created_at = r.take(FILE_ID_BYTES), r.uint(4), r.uint(8)
