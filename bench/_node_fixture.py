@@ -22,10 +22,10 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from aiohttp import web
 from tests.chain.world import PRICES, build_world
@@ -189,12 +189,7 @@ def main() -> None:
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
     tune_allocator()  # as `nuclux node run` does
-    run_loop(_child(args.dir, args.profile), args.loop)
-
-
-def run_loop(main: Coroutine[Any, Any, T], loop: str) -> T:
-    """Run ``main`` on the standard asyncio loop or on uvloop (``nuclux.aio``)."""
-    return aio.run(main, loop)
+    aio.run(_child(args.dir, args.profile), args.loop)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
-from bench._node_fixture import NodeEndpoints, node_process, run_loop, serve_node
+from bench._node_fixture import NodeEndpoints, node_process, serve_node
+from nuclux import aio
 from nuclux.allocator import tune_allocator
 from nuclux.net.client import NodeClient
 from nuclux.net.tls import client_ssl_context
@@ -276,7 +277,7 @@ def main() -> None:
         profiler.enable()
     tune_allocator()  # as the `nuclux` CLI does
     started = time.perf_counter()
-    r = run_loop(run(args), args.loop)
+    r = aio.run(run(args), args.loop)
     elapsed = time.perf_counter() - started
     if profiler is not None:
         profiler.disable()
