@@ -34,7 +34,9 @@ import {ProviderRegistry} from "./ProviderRegistry.sol";
 ///
 /// Disputes: the consumer may demand a proof of one share (the leaf again from a block hash
 /// fixed at the demand); a demand not answered by its deadline is a fault reported to the
-/// LeaseManager's penalty ladder and marks the share suspect.
+/// LeaseManager's penalty ladder and marks the share suspect. Two different revisions of one
+/// lease with the same number, both signed by the provider, are a fault too (reported once
+/// per lease and revision by anyone holding them, usually the consumer).
 contract StorageSettlement is ISettlementModule, EIP712 {
     bytes32 public constant REVISION_TYPEHASH = keccak256(
         "Revision(uint256 leaseId,uint64 revision,uint64 usedBytes,uint64 shareCount,bytes32 root)"
@@ -123,6 +125,10 @@ contract StorageSettlement is ISettlementModule, EIP712 {
     error OneDemandPerEpoch(uint256 id);
     error NoDemand(uint256 id);
     error DemandNotDue(uint256 id, uint256 deadline);
+    error UnknownLease(uint256 id);
+    error NotSameRevision(uint256 id, uint64 a, uint64 b);
+    error NotConflicting(uint256 id, uint64 revision);
+    error ConflictAlreadyReported(uint256 id, uint64 revision);
     error BadParameter();
 
     event RevisionSubmitted(
@@ -140,6 +146,7 @@ contract StorageSettlement is ISettlementModule, EIP712 {
     event ProofDemanded(uint256 indexed id, uint256 shareIndex, uint256 target, uint256 deadline);
     event DemandAnswered(uint256 indexed id, uint64 revision, uint256 shareIndex);
     event DemandMissed(uint256 indexed id, uint64 revision, uint256 shareIndex, bool leaseFailed);
+    event ConflictReported(uint256 indexed id, uint64 revision, address by, bool leaseFailed);
 
     LeaseManager public immutable leases;
     ProviderRegistry public immutable registry;
@@ -153,6 +160,8 @@ contract StorageSettlement is ISettlementModule, EIP712 {
     mapping(uint256 id => Demand) public demands;
     /// Shares a missed demand marked, by lease and `revision << 64 | shareIndex`.
     mapping(uint256 id => mapping(uint256 key => bool)) public suspect;
+    /// Revision numbers for which two conflicting provider-signed revisions were reported.
+    mapping(uint256 id => mapping(uint64 revision => bool)) public conflictReported;
 
     constructor(
         LeaseManager leases_,
@@ -317,6 +326,31 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         suspect[id][(uint256(b.revision) << 64) | share] = true;
         failed = leases.reportFault(id, "missed-proof");
         emit DemandMissed(id, b.revision, share, failed);
+    }
+
+    /// Two revisions of lease `id` with the same number and different contents (used bytes,
+    /// share count or root), each signed by the provider's owner or operator key: the
+    /// provider signed conflicting statements, a fault. Anyone may report it, once per lease
+    /// and revision number; the lease must still be Active, ActiveTicketed or Closing.
+    function reportConflict(
+        uint256 id,
+        Revision calldata a,
+        bytes calldata providerSigA,
+        Revision calldata b,
+        bytes calldata providerSigB
+    ) external returns (bool failed) {
+        (, address provider,,,,) = leases.terms(id);
+        if (provider == address(0)) revert UnknownLease(id);
+        if (a.revision != b.revision) revert NotSameRevision(id, a.revision, b.revision);
+        if (a.usedBytes == b.usedBytes && a.shareCount == b.shareCount && a.root == b.root) {
+            revert NotConflicting(id, a.revision);
+        }
+        if (conflictReported[id][a.revision]) revert ConflictAlreadyReported(id, a.revision);
+        registry.checkOperator(provider, ECDSA.recover(revisionDigest(id, a), providerSigA));
+        registry.checkOperator(provider, ECDSA.recover(revisionDigest(id, b), providerSigB));
+        conflictReported[id][a.revision] = true;
+        failed = leases.reportFault(id, "conflicting-revision");
+        emit ConflictReported(id, a.revision, msg.sender, failed);
     }
 
     // ----------------------------------------------------------------- views

@@ -1,4 +1,6 @@
-"""Domain methods for one account: NuxCoin, the provider registry, the key directory, leases.
+"""Domain methods for one account: NuxCoin, the provider registry, the key directory, leases,
+metered usage; the storage module's methods come from ``StorageLedger``
+(``nuclux.chain.storage_ledger``) and the plumbing from ``LedgerBase``.
 
 ``Ledger(conn, deployment, account)`` sends through the account's ``TxQueue``; reads go
 straight to the node. Every contract refusal surfaces as a ``ContractRevert`` subclass.
@@ -14,14 +16,13 @@ from eth_account.signers.local import LocalAccount
 from web3.contract import AsyncContract
 from web3.exceptions import BlockNotFound, Web3RPCError
 from web3.logs import DISCARD
-from web3.types import TxParams, TxReceipt
+from web3.types import TxReceipt
 
-from nuclux.chain.connection import ChainConnection
-from nuclux.chain.deployment import Deployment
 from nuclux.chain.logs import event_topics, tester_logs
 from nuclux.chain.records import (
     BlockHeader,
     ChainEvent,
+    ConflictReport,
     DemandInfo,
     LoggedEvent,
     ProviderInfo,
@@ -31,17 +32,16 @@ from nuclux.chain.records import (
     lease_from_raw,
     provider_from_raw,
 )
-from nuclux.chain.revert import decode_revert, revert_data_from_exception
-from nuclux.chain.revision import Revision, SignedRevision, sign_revision
+from nuclux.chain.storage_ledger import StorageLedger
 from nuclux.chain.usage import Usage, sign_usage
-from nuclux.core.challenge import StorageProof
 from nuclux.core.lease import Lease
-from nuclux.core.types import Address, LeaseId, ResourceClass, Wei
+from nuclux.core.types import LeaseId, ResourceClass, Wei
 from nuclux.errors import ChainError, UsageError
 
 __all__ = [
     "BlockHeader",
     "ChainEvent",
+    "ConflictReport",
     "DemandInfo",
     "Ledger",
     "LoggedEvent",
@@ -52,53 +52,9 @@ __all__ = [
 ]
 
 
-class Ledger:
-    def __init__(
-        self, conn: ChainConnection, deployment: Deployment, account: LocalAccount
-    ) -> None:
-        if deployment.chain_id != conn.chain_id:
-            raise ChainError(
-                f"the deployment is for chain {deployment.chain_id}, connected to {conn.chain_id}"
-            )
-        self.conn = conn
-        self.deployment = deployment
-        self.account = account
-        self.address = Address(account.address)
-        self.coin = conn.contract("NuxCoin", deployment.address("NuxCoin"))
-        self.registry = conn.contract("ProviderRegistry", deployment.address("ProviderRegistry"))
-        self.leases = conn.contract("LeaseManager", deployment.address("LeaseManager"))
-        self.keydir = conn.contract("KeyDirectory", deployment.address("KeyDirectory"))
-
+class Ledger(StorageLedger):
     def for_account(self, account: LocalAccount) -> Ledger:
         return Ledger(self.conn, self.deployment, account)
-
-    # ------------------------------------------------------------------ plumbing
-
-    async def _send(
-        self, contract: AsyncContract, fn: str, args: list[Any], context: str
-    ) -> TxReceipt:
-        tx: TxParams = {"to": contract.address, "data": contract.encode_abi(fn, args=args)}
-        return await self.conn.queue(self.account).send(tx, context=context)
-
-    async def _call(self, contract: AsyncContract, fn: str, *args: Any) -> Any:
-        try:
-            return await contract.get_function_by_name(fn)(*args).call()
-        except Exception as exc:
-            data = revert_data_from_exception(exc)
-            if data is not None:
-                raise decode_revert(data, fn) from None
-            raise
-
-    def _cs(self, address: str) -> str:
-        try:
-            return str(self.conn.w3.to_checksum_address(address))
-        except ValueError:
-            raise UsageError(f"{address!r} is not an Ethereum address") from None
-
-    async def _ensure_allowance(self, spender: str, amount: int) -> None:
-        have = int(await self._call(self.coin, "allowance", self.address, spender))
-        if have < amount:
-            await self._send(self.coin, "approve", [spender, amount], "approve NuxCoin")
 
     # ------------------------------------------------------------------ NuxCoin
 
@@ -282,12 +238,6 @@ class Ledger:
 
     # ------------------------------------------------------------------ metered usage
 
-    def module_of(self, cls: ResourceClass) -> str:
-        try:
-            return self.deployment.modules[cls.name.lower()]
-        except KeyError:
-            raise ChainError(f"the deployment names no {cls.name.lower()} module") from None
-
     def _usage_module(self, cls: ResourceClass) -> AsyncContract:
         return self.conn.contract("CumulativeSettlement", self.module_of(cls))
 
@@ -323,152 +273,7 @@ class Ledger:
             f"prove conflicting usage on lease {a.lease_id}",
         )
 
-    # ------------------------------------------------------------------ storage proofs
-
-    def _storage(self) -> AsyncContract:
-        return self.conn.contract("StorageSettlement", self.module_of(ResourceClass.STORAGE))
-
-    def sign_revision(self, rev: Revision) -> bytes:
-        """This account's signature over a storage revision for the storage module."""
-        module = self.module_of(ResourceClass.STORAGE)
-        return sign_revision(self.account, rev, self.conn.chain_id, module)
-
-    async def submit_revision(self, signed: SignedRevision) -> TxReceipt:
-        """Record a newer revision both sides signed (anyone may submit it)."""
-        rev = signed.revision
-        return await self._send(
-            self._storage(),
-            "submitRevision",
-            [rev.lease_id, rev.as_args(), signed.consumer_sig, signed.provider_sig],
-            f"submit revision {rev.revision} of lease {rev.lease_id}",
-        )
-
-    async def storage_book(self, lease_id: int) -> StorageBook:
-        """The storage module's record of a lease: latest revision and pay cursor."""
-        raw = await self._call(self._storage(), "books", lease_id)
-        root, revision, shares, cursor, paid, run, proven = raw
-        return StorageBook(
-            bytes(root), int(revision), int(shares), int(cursor), int(paid), int(run), int(proven)
-        )
-
-    async def arm_seed(self, epoch: int) -> TxReceipt:
-        """Fix the block whose hash will be ``epoch``'s challenge seed."""
-        return await self._send(self._storage(), "armSeed", [epoch], f"arm seed of epoch {epoch}")
-
-    async def record_seed(self, epoch: int) -> TxReceipt:
-        """Record ``epoch``'s seed once its block exists (within 256 blocks of it)."""
-        return await self._send(
-            self._storage(), "recordSeed", [epoch], f"record seed of epoch {epoch}"
-        )
-
-    async def seed(self, epoch: int) -> SeedInfo:
-        value, target, recorded = await self._call(self._storage(), "seeds", epoch)
-        return SeedInfo(int(value), int(target), int(recorded))
-
-    async def is_sampled(self, lease_id: int, epoch: int) -> bool:
-        """Whether ``epoch`` of the lease needs a proof (its seed must be recorded)."""
-        return bool(await self._call(self._storage(), "isSampled", lease_id, epoch))
-
-    async def prove(
-        self,
-        lease_id: int,
-        epoch: int,
-        proof: StorageProof | None,
-        revision: SignedRevision | None = None,
-    ) -> TxReceipt:
-        """Answer sampled ``epoch`` against the latest revision on chain, or against
-        ``revision`` submitted in the same transaction. An empty lease needs no proof."""
-        args = proof.as_args() if proof is not None else (0, b"", [], [])
-        if revision is None:
-            return await self._send(
-                self._storage(), "prove", [lease_id, epoch, args], f"prove lease {lease_id}"
-            )
-        if revision.revision.lease_id != lease_id:
-            raise UsageError("the revision is for another lease")
-        return await self._send(
-            self._storage(),
-            "proveWithRevision",
-            [
-                lease_id,
-                epoch,
-                revision.revision.as_args(),
-                revision.consumer_sig,
-                revision.provider_sig,
-                args,
-            ],
-            f"prove lease {lease_id} with revision {revision.revision.revision}",
-        )
-
-    async def advance(self, lease_id: int, max_epochs: int = 64) -> StorageBook:
-        """Decide up to ``max_epochs`` more epochs of a storage lease for pay (anyone may)."""
-        if max_epochs < 1:
-            raise UsageError("advance at least one epoch")
-        await self._send(
-            self._storage(), "advance", [lease_id, max_epochs], f"advance lease {lease_id}"
-        )
-        return await self.storage_book(lease_id)
-
-    async def demand_proof(self, lease_id: int, share_index: int) -> TxReceipt:
-        """The consumer demands a proof of one share of the latest revision on chain."""
-        return await self._send(
-            self._storage(),
-            "demand",
-            [lease_id, share_index],
-            f"demand a proof of share {share_index} on lease {lease_id}",
-        )
-
-    async def open_demand(self, lease_id: int) -> DemandInfo | None:
-        target, seed, deadline, share, _ = await self._call(self._storage(), "demands", lease_id)
-        if int(deadline) == 0:
-            return None
-        return DemandInfo(int(target), int(seed), int(deadline), int(share))
-
-    async def record_demand_seed(self, lease_id: int) -> TxReceipt:
-        return await self._send(
-            self._storage(), "recordDemandSeed", [lease_id], f"record demand seed of {lease_id}"
-        )
-
-    async def answer_demand(self, lease_id: int, proof: StorageProof | None) -> TxReceipt:
-        args = proof.as_args() if proof is not None else (0, b"", [], [])
-        return await self._send(
-            self._storage(), "answerDemand", [lease_id, args], f"answer demand on {lease_id}"
-        )
-
-    async def report_missed_demand(self, lease_id: int) -> bool:
-        """Report a demand that passed its deadline unanswered (a fault); True if the lease
-        failed as a result."""
-        receipt = await self._send(
-            self._storage(),
-            "reportMissedDemand",
-            [lease_id],
-            f"report missed proof on lease {lease_id}",
-        )
-        storage = self._storage()
-        for ev in storage.events.DemandMissed().process_receipt(receipt, errors=DISCARD):
-            return bool(ev["args"]["leaseFailed"])
-        raise ChainError("report missed proof: no DemandMissed event in the receipt")
-
-    async def is_suspect(self, lease_id: int, revision: int, share_index: int) -> bool:
-        key = (revision << 64) | share_index
-        return bool(await self._call(self._storage(), "suspect", lease_id, key))
-
-    # ------------------------------------------------------------------ time-stamps
-
-    def _anchors(self) -> AsyncContract:
-        return self.conn.contract("TimestampAnchor", self.deployment.address("TimestampAnchor"))
-
-    async def anchor(self, root: bytes) -> TxReceipt:
-        """Time-stamp a Merkle root (of manifest hashes) on chain."""
-        if len(root) != 32 or root == bytes(32):
-            raise UsageError("an anchored root is 32 non-zero bytes")
-        return await self._send(self._anchors(), "anchor", [root], "anchor time-stamp root")
-
-    async def anchored_at(self, root: bytes) -> tuple[int, int] | None:
-        """(block time, block number) of the first anchoring of ``root``; None if never."""
-        if len(root) != 32:
-            raise UsageError("an anchored root is 32 bytes")
-        time, number = await self._call(self._anchors(), "anchoredAt", root)
-        return None if int(time) == 0 else (int(time), int(number))
+    # ------------------------------------------------------------------ leases (reads)
 
     async def lease(self, lease_id: int) -> Lease:
         raw = await self._call(self.leases, "getLease", lease_id)

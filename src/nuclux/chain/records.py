@@ -1,4 +1,5 @@
-"""The records the chain adapter returns: providers, storage books, seeds, demands, events,
+"""The records the chain adapter returns: providers, storage books, seeds, demands, conflict
+reports, events,
 block headers; and the decoding of raw contract tuples into them. No web3 here."""
 
 from __future__ import annotations
@@ -76,6 +77,17 @@ class DemandInfo:
     seed: int
     deadline: int
     share_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictReport:
+    """A reported pair of conflicting revisions: the fault it counted on the lease."""
+
+    lease_id: int
+    revision: int
+    reporter: str
+    lease_failed: bool  # the fault reached the LeaseManager's fail threshold
+    faults: int  # the lease's faults after this one
 
 
 @dataclass(frozen=True, slots=True)

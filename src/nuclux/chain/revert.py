@@ -63,6 +63,8 @@ _CLASS_BY_ERROR: dict[str, type[ContractRevert]] = {
     "OneDemandPerEpoch": InvalidLeaseState,
     "NoDemand": InvalidLeaseState,
     "DemandNotDue": InvalidLeaseState,
+    # conflicting revisions (NotSameRevision and NotConflicting are InvalidArgument)
+    "ConflictAlreadyReported": InvalidLeaseState,
     # money
     "ERC20InsufficientBalance": InsufficientFunds,
     "ERC20InsufficientAllowance": InsufficientFunds,
