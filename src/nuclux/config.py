@@ -37,6 +37,7 @@ from urllib.parse import urlsplit
 import platformdirs
 import tomli_w
 
+from nuclux.core.types import ONE_NUX, Wei, format_nux, parse_nux
 from nuclux.errors import ConfigError, UsageError
 
 CONFIG_ENV: Final = "NUCLUX_CONFIG"
@@ -54,6 +55,7 @@ KEYS: Final = (
     "account",
     "confirmations",
     "tx_timeout",
+    "renew_budget",
 )
 _PATH_KEYS: Final = frozenset({"data_dir", "keystore_dir", "deployment"})
 _MAX_FILE_BYTES: Final = 1024 * 1024
@@ -63,7 +65,9 @@ _HEADER: Final = """\
 # NUCLUX_DATA_DIR, NUCLUX_CHAIN, NUCLUX_DEPLOYMENT, NUCLUX_ACCOUNT.
 # Keys: data_dir, keystore_dir (default <data_dir>/keys), chain ("embedded" or an http(s)
 # RPC URL), deployment (deployment JSON file), account (default account), confirmations,
-# tx_timeout (seconds). Relative paths are relative to this file.
+# tx_timeout (seconds), renew_budget (the most lease renewals may ever spend, in NUX, e.g.
+# "50"; unset: `nuclux renew` needs --max-spend and the repair watcher renews nothing).
+# Relative paths are relative to this file.
 """
 
 
@@ -78,6 +82,7 @@ class Config:
     account: str | None = None
     confirmations: int = 1
     tx_timeout: float = 120.0
+    renew_budget: Wei | None = None  # wei; the running cap on lease renewals
     config_file: Path | None = None
     source: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -137,6 +142,7 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
         account=None if account is None else str(account),
         confirmations=confirmations,
         tx_timeout=float(tx_timeout),
+        renew_budget=_budget(values.get("renew_budget")),
         config_file=file,
         source=source,
     )
@@ -215,6 +221,7 @@ def config_to_dict(config: Config) -> dict[str, object]:
         "account": config.account,
         "confirmations": config.confirmations,
         "tx_timeout": config.tx_timeout,
+        "renew_budget": None if config.renew_budget is None else format_nux(config.renew_budget),
     }
 
 
@@ -224,6 +231,16 @@ def _default_data_dir() -> Path:
 
 def _as_path(value: object) -> Path:
     return value if isinstance(value, Path) else Path(str(value))
+
+
+def _budget(value: object) -> Wei | None:
+    """The renewal budget in wei: a NuxCoin amount as text ("50", "0.5", "1000wei") or whole
+    NUX as an integer (validated by ``_check_value`` before)."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return Wei(value * ONE_NUX)
+    return parse_nux(str(value))
 
 
 def _check_chain(value: str) -> None:
@@ -249,6 +266,16 @@ def _check_value(key: str, value: object) -> None:
     elif key == "confirmations":
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1000:
             raise _InvalidValueError("key 'confirmations' must be an integer from 0 to 1000")
+    elif key == "renew_budget":
+        if isinstance(value, str):
+            try:
+                parse_nux(value)
+            except ValueError as err:
+                raise _InvalidValueError(f"key 'renew_budget': {err}") from None
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise _InvalidValueError(
+                'key \'renew_budget\' must be a NuxCoin amount, e.g. "50" or "0.5"'
+            )
     elif key == "tx_timeout" and (
         isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf)
     ):

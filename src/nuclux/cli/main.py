@@ -48,6 +48,7 @@ from nuclux.cli.output import (
     stderr_console,
 )
 from nuclux.cli.provider_cmd import provider_app
+from nuclux.cli.renew_cmd import renew_cmd
 from nuclux.cli.storage import register as register_storage
 from nuclux.errors import NucluxError
 
@@ -129,6 +130,7 @@ app.command("balance")(balance_cmd)
 app.command("transfer")(transfer_cmd)
 app.command("demo")(demo_cmd)
 register_storage(app)  # put, get, ls, rm, share, audit, verify-timestamp
+app.command("renew")(renew_cmd)
 
 
 def run() -> None:

@@ -34,12 +34,13 @@ from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
 from nuclux.cli.keys_cmd import unlock_account
 from nuclux.cli.output import Ctx, JsonFlag, command_ctx, emit, stderr_console, stdout_console
 from nuclux.cli.output import table as print_table
+from nuclux.cli.renewal_config import storage_settings
 from nuclux.cli.session import ledger_session
 from nuclux.core.types import parse_nux
 from nuclux.core.units import format_size
 from nuclux.errors import IntegrityError, UsageError
 from nuclux.keys.derive import AccountKeys, from_private_key, parse_private_key_hex
-from nuclux.sdk import FileEntry, GetResult, StorageClient, StorageSettings
+from nuclux.sdk import FileEntry, GetResult, StorageClient
 
 RefArg = Annotated[str, typer.Argument(help="File reference (nux:...).")]
 
@@ -64,7 +65,7 @@ async def storage_client(
     """A ``StorageClient`` for the command; its index changes are flushed on success."""
     acct: LocalAccount = Account.from_key(keys.eth_private_key)
     async with ledger_session(c, acct, deployment) as ledger:
-        client = StorageClient(ledger, keys, StorageSettings())
+        client = StorageClient(ledger, keys, storage_settings(c, ledger))
         async with client:
             yield client
         for warning in client.warnings:  # stored, but something is owed (a time-stamp...)
@@ -208,6 +209,7 @@ def _entry_json(e: FileEntry) -> dict[str, Any]:
         "status": e.status,
         "expires_at": e.expires_at,
         "at_risk": e.at_risk,
+        "risk": e.risk,
     }
 
 
@@ -255,7 +257,7 @@ def _date(t: int) -> str:
 
 
 def _health(e: FileEntry) -> str:
-    risk = "AT RISK: " if e.at_risk else ""
+    risk = f"AT RISK ({e.risk}): " if e.at_risk and e.risk else "AT RISK: " if e.at_risk else ""
     if e.total is not None:
         return f"{risk}{e.status} ({e.healthy}/{e.total}, needs {e.needed})"
     if e.healthy is not None:

@@ -29,7 +29,7 @@ from nuclux.core.grant import grant_to_text, issue_grant
 from nuclux.core.reference import Reference, parse_reference
 from nuclux.errors import NucluxError, ObjectNotFound, UsageError
 from nuclux.keys.derive import AccountKeys
-from nuclux.sdk import health, reading, timestamps, writing
+from nuclux.sdk import health, reading, renewal, timestamps, writing
 from nuclux.sdk.audit import AuditReport, audit_file
 from nuclux.sdk.context import StorageContext
 from nuclux.sdk.health import FileEntry
@@ -162,6 +162,15 @@ class StorageClient:
     async def ls(self, *, check: bool = False) -> list[FileEntry]:
         """The account's files; with ``check``, each file's shares are probed for health."""
         return await health.list_files(self.ctx, check=check)
+
+    async def renew(
+        self, *, days: float | None = None, max_spend: int | None = None, dry_run: bool = False
+    ) -> renewal.RenewalReport:
+        """Extend our leases holding data that end within the renewal window, soonest first,
+        by ``days`` (default ``default_days``) each, within the spending cap: ``max_spend``
+        (wei, this call) and the settings' running ``renew_budget``; with neither, nothing is
+        renewed. See ``nuclux.sdk.renewal``."""
+        return await renewal.renew(self.ctx, days=days, max_spend=max_spend, dry_run=dry_run)
 
     # ------------------------------------------------------------------ removing and sharing
 

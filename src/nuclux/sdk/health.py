@@ -5,7 +5,8 @@ A check opens the file's newest manifest, asks each share's provider for one byt
 share's last block (a provider that lost the share or is down fails it) and reads the end of
 every lease holding the file from the chain. Healthy: all answered; degraded: at least k;
 lost: fewer. A file is *at risk* when it is not healthy or a lease ends within ``risk_days``
-(it needs renewal or repair). The shares counted are written back to the index entry.
+(it needs renewal or repair); ``risk`` says why. The shares counted are written back to the
+index entry.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class FileEntry:
     status: str = "unchecked"  # healthy, degraded, lost, unreachable, unchecked
     expires_at: int | None = None  # chain time the first lease holding it ends (checked)
     at_risk: bool = False  # degraded, lost, unreachable, or a lease ends within risk_days
+    risk: str | None = None  # why it is at risk, e.g. "lease 12 ends in 2.1 days"
 
 
 async def list_files(ctx: StorageContext, *, check: bool) -> list[FileEntry]:
@@ -64,7 +66,8 @@ async def _check(ctx: StorageContext, entry: FileEntry) -> FileEntry:
     try:
         opened = await reading.open_file(ctx, entry.reference)
     except NucluxError:
-        return replace(entry, healthy=0, status="unreachable", at_risk=True)
+        why = "its manifest cannot be read"
+        return replace(entry, healthy=0, status="unreachable", at_risk=True, risk=why)
     layout = opened.body.layout
     if layout is None:
         known = await ctx.entry(entry.reference)
@@ -94,7 +97,11 @@ async def _check(ctx: StorageContext, entry: FileEntry) -> FileEntry:
     if layout is not None:
         leases |= {s.lease_id for s in layout.shares}
     expires = await _expiry(ctx, leases)
-    soon = await ctx.chain_now() + int(ctx.settings.risk_days * 86_400)
+    now = await ctx.chain_now()
+    reasons = [] if status == "healthy" else [f"{healthy} of {total} answer"]
+    if expires is not None and expires <= now + int(ctx.settings.risk_days * 86_400):
+        left = max(0, expires - now) / 86_400
+        reasons.append(f"a lease ends in {left:.1f} days (renew: `nuclux renew`)")
     return replace(
         entry,
         version=opened.manifest.version,
@@ -103,7 +110,8 @@ async def _check(ctx: StorageContext, entry: FileEntry) -> FileEntry:
         needed=needed,
         status=status,
         expires_at=expires,
-        at_risk=status != "healthy" or (expires is not None and expires <= soon),
+        at_risk=bool(reasons),
+        risk="; ".join(reasons) or None,
     )
 
 

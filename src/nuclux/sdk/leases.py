@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from nuclux.chain import Ledger
 from nuclux.chain.ledger import ProviderInfo
 from nuclux.core.lease import Lease, LeaseState
-from nuclux.core.types import LeaseId, ResourceClass
+from nuclux.core.types import LeaseId, ResourceClass, Wei
 from nuclux.errors import ChainError, NucluxError
 from nuclux.net.client import NodeClient
 from nuclux.sdk.peers import PEER_ERRORS, Peers, Probe
@@ -233,11 +233,22 @@ class LeaseBook:
         slack = int(want * self.settings.term_slack)
         if left >= want - slack or lease.state is not LeaseState.ACTIVE:
             return  # enough term left, or an extension is already pending
-        more = want - left
+        await self.extend(lease, want - left)
+
+    async def extend(self, lease: Lease, epochs: int) -> Wei:
+        """Ask ``lease``'s provider for ``epochs`` more of its term at the lease's own price
+        (the provider must accept; until then the lease is active-ticketed); the escrow added:
+        price x units x epochs. Used when a file needs a longer term and by renewal."""
+        cost = Wei(lease.price * lease.units * epochs)
         async with self._tx:
-            await self.ledger.extend(lease.id, more, lease.price * lease.units * more)
+            await self.ledger.extend(lease.id, epochs, cost)
             self.transactions += 1
         self._refresh(await self.peers.lease(lease.id, fresh=True))
+        return cost
+
+    def note(self, lease: Lease) -> None:
+        """Keep a lease as just read from the chain (its state or end changed)."""
+        self._refresh(lease)
 
     async def _open(self, probe: Probe, need: int, want: int, max_price: int | None) -> LeaseId:
         info = probe.provider

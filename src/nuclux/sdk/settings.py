@@ -58,6 +58,10 @@ class StorageSettings:
     directory_ttl: float = 60.0  # registry entries, provider probes and chain time are reused
     timestamps: bool = True  # anchor the manifests written, once per flush
     writes_in_flight: int = 32  # packed files' manifest writes running in the background
+    # renewal (sdk/renewal.py): leases ending within renew_days (None: risk_days) are extended
+    renew_days: float | None = None
+    renew_budget: int | None = None  # wei: the most renewals may ever commit; None: no cap set
+    renew_record: str | None = None  # file counting what renewals spent (None: this client)
 
     def __post_init__(self) -> None:
         b = self.block_bytes
@@ -70,6 +74,21 @@ class StorageSettings:
         for name in ("request_timeout", "probe_timeout", "hedge_delay", "accept_timeout"):
             if getattr(self, name) <= 0:
                 raise UsageError(f"{name} must be positive")
+        window = self.renew_days
+        if window is not None and not (0 < window < math.inf):
+            raise UsageError(f"renew_days must be a positive number of days, not {window}")
+        if self.renew_budget is not None and self.renew_budget < 0:
+            raise UsageError("renew_budget must be a non-negative amount of wei")
+        if self.renew_budget is not None and not self.renew_record:
+            raise UsageError(
+                "renew_budget needs renew_record: the file that counts what renewals spent"
+            )
+
+    @property
+    def renew_window(self) -> float:
+        """Days before its end within which a lease is renewed (``renew_days``, else
+        ``risk_days``: the window in which ``ls`` calls its files at risk)."""
+        return self.risk_days if self.renew_days is None else self.renew_days
 
     def epochs_for(self, days: float, epoch_length: int) -> int:
         """Lease epochs covering ``days`` (at least one)."""

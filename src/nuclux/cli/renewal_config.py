@@ -1,0 +1,29 @@
+"""The storage settings a CLI command gives its ``StorageClient``: the defaults, plus the
+renewal cap from the configuration (key ``renew_budget``) and where its spending is counted.
+
+Every storage command builds its client here, so ``nuclux renew`` and the repair watcher
+(``nuclux repair --watch``) share one running budget: ``<data_dir>/renewals/<chain id>-<lease
+manager>-<account>.json`` (``nuclux.sdk.spending``), one per account and deployment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nuclux.chain import Ledger
+from nuclux.cli.output import Ctx
+from nuclux.sdk import StorageSettings
+
+
+def spend_record_path(c: Ctx, ledger: Ledger) -> Path:
+    dep = ledger.deployment
+    manager = dep.address("LeaseManager").lower()
+    return (
+        c.config.data_dir / "renewals" / f"{dep.chain_id}-{manager}-{ledger.address.lower()}.json"
+    )
+
+
+def storage_settings(c: Ctx, ledger: Ledger) -> StorageSettings:
+    return StorageSettings(
+        renew_budget=c.config.renew_budget, renew_record=str(spend_record_path(c, ledger))
+    )

@@ -1,0 +1,107 @@
+"""What lease renewals have spent: the running budget behind ``renew_budget``.
+
+A small JSON file, ``{"version": 1, "spent_wei": "<decimal>", "renewals": <count>}``, holds the
+total escrow renewals committed for one account on one deployment. Every change is a
+read-modify-write under an exclusive ``flock`` on a sibling ``.lock`` file (a CLI call and the
+repair watcher may renew at the same time) and is written to a temporary file, synced and
+renamed over the old one, so a crash leaves the old total or the new one. A file that cannot
+be read is an error naming it, never a silent reset to zero: deleting it is how a user starts
+the count again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final
+
+from nuclux.core.types import Wei
+from nuclux.errors import ConfigError
+
+VERSION: Final = 1
+MAX_BYTES: Final = 4096
+
+
+class SpendRecord:
+    """The total a budget has spent, kept in ``path``."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+
+    def spent(self) -> Wei:
+        """The total recorded (0 if the file does not exist yet)."""
+        with self._locked():
+            return self._read()[0]
+
+    def add(self, amount: int, *, renewals: int = 0) -> Wei:
+        """Add ``amount`` wei (negative: give back what was not spent after all); the new
+        total, never below zero."""
+        with self._locked():
+            total, count = self._read()
+            total = Wei(max(0, total + amount))
+            self._write(total, max(0, count + renewals))
+            return total
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot open the renewal spending record {self.path}: {err}"
+            ) from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _read(self) -> tuple[Wei, int]:
+        try:
+            raw = self.path.read_bytes()[: MAX_BYTES + 1]
+        except FileNotFoundError:
+            return Wei(0), 0
+        except OSError as err:
+            raise self._bad(str(err)) from err
+        if len(raw) > MAX_BYTES:
+            raise self._bad(f"larger than {MAX_BYTES} bytes")
+        try:
+            data: Any = json.loads(raw)
+            if data["version"] != VERSION:
+                raise self._bad(f"unknown version {data['version']!r}")
+            total, count = int(str(data["spent_wei"])), int(data["renewals"])
+        except (ValueError, KeyError, TypeError) as err:
+            raise self._bad(f"not a spending record ({type(err).__name__}: {err})") from err
+        if total < 0 or count < 0:
+            raise self._bad("negative figures")
+        return Wei(total), count
+
+    def _write(self, total: int, count: int) -> None:
+        data = json.dumps({"version": VERSION, "spent_wei": str(total), "renewals": count})
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except OSError as err:
+            raise ConfigError(
+                f"cannot write the renewal spending record {self.path}: {err}"
+            ) from err
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _bad(self, why: str) -> ConfigError:
+        return ConfigError(
+            f"the renewal spending record {self.path} is unreadable ({why}); it counts what"
+            " renewals spent against renew_budget: repair it, or delete it to start the count"
+            " again"
+        )
