@@ -64,7 +64,12 @@ class AuditReport:
 
 
 async def audit_file(ctx: StorageContext, reference: Reference) -> AuditReport:
-    opened = await reading.open_file(ctx, reference)
+    return await audit_opened(ctx, await reading.open_file(ctx, reference))
+
+
+async def audit_opened(ctx: StorageContext, opened: reading.OpenedFile) -> AuditReport:
+    """The audit of a file already opened (repair judges shares with it)."""
+    reference = opened.reference
     layout = opened.body.layout
     if layout is None:
         return await _audit_copies(ctx, opened)

@@ -1,4 +1,4 @@
-"""``StorageClient``: the consumer's storage API (put, get, ls, rm, share, audit).
+"""``StorageClient``: the consumer's storage API (put, get, ls, rm, share, audit, repair).
 
 Theory of operation
 -------------------
@@ -30,6 +30,7 @@ from nuclux.core.reference import Reference, parse_reference
 from nuclux.errors import NucluxError, ObjectNotFound, UsageError
 from nuclux.keys.derive import AccountKeys
 from nuclux.sdk import health, reading, renewal, timestamps, writing
+from nuclux.sdk import repair as repairing
 from nuclux.sdk.audit import AuditReport, audit_file
 from nuclux.sdk.context import StorageContext
 from nuclux.sdk.health import FileEntry
@@ -261,3 +262,44 @@ class StorageClient:
         """Check every provider's share of a file off-chain (sampled blocks against roots)."""
         reference = parse_reference(ref) if isinstance(ref, str) else ref
         return await audit_file(self.ctx, reference)
+
+    # ------------------------------------------------------------------ repair
+
+    async def repair(
+        self, ref: Reference | str, *, max_price: int | None = None
+    ) -> repairing.RepairReport:
+        """Check a file's shares and rebuild the bad ones (unreachable, missing or corrupt
+        blocks, draining provider, lease ending early, suspect on chain) onto new providers,
+        publishing a new manifest version; a report says what was found and done.
+        ``NotEnoughShares`` (``nuclux.sdk.repair``) if fewer than k shares are healthy:
+        nothing changes then."""
+        return await repairing.repair_file(self.ctx, ref, max_price=max_price)
+
+    async def repair_all(self, *, max_price: int | None = None) -> list[repairing.Outcome]:
+        """``repair`` for every file of the index; a file that fails does not stop the rest."""
+        return await repairing.repair_all(self.ctx, max_price=max_price)
+
+    async def repair_watch(
+        self,
+        *,
+        interval: float = 600.0,
+        ref: Reference | str | None = None,
+        rounds: int | None = None,
+        stop: asyncio.Event | None = None,
+        on_round: repairing.OnRound | None = None,
+        max_price: int | None = None,
+    ) -> int:
+        """Repair every file (or ``ref``) in rounds ``interval`` seconds apart, flushing after
+        each, until ``stop`` is set or ``rounds`` are done; returns the rounds run."""
+        reference = None if ref is None else repairing.as_reference(ref)
+        return await repairing.watch(
+            self.ctx,
+            flush=self.flush,
+            interval=interval,
+            reference=reference,
+            rounds=rounds,
+            stop=stop,
+            on_round=on_round,
+            renew=None,  # lease renewal (extending the incumbents) plugs in here
+            max_price=max_price,
+        )
