@@ -3,7 +3,8 @@
 Steps open and accept storage leases holding a few shares, move through epochs (seeding
 them, or leaving them unseeded and seeding them late), prove sampled epochs (or try a
 tampered proof), sign and submit new revisions, advance the pay cursor in small batches,
-claim, demand proofs and let demands lapse (faults), cancel, end terms and settle. An
+claim, demand proofs and let demands lapse (faults), report conflicting revisions the provider
+signed (faults, or refused repeats), cancel, end terms and settle. An
 independent model (``tests.chain.storage_kit.expected_paid_epochs``) recomputes every
 lease's pay from the seeds and the proofs made; after every step we check:
 
@@ -13,13 +14,18 @@ lease's pay from the seeds and the proofs made; after every step we check:
   the contract never pays an epoch the pay rule does not, nor skips one it does;
 - nobody is paid more than owed: paid <= min(escrow, paid epochs x units x price), and every
   claim and settlement moves exactly the predicted amounts;
-- a refused step (a tampered proof, a closed lease, a wrong party) changes nothing.
+- a fault (a lapsed demand, a conflict) that reaches the slashing step pays exactly
+  min(stake, cap) to the lease's consumer, and one that fails the lease settles it as the
+  model says;
+- a refused step (a tampered proof, a closed lease, a wrong party, a conflict reported twice)
+  changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import random
 from collections import Counter
@@ -74,6 +80,7 @@ def env() -> Iterator[Env]:
 class Tracked:
     holding: Holding
     proven: set[int] = field(default_factory=set)
+    conflicts: set[int] = field(default_factory=set)  # revision numbers reported
 
     @property
     def lid(self) -> int:
@@ -320,16 +327,41 @@ class StorageMachine(RuleBasedStateMachine):
             return
         self.run(self.w.conn.advance_time(max(0, demand.deadline - self.run(self.w.conn.now()))))
         lease, book = self.lease(t), self.book(t)
-        info = self.run(self.w.deployer.provider(lease.provider))
         ok = lease.state in OPEN
+        deltas = self.fault_deltas(lease, book) if ok else None
+        self.expect(self.w.outsider.report_missed_demand(t.lid), ok, deltas)
+
+    def fault_deltas(self, lease: Lease, book: StorageBook) -> Counter[str]:
+        """What one more fault on an open lease moves: the lease's payout if it fails, and
+        the capped slash from the registry to the consumer at the slashing step."""
+        info = self.run(self.w.deployer.provider(lease.provider))
         deltas: Counter[str] = Counter()
-        if ok and lease.faults + 1 >= P.fail_threshold:
+        if lease.faults + 1 >= P.fail_threshold:
             deltas.update(self.payout(lease, book))
-        if ok and min(info.faults + 1, 255) >= P.slash_after:
+        if min(info.faults + 1, 255) >= P.slash_after:
             cut = min(info.stake, P.slash_cap)
             deltas[lease.consumer] += cut
             deltas[self.w.registry_address] -= cut
-        self.expect(self.w.outsider.report_missed_demand(t.lid), ok, deltas)
+        return deltas
+
+    @rule(i=st.integers(0, 50), number=st.integers(1, 3), by_consumer=st.booleans())
+    def report_conflict(self, i: int, number: int, by_consumer: bool) -> None:
+        """The provider's operator signed two different revisions with one number."""
+        t = self.pick(i)
+        if t is None:
+            return
+        lease, book = self.lease(t), self.book(t)
+        op = self.w.operators[self.w.providers.index(self.party(lease.provider))]
+        a = t.holding.next_revision()
+        a = dataclasses.replace(a, revision=number)
+        b = dataclasses.replace(a, used_bytes=a.used_bytes + 1)
+        c = next(x for x in self.w.consumers if x.address == lease.consumer)
+        who = c if by_consumer else self.w.outsider
+        ok = lease.state in OPEN and number not in t.conflicts
+        deltas = self.fault_deltas(lease, book) if ok else None
+        call = who.report_conflict(a, op.sign_revision(a), b, op.sign_revision(b))
+        if self.expect(call, ok, deltas):
+            t.conflicts.add(number)
 
     @rule(i=st.integers(0, 50), right=st.booleans())
     def cancel(self, i: int, right: bool) -> None:

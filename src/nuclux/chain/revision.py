@@ -80,3 +80,57 @@ def typed_data(rev: Revision, chain_id: int, module: str) -> dict[str, Any]:
 def sign_revision(account: LocalAccount, rev: Revision, chain_id: int, module: str) -> bytes:
     """``account``'s 65-byte signature over ``rev``."""
     return sign_typed(account, typed_data(rev, chain_id, module))
+
+
+def _hex_field(doc: dict[str, Any], name: str, size: int | None) -> bytes:
+    value = doc.get(name)
+    if not isinstance(value, str):
+        raise UsageError(f"the revision document has no {name!r} (hex)")
+    try:
+        raw = bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        raise UsageError(f"the revision document's {name!r} is not hex") from None
+    if size is not None and len(raw) != size:
+        raise UsageError(f"the revision document's {name!r} must be {size} bytes, not {len(raw)}")
+    return raw
+
+
+def _int_field(doc: dict[str, Any], name: str) -> int:
+    value = doc.get(name)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise UsageError(f"the revision document has no integer {name!r}")
+    return value
+
+
+def provider_signed_from_json(doc: Any) -> tuple[Revision, bytes]:
+    """A revision and the provider's signature over it, from a JSON document shaped as the
+    node's ``GET /v1/leases/{lease}/revisions/latest`` answer (``lease``, ``revision``,
+    ``used_bytes``, ``share_count``, ``root`` and ``provider_signature``; other fields, such as
+    the consumer's signature and the share list, are ignored). ``UsageError`` if malformed."""
+    if not isinstance(doc, dict):
+        raise UsageError("a revision document is a JSON object")
+    rev = Revision(
+        _int_field(doc, "lease"),
+        _int_field(doc, "revision"),
+        _int_field(doc, "used_bytes"),
+        _int_field(doc, "share_count"),
+        _hex_field(doc, "root", 32),
+    )
+    return rev, _hex_field(doc, "provider_signature", 65)
+
+
+def revision_to_json(
+    rev: Revision, provider_sig: bytes, consumer_sig: bytes = b""
+) -> dict[str, Any]:
+    """The document ``provider_signed_from_json`` reads back."""
+    out: dict[str, Any] = {
+        "lease": rev.lease_id,
+        "revision": rev.revision,
+        "used_bytes": rev.used_bytes,
+        "share_count": rev.share_count,
+        "root": rev.root.hex(),
+        "provider_signature": provider_sig.hex(),
+    }
+    if consumer_sig:
+        out["consumer_signature"] = consumer_sig.hex()
+    return out

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json as jsonlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from nuclux.chain import Ledger
+from nuclux.chain.revision import Revision, provider_signed_from_json
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
 from nuclux.cli.output import JsonFlag, command_ctx, emit, show_fields, stdout_console, table
 from nuclux.cli.session import ledger_session, signer
@@ -236,6 +239,56 @@ def top_up_cmd(
         lease_id,
         lambda lg: lg.top_up(lease_id, add),
         "topped up",
+    )
+
+
+def _revision_file(path: Path) -> tuple[Revision, bytes]:
+    try:
+        doc = jsonlib.loads(path.read_bytes())
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
+    except ValueError as err:
+        raise UsageError(f"{path} is not JSON: {err}") from None
+    try:
+        return provider_signed_from_json(doc)
+    except UsageError as err:
+        raise UsageError(f"{path}: {err}") from None
+
+
+@lease_app.command("report-conflict")
+def report_conflict_cmd(
+    ctx: typer.Context,
+    file_a: Annotated[Path, typer.Argument(help="One signed revision (JSON).")],
+    file_b: Annotated[Path, typer.Argument(help="Another with the same number (JSON).")],
+    account: AccountOpt = None,
+    private_key_env: KeyEnvOpt = None,
+    deployment: DeploymentOpt = None,
+    json: JsonFlag = False,
+) -> None:
+    """Report two different storage revisions the provider signed with the same number (each
+    file as `GET /v1/leases/ID/revisions/latest` returns it): a fault on the provider."""
+    (a, sig_a), (b, sig_b) = _revision_file(file_a), _revision_file(file_b)
+    c = command_ctx(ctx, json=json)
+    acct = signer(c, account, private_key_env)
+
+    async def go() -> dict[str, Any]:
+        async with ledger_session(c, acct, deployment) as ledger:
+            report = await ledger.report_conflict(a, sig_a, b, sig_b)
+            lease = await ledger.lease(a.lease_id)
+        return {
+            **lease_dict(lease),
+            "conflict_revision": report.revision,
+            "lease_failed": report.lease_failed,
+        }
+
+    data = asyncio.run(go())
+    emit(
+        c,
+        data,
+        lambda: stdout_console().print(
+            f"lease {data['id']}: conflicting revision {data['conflict_revision']} reported; "
+            f"the lease has {data['faults']} fault(s), now {data['state']}"
+        ),
     )
 
 

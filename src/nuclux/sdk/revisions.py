@@ -17,6 +17,11 @@ forgotten; the data itself is stored either way.
 A client that knows nothing of a lease (a second device, a restart, a conflict) starts from
 the provider's latest revision, which must carry our own signature over exactly the root its
 listed shares reproduce: a provider cannot slip a share of its choosing into our next one.
+
+The client keeps the provider's signature over the last revision it co-signed. Should the
+provider later present another revision with that number (it lost its state and signed the
+number again, or it lies), both signatures go on chain at once (``Ledger.report_conflict``):
+a provable fault on the provider's penalty ladder. A refused report is logged, never fatal.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from nuclux.chain.eip712 import recover_typed
 from nuclux.chain.revision import Revision, sign_revision, typed_data
 from nuclux.core.merkle import lease_root
 from nuclux.core.types import ResourceClass
-from nuclux.errors import IntegrityError
+from nuclux.errors import IntegrityError, NucluxError
 from nuclux.net.client import CoSignedRevision, NodeClient, RevisionConflict, RevisionMismatch
 from nuclux.sdk.peers import PEER_ERRORS
 
@@ -47,6 +52,8 @@ class _LeaseState:
     add: dict[ShareKey, Entry] = field(default_factory=dict)  # not yet co-signed
     remove: set[ShareKey] = field(default_factory=set)
     known: bool = False  # read from the provider (or built by us) at least once
+    signed: tuple[Revision, bytes] | None = None  # the last revision we saw co-signed, its
+    # provider signature (evidence should the provider sign another with that number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +101,7 @@ class RevisionBook:
 
     async def _commit(self, client: NodeClient, lease_id: int, state: _LeaseState) -> Committed:
         if not state.known:
-            self._resume(lease_id, state, await client.latest_revision(lease_id))
+            await self._adopt(lease_id, state, await client.latest_revision(lease_id))
         for attempt in range(3):
             shares = {k: v for k, v in state.shares.items() if k not in state.remove}
             shares.update(state.add)
@@ -106,7 +113,7 @@ class RevisionBook:
                 self.ledger.account, rev, self.ledger.conn.chain_id, self._module()
             )
             try:
-                await client.revise(
+                theirs = await client.revise(
                     lease_id,
                     revision=rev.revision,
                     shares=list(shares),
@@ -118,23 +125,47 @@ class RevisionBook:
             except RevisionMismatch:
                 if attempt == 2:
                     raise
-                self._resume(lease_id, state, await client.latest_revision(lease_id))
+                await self._adopt(lease_id, state, await client.latest_revision(lease_id))
                 continue
             except RevisionConflict as err:
                 if attempt == 2:
                     raise
-                self._resume(lease_id, state, err.latest)  # another device, or lost state
+                await self._adopt(lease_id, state, err.latest)  # another device, or lost state
                 continue
-            state.revision, state.shares = rev.revision, shares
+            state.revision, state.shares, state.signed = rev.revision, shares, (rev, theirs)
             state.add, state.remove = {}, set()
             return Committed(lease_id, rev.revision)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _adopt(
+        self, lease_id: int, state: _LeaseState, latest: CoSignedRevision | None
+    ) -> None:
+        """Report a conflict with the revision we hold, if any, then resume from ``latest``."""
+        held = state.signed
+        if latest is not None and held is not None and held[0].revision == latest.revision:
+            rev = Revision(
+                lease_id, latest.revision, latest.used_bytes, latest.share_count, latest.root
+            )
+            if rev != held[0]:
+                try:
+                    await self.ledger.report_conflict(
+                        held[0], held[1], rev, latest.provider_signature
+                    )
+                    log.warning(
+                        "lease %d: the provider signed two different revisions %d; reported "
+                        "on chain as a fault",
+                        lease_id,
+                        rev.revision,
+                    )
+                except NucluxError as err:
+                    log.warning("lease %d: conflicting revision not reported: %s", lease_id, err)
+        self._resume(lease_id, state, latest)
 
     def _resume(self, lease_id: int, state: _LeaseState, latest: CoSignedRevision | None) -> None:
         """Adopt the provider's latest revision after checking it is one we signed."""
         state.known = True
         if latest is None:
-            state.revision, state.shares = 0, {}
+            state.revision, state.shares, state.signed = 0, {}, None
             return
         if len(latest.entries) != len(latest.shares):
             raise IntegrityError("the provider's latest revision lists no share roots")
@@ -149,3 +180,4 @@ class RevisionBook:
                 " the shares it lists: refusing to build on it"
             )
         state.revision, state.shares = latest.revision, entries
+        state.signed = (rev, latest.provider_signature)
