@@ -100,8 +100,7 @@ async def _check(ctx: StorageContext, entry: FileEntry) -> FileEntry:
     now = await ctx.chain_now()
     reasons = [] if status == "healthy" else [f"{healthy} of {total} answer"]
     if expires is not None and expires <= now + int(ctx.settings.risk_days * 86_400):
-        left = max(0, expires - now) / 86_400
-        reasons.append(f"a lease ends in {left:.1f} days (renew: `nuclux renew`)")
+        reasons.append(f"a lease ends in {_span(expires - now)} (renew: `nuclux renew`)")
     return replace(
         entry,
         version=opened.manifest.version,
@@ -123,3 +122,12 @@ async def _expiry(ctx: StorageContext, lease_ids: set[int]) -> int | None:
     ends = [x.end_epoch for x in leases if not isinstance(x, BaseException)]
     length = ctx.ledger.deployment.params.epoch_length
     return min(ends) * length if ends else None
+
+
+def _span(seconds: int) -> str:
+    """A time left, as a person reads it: "2.1 days", "5.0 hours", "12 minutes"."""
+    if seconds >= 86_400:
+        return f"{seconds / 86_400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{max(0, seconds) // 60} minutes"
