@@ -1,0 +1,244 @@
+"""Repair: shares lost (providers stopped), corrupt, on a draining provider, or too few; a
+packed file's copies; the watch loop. A repaired file is read back only through the shares
+the repair made, references and grants made before it still work, and a repair with nothing
+to do, or that cannot be done, changes nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from eth_account.signers.local import LocalAccount
+
+from nuclux.core.reference import Reference
+from nuclux.errors import ObjectNotFound, UsageError
+from nuclux.sdk import StorageClient
+from nuclux.sdk.nodeapi import block_object_id
+from nuclux.sdk.reading import open_file
+from nuclux.sdk.repair import NotEnoughShares, Outcome, RepairReport
+from tests.sdk.network import SETTINGS, Network
+
+BLOCKS = dataclasses.replace(SETTINGS, block_bytes=16 << 10)
+SIZE = 100_000  # 4 segments at k = 2: an audit samples all of them
+
+
+def random_file(path: Path) -> bytes:
+    data = os.urandom(SIZE)
+    path.write_bytes(data)
+    return data
+
+
+async def _put(client: StorageClient, path: Path) -> tuple[Reference, bytes]:
+    data = random_file(path)
+    return await client.put(path, k=2, n=4), data
+
+
+async def _shares(client: StorageClient, ref: Reference) -> list[tuple[str, int]]:
+    opened = await open_file(client.ctx, ref)
+    assert opened.body.layout is not None
+    return [(s.provider, s.lease_id) for s in opened.body.layout.shares]
+
+
+async def _nonce(net: Network, acct: LocalAccount) -> int:
+    return int(await net.conn.w3.eth.get_transaction_count(acct.address))
+
+
+@asynccontextmanager
+async def stopped(net: Network, providers: list[str]) -> AsyncIterator[None]:
+    indexes = [net.index_of(p) for p in providers]
+    for i in indexes:
+        await net.stop(i)
+    try:
+        yield
+    finally:
+        for i in indexes:
+            await net.start(i)
+
+
+async def test_lost_shares_are_rebuilt_on_new_providers(net: Network, tmp_path: Path) -> None:
+    owner = await net.new_account("repair-lost")
+    grantee = await net.new_account("repair-grantee")
+    await net.ledger(grantee).publish_key(net.keys(grantee).x25519_public)
+    async with net.client(owner, BLOCKS) as client:
+        ref, data = await _put(client, tmp_path / "f")
+        grant = await client.share(ref, grantee.address, days=1)
+        before = await _shares(client, ref)
+    providers = [p for p, _ in before]
+    async with stopped(net, providers[2:]):  # n - k of them
+        async with net.client(owner, BLOCKS) as client:
+            report = await client.repair(ref)
+            after = await _shares(client, ref)
+        assert isinstance(report, RepairReport)
+        assert report.version == 1
+        assert report.new_version == 2
+        assert {s.share for s in report.bad} == {2, 3}
+        assert all("unreachable" in s.reason for s in report.bad)
+        assert [m.share for m in report.moved] == [2, 3]
+        assert all(m.committed for m in report.moved)
+        new = {m.provider for m in report.moved}
+        assert len(new) == 2
+        assert not new & set(providers)
+        assert after[:2] == before[:2]
+        assert {p for p, _ in after[2:]} == new
+        # a grant made before the repair still reads (from the leases it covers)
+        async with net.client(grantee, BLOCKS) as reader:
+            await reader.get(grant, tmp_path / "by-grant")
+        assert (tmp_path / "by-grant").read_bytes() == data
+        # now only the rebuilt shares serve: the file is readable thanks to the repair
+        async with stopped(net, providers[:2]), net.client(owner, BLOCKS) as client:
+            got = await client.get(ref, tmp_path / "out")
+            assert got.version == 2
+            assert {f.provider for f in got.unavailable} <= set(providers)
+    assert (tmp_path / "out").read_bytes() == data
+    async with net.client(owner, BLOCKS) as client:
+        entry = await client.ctx.entry(ref)
+        assert entry is not None
+        assert entry.manifest_version == 2
+        again = await client.repair(ref)  # the stopped providers are back: their old shares
+    assert again.nothing_to_do  # are not in the manifest any more, so nothing is judged bad
+
+
+async def test_a_corrupt_share_is_rebuilt_and_dropped(net: Network, tmp_path: Path) -> None:
+    owner = await net.new_account("repair-corrupt")
+    async with net.client(owner, BLOCKS) as client:
+        ref, data = await _put(client, tmp_path / "f")
+        provider, lease = (await _shares(client, ref))[1]
+        rt = net.node_of(provider)
+        oid = block_object_id(ref.file_id, 1, 2)
+        info = await rt.store.stat(lease, oid)
+        (blob,) = list(rt.cfg.store_dir.rglob(info.sha256.hex()))
+        raw = bytearray(blob.read_bytes())
+        raw[100] ^= 0x01
+        os.chmod(blob, 0o644)
+        blob.write_bytes(bytes(raw))
+        report = await client.repair(ref)
+        assert [s.share for s in report.bad] == [1]
+        assert "corrupt" in report.bad[0].reason
+        assert [m.share for m in report.moved] == [1]
+        assert report.moved[0].provider != provider
+        assert report.problems == ()
+        got = await client.get(ref, tmp_path / "out")
+    assert got.corrupt == ()
+    assert (tmp_path / "out").read_bytes() == data
+    with pytest.raises(ObjectNotFound):  # the old provider dropped the share's blocks
+        await rt.store.stat(lease, oid)
+
+
+async def test_a_draining_providers_shares_move_and_watch_rounds(
+    net: Network, tmp_path: Path
+) -> None:
+    owner = await net.new_account("repair-drain")
+    async with net.client(owner, BLOCKS) as client:
+        ref, data = await _put(client, tmp_path / "f")
+        provider, lease = (await _shares(client, ref))[0]
+    ledger = net.world.providers[net.index_of(provider)]
+    await ledger.set_paused(True)
+    rounds: list[list[Outcome]] = []
+    try:
+        async with net.client(owner, BLOCKS) as client:
+            ran = await client.repair_watch(
+                interval=0, rounds=2, on_round=lambda _, out: rounds.append(out)
+            )
+            after = await _shares(client, ref)
+            await client.get(ref, tmp_path / "out")
+        rt = net.node_of(provider)
+        with pytest.raises(ObjectNotFound):  # moved while its node still served it
+            await rt.store.stat(lease, block_object_id(ref.file_id, 0, 0))
+    finally:
+        await ledger.set_paused(False)
+    assert ran == 2
+    (first,) = rounds[0]
+    assert isinstance(first, RepairReport)
+    assert [s.share for s in first.bad] == [0]
+    assert "draining" in first.bad[0].reason
+    assert first.new_version == 2
+    assert first.problems == ()
+    (second,) = rounds[1]
+    assert isinstance(second, RepairReport)
+    assert second.nothing_to_do
+    assert after[0][0] != provider
+    assert (tmp_path / "out").read_bytes() == data
+
+
+async def test_nothing_to_do_changes_nothing(net: Network, tmp_path: Path) -> None:
+    owner = await net.new_account("repair-noop")
+    async with net.client(owner, BLOCKS) as client:
+        ref, _ = await _put(client, tmp_path / "f")
+    nonce = await _nonce(net, owner)
+    async with net.client(owner, BLOCKS) as client:
+        report = await client.repair(ref)
+        (also,) = await client.repair_all()
+        flushed = await client.flush()
+        version = (await open_file(client.ctx, ref)).manifest.version
+    assert report.nothing_to_do
+    assert report.new_version is None
+    assert report.moved == ()
+    assert len(report.shares) == 4
+    assert isinstance(also, RepairReport)
+    assert also.nothing_to_do
+    assert not flushed.index_written
+    assert flushed.anchored is None
+    assert version == 1
+    assert await _nonce(net, owner) == nonce
+
+
+async def test_fewer_than_k_healthy_shares_is_refused(net: Network, tmp_path: Path) -> None:
+    owner = await net.new_account("repair-lost-too-many")
+    async with net.client(owner, BLOCKS) as client:
+        ref, data = await _put(client, tmp_path / "f")
+        providers = [p for p, _ in await _shares(client, ref)]
+    nonce = await _nonce(net, owner)
+    async with stopped(net, providers[1:]), net.client(owner, BLOCKS) as client:
+        with pytest.raises(NotEnoughShares, match=r"only 1 of its 4 shares") as err:
+            await client.repair(ref)
+        assert str(ref) in str(err.value)
+        (failed,) = await client.repair_all()
+        assert not isinstance(failed, RepairReport)
+        assert failed.reference == ref
+        assert "nothing was changed" in failed.error
+    assert await _nonce(net, owner) == nonce
+    async with net.client(owner, BLOCKS) as client:
+        assert (await open_file(client.ctx, ref)).manifest.version == 1
+        await client.get(ref, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+
+
+async def test_a_packed_files_lost_copy_is_restored(net: Network, tmp_path: Path) -> None:
+    owner = await net.new_account("repair-packed")
+    (tmp_path / "note").write_bytes(b"a small note")
+    async with net.client(owner, BLOCKS) as client:
+        ref = await client.put(tmp_path / "note")
+    async with net.client(owner, BLOCKS) as client:
+        homes = (await open_file(client.ctx, ref)).manifest_leases
+        assert len(homes) == 3
+        lost = (await client.ctx.peers.lease(homes[0])).provider
+    async with stopped(net, [lost]):
+        async with net.client(owner, BLOCKS) as client:
+            report = await client.repair(ref)
+        assert report.packed
+        assert [s.lease_id for s in report.bad] == [homes[0]]
+        assert len(report.moved) == 1
+        assert report.moved[0].provider != lost
+        assert report.new_version is None
+        async with net.client(owner, BLOCKS) as client:
+            entry = await client.ctx.entry(ref)
+            assert entry is not None
+            assert homes[0] not in entry.locators
+            assert len(entry.locators) == 3
+            audit = await client.audit(ref)
+            await client.get(ref, tmp_path / "out")
+        assert audit.ok
+        assert len(audit.shares) == 3
+    assert (tmp_path / "out").read_bytes() == b"a small note"
+
+
+async def test_a_bad_reference_is_a_usage_error(net: Network) -> None:
+    async with net.client(net.world.consumers[0].account, BLOCKS) as client:
+        with pytest.raises(UsageError, match="not a file reference"):
+            await client.repair("hello")
+        with pytest.raises(UsageError, match="checksum"):
+            await client.repair("nux:" + "a" * 64)
