@@ -16,7 +16,7 @@ from eth_account.signers.local import LocalAccount
 
 from nuclux.core.reference import Reference
 from nuclux.errors import ObjectNotFound, UsageError
-from nuclux.sdk import StorageClient
+from nuclux.sdk import NotEnoughProviders, StorageClient
 from nuclux.sdk.nodeapi import block_object_id
 from nuclux.sdk.reading import open_file
 from nuclux.sdk.repair import NotEnoughShares, Outcome, RepairReport
@@ -242,3 +242,21 @@ async def test_a_bad_reference_is_a_usage_error(net: Network) -> None:
             await client.repair("hello")
         with pytest.raises(UsageError, match="checksum"):
             await client.repair("nux:" + "a" * 64)
+
+
+async def test_too_few_spare_providers_is_refused_before_paying(
+    net: Network, tmp_path: Path
+) -> None:
+    owner = await net.new_account("repair-no-spares")
+    random_file(tmp_path / "f")
+    async with net.client(owner, BLOCKS) as client:
+        ref = await client.put(tmp_path / "f", k=2, n=5)  # one spare provider of six
+        providers = [p for p, _ in await _shares(client, ref)]
+    nonce = await _nonce(net, owner)
+    async with stopped(net, providers[:2]), net.client(owner, BLOCKS) as client:
+        with pytest.raises(NotEnoughProviders, match="nothing was paid"):
+            await client.repair(ref)
+        assert client.transactions == 0
+    assert await _nonce(net, owner) == nonce
+    async with net.client(owner, BLOCKS) as client:
+        assert (await open_file(client.ctx, ref)).manifest.version == 1
