@@ -49,6 +49,7 @@ from nuclux.cli.output import (
 )
 from nuclux.cli.provider_cmd import provider_app
 from nuclux.cli.renew_cmd import renew_cmd
+from nuclux.cli.repair_cmd import repair_cmd
 from nuclux.cli.storage import register as register_storage
 from nuclux.errors import NucluxError
 
@@ -130,6 +131,7 @@ app.command("balance")(balance_cmd)
 app.command("transfer")(transfer_cmd)
 app.command("demo")(demo_cmd)
 register_storage(app)  # put, get, ls, rm, share, audit, verify-timestamp
+app.command("repair")(repair_cmd)
 app.command("renew")(renew_cmd)
 
 

@@ -1,0 +1,195 @@
+"""``nuclux repair REF|--all [--watch]``: rebuild lost shares of stored files.
+
+One file by reference, or every file of the account's index with ``--all``: each share is
+checked (its provider answers and holds it intact, is not draining, its lease lasts the file's
+term, it is not suspect on chain), the bad ones are rebuilt from any k healthy ones onto other
+providers and a new manifest version is published. A file needing nothing costs nothing.
+``--watch`` repeats this every ``--interval`` seconds until Ctrl-C (or SIGTERM), which ends it
+after the round in progress, with exit code 0.
+
+Output: a line per file (``--json``: one object for REF, a list for ``--all``, one JSON line
+per round with ``--watch``). A file that cannot be repaired exits non-zero (after the others
+were tried and the index written): ``NotEnoughShares`` and ``NotEnoughProviders`` exit 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json as jsonlib
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
+from nuclux.cli.output import Ctx, JsonFlag, command_ctx, emit, stdout_console
+from nuclux.cli.storage import _keys, storage_client
+from nuclux.core.reference import Reference
+from nuclux.core.types import parse_nux
+from nuclux.errors import NucluxError, UsageError
+from nuclux.keys.derive import AccountKeys
+from nuclux.sdk.repair import Outcome, RepairFailure, RepairReport, as_reference
+
+
+def outcome_json(o: Outcome) -> dict[str, Any]:
+    if isinstance(o, RepairFailure):
+        ref = None if o.reference is None else str(o.reference)
+        return {"reference": ref, "ok": False, "error": o.error}
+    return {
+        "reference": str(o.reference),
+        "ok": True,
+        "packed": o.packed,
+        "nothing_to_do": o.nothing_to_do,
+        "version": o.version,
+        "new_version": o.new_version,
+        "shares_checked": len(o.shares),
+        "bad": [
+            {
+                "share": s.share,
+                "provider": s.provider,
+                "lease": s.lease_id,
+                "reasons": list(s.problems),
+            }
+            for s in o.bad
+        ],
+        "moved": [
+            {
+                "share": m.share,
+                "from_provider": m.old_provider,
+                "from_lease": m.old_lease,
+                "provider": m.provider,
+                "lease": m.lease_id,
+                "committed": m.committed,
+            }
+            for m in o.moved
+        ],
+        "problems": list(o.problems),
+    }
+
+
+def outcome_line(o: Outcome) -> str:
+    if isinstance(o, RepairFailure):
+        return f"{o.reference or 'repair round'}: not repaired: {o.error}"
+    return _report_line(o)
+
+
+def _report_line(r: RepairReport) -> str:
+    what = "copies" if r.packed else "shares"
+    healthy = len(r.shares) - len(r.bad)
+    if r.nothing_to_do:
+        return f"{r.reference}: nothing to do ({healthy}/{len(r.shares)} {what} healthy)"
+    bad = "; ".join(f"{s.share} on {s.provider}: {s.reason}" for s in r.bad)
+    moved = ", ".join(f"{m.share} -> {m.provider} (lease {m.lease_id})" for m in r.moved)
+    version = (
+        f"manifest version {r.new_version}"
+        if r.new_version is not None
+        else f"manifest version {r.version} kept"
+    )
+    line = f"{r.reference}: {len(r.bad)} bad {what} ({bad}); rebuilt {moved or 'none'}; {version}"
+    if r.problems:
+        line += f"; left behind: {'; '.join(r.problems)}"
+    return line
+
+
+def _failed(outcomes: list[Outcome]) -> NucluxError | None:
+    failures = [o for o in outcomes if isinstance(o, RepairFailure)]
+    if not failures:
+        return None
+    names = ", ".join(str(f.reference) for f in failures[:5])
+    return NucluxError(f"{len(failures)} of {len(outcomes)} files could not be repaired ({names})")
+
+
+def _print(outcomes: list[Outcome]) -> None:
+    console = stdout_console()
+    for o in outcomes:
+        console.print(outcome_line(o), markup=False, soft_wrap=True)
+
+
+def repair_cmd(
+    ctx: typer.Context,
+    ref: Annotated[str | None, typer.Argument(help="File reference (nux:...).")] = None,
+    all_files: Annotated[
+        bool, typer.Option("--all", help="Every file of the account's index.")
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Repeat in rounds until interrupted (Ctrl-C).")
+    ] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between --watch rounds.", min=0)] = 600.0,
+    max_price: Annotated[
+        str | None, typer.Option(help="Highest price per storage unit and epoch, e.g. 0.002.")
+    ] = None,
+    account: AccountOpt = None,
+    private_key_env: KeyEnvOpt = None,
+    deployment: DeploymentOpt = None,
+    json: JsonFlag = False,
+) -> None:
+    """Rebuild a file's lost shares (REF) or every file's (--all) onto other providers."""
+    c = command_ctx(ctx, json=json)
+    if ref is not None and all_files:
+        raise UsageError("give a file reference or --all, not both")
+    if ref is None and not all_files:
+        raise UsageError("give a file reference (nux:...) or --all")
+    reference = None if ref is None else as_reference(ref)
+    cap = None
+    if max_price is not None:
+        try:
+            cap = parse_nux(max_price)
+        except ValueError as err:
+            raise UsageError(f"--max-price: {err}") from None
+    keys = _keys(c, account, private_key_env)
+    if watch:
+        _watch(c, keys, deployment, reference, interval, cap)
+        return
+    outcomes = asyncio.run(_once(c, keys, deployment, reference, cap))
+    if reference is not None:  # a failure was raised as itself, with its exit code
+        emit(c, outcome_json(outcomes[0]), lambda: _print(outcomes))
+        return
+    emit(c, [outcome_json(o) for o in outcomes], lambda: _print(outcomes))
+    failed = _failed(outcomes)
+    if failed is not None:
+        raise failed
+
+
+async def _once(
+    c: Ctx, keys: AccountKeys, deployment: Path | None, ref: Reference | None, cap: int | None
+) -> list[Outcome]:
+    async with storage_client(c, keys, deployment) as client:
+        if ref is not None:
+            return [await client.repair(ref, max_price=cap)]
+        return await client.repair_all(max_price=cap)
+
+
+def _watch(
+    c: Ctx,
+    keys: AccountKeys,
+    deployment: Path | None,
+    ref: Reference | None,
+    interval: float,
+    cap: int | None,
+) -> None:
+    def show(round_no: int, outcomes: list[Outcome]) -> None:
+        if c.json:
+            line = {"round": round_no, "files": [outcome_json(o) for o in outcomes]}
+            typer.echo(jsonlib.dumps(line, sort_keys=True))
+            return
+        stdout_console().print(f"round {round_no}:", markup=False)
+        _print(outcomes)
+
+    async def go() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            async with storage_client(c, keys, deployment) as client:
+                await client.repair_watch(
+                    interval=interval, ref=ref, stop=stop, on_round=show, max_price=cap
+                )
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    with contextlib.suppress(KeyboardInterrupt):  # interrupted before the handlers were set
+        asyncio.run(go())
