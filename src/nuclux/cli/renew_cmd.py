@@ -121,21 +121,21 @@ def _render(r: RenewalReport) -> None:
     if r.renewed:
         table(
             "Would renew (dry run)" if r.dry_run else "Renewed",
-            ["lease", "provider", "ended", "ends", "cost", "status"],
+            ["lease", "provider", "old end", "new end", "cost", "status"],
             [
                 (x.lease_id, x.provider, _date(x.old_end), _date(x.new_end), _nux(x.cost), x.status)
                 for x in r.renewed
             ],
         )
     if r.skipped:
-        table(
-            "Not renewed",
-            ["lease", "provider", "ends", "reason", "files at risk"],
-            [
-                (s.lease_id, s.provider, _date(s.ends_at), s.reason, len(s.files) or None)
-                for s in r.skipped
-            ],
-        )
+        out.print("Not renewed:")
+        for s in r.skipped:
+            files = f" [{len(s.files)} file(s) at risk]" if s.files else ""
+            out.print(
+                f"  lease {s.lease_id} of {s.provider}, ends {_date(s.ends_at)}: {s.reason}{files}",
+                markup=False,
+                soft_wrap=True,
+            )
     budget = None if r.budget is None else f"{_nux(r.budget_spent)} of {_nux(r.budget)} spent"
     show_fields(
         [

@@ -257,9 +257,12 @@ def _date(t: int) -> str:
 
 
 def _health(e: FileEntry) -> str:
-    risk = f"AT RISK ({e.risk}): " if e.at_risk and e.risk else "AT RISK: " if e.at_risk else ""
+    if e.at_risk:
+        return f"AT RISK: {e.risk or e.status}" + (
+            f" ({e.status}, {e.healthy}/{e.total}, needs {e.needed})" if e.total is not None else ""
+        )
     if e.total is not None:
-        return f"{risk}{e.status} ({e.healthy}/{e.total}, needs {e.needed})"
+        return f"{e.status} ({e.healthy}/{e.total}, needs {e.needed})"
     if e.healthy is not None:
         return f"{e.healthy} shares when stored"
     return e.status

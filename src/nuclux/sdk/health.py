@@ -98,9 +98,10 @@ async def _check(ctx: StorageContext, entry: FileEntry) -> FileEntry:
         leases |= {s.lease_id for s in layout.shares}
     expires = await _expiry(ctx, leases)
     now = await ctx.chain_now()
-    reasons = [] if status == "healthy" else [f"{healthy} of {total} answer"]
+    what = "copies" if layout is None else "shares"
+    reasons = [] if status == "healthy" else [f"only {healthy} of {total} {what} answer"]
     if expires is not None and expires <= now + int(ctx.settings.risk_days * 86_400):
-        reasons.append(f"a lease ends in {_span(expires - now)} (renew: `nuclux renew`)")
+        reasons.append(f"a lease ends in {_span(expires - now)}")
     return replace(
         entry,
         version=opened.manifest.version,
