@@ -5,6 +5,7 @@ to do, or that cannot be done, changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from eth_account.signers.local import LocalAccount
 
+from nuclux.core.lease import LeaseState
 from nuclux.core.reference import Reference
 from nuclux.errors import ObjectNotFound, UsageError
 from nuclux.sdk import NotEnoughProviders, StorageClient
@@ -260,3 +262,32 @@ async def test_too_few_spare_providers_is_refused_before_paying(
     assert await _nonce(net, owner) == nonce
     async with net.client(owner, BLOCKS) as client:
         assert (await open_file(client.ctx, ref)).manifest.version == 1
+
+
+async def test_a_share_whose_lease_ends_before_the_files_term_moves(
+    net: Network, tmp_path: Path
+) -> None:
+    owner = await net.new_account("repair-term")
+    async with net.client(owner, BLOCKS) as client:
+        ref, data = await _put(client, tmp_path / "f")
+        shares = await _shares(client, ref)
+    ledger = net.ledger(owner)
+    extended = [lid for _, lid in shares[1:]]
+    for lid in extended:  # the file's term becomes longer than share 0's lease
+        lease = await ledger.lease(lid)
+        await ledger.extend(lid, 1440, lease.price * lease.units * 1440)
+    for lid in extended:  # the providers' agents accept the extensions
+        while (await ledger.lease(lid)).state is not LeaseState.ACTIVE:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)  # the chain signals no event here
+    async with net.client(owner, BLOCKS) as client:
+        report = await client.repair(ref)
+        got = await client.get(ref, tmp_path / "out")
+        new_lease = await ledger.lease(report.moved[0].lease_id)
+        term_end = (await ledger.lease(extended[0])).end_epoch
+    assert [s.share for s in report.bad] == [0]
+    assert "before the file's term" in report.bad[0].reason
+    assert [m.share for m in report.moved] == [0]
+    assert report.moved[0].lease_id != shares[0][1]
+    assert new_lease.end_epoch >= term_end - 1440 // 10  # the new lease lasts the term
+    assert got.version == 2
+    assert (tmp_path / "out").read_bytes() == data

@@ -11,9 +11,12 @@ four things, each read without a transaction:
 * its provider: draining (``GET /v1/info`` says so, or the registry has it paused or leaving)
   still serves its shares but takes no new lease and will leave, so its shares move while it
   still serves them;
-* its lease: no longer live (closing, closed, failed), or ending before the file's term,
-  taken as the latest end among the file's live leases less the ``term_slack`` that placing a
-  file allows (a renewal extends every lease of a file alike, so a short one stands out);
+* its lease: no longer live (closing, closed, failed), or ending within ``risk_days`` and
+  before the file's term, taken as the latest end among the file's live leases less the
+  ``term_slack`` that placing a file allows. No term is stored with a file, and leases are
+  shared by files, so a lease that merely ends earlier than another is left alone until its
+  end is near: by then a renewal (which runs first in a watch round) has extended it, or it
+  was not renewed while the file's other leases last longer, and its share moves;
 * the chain: a share the storage module marked suspect (a missed demanded proof) in the
   lease's latest revision on chain.
 
@@ -23,6 +26,7 @@ A share failing any of these is bad; the reasons are kept for the report.
 from __future__ import annotations
 
 import asyncio
+import math
 from dataclasses import dataclass
 
 from nuclux.core.lease import Lease, LeaseState
@@ -83,13 +87,15 @@ async def check_shares(
     live_ends = [x.end_epoch for x in leases.values() if x.state in LIVE]
     end = max(live_ends, default=epoch)
     shortest = end - max(1, int(ctx.settings.term_slack * max(0, end - epoch)))
+    length = ctx.ledger.deployment.params.epoch_length
+    horizon = epoch + math.ceil(ctx.settings.risk_days * 86_400 / length)
     for i, _, lid in rows:
         lease = leases.get(lid)
         if lease is None:
             problems[i].append(f"lease {lid} could not be read from the chain")
         elif lease.state not in LIVE:
             problems[i].append(f"lease {lid} is {lease.state.label}")
-        elif lease.end_epoch < shortest:
+        elif lease.end_epoch < shortest and lease.end_epoch <= horizon:
             problems[i].append(
                 f"lease {lid} ends at epoch {lease.end_epoch}, before the file's term (epoch {end})"
             )
