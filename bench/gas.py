@@ -311,6 +311,12 @@ async def storage_figures(
     anchors = op._anchors()
     r = await op._send(anchors, "anchor", [random.Random(3).randbytes(32)], "anchor")
     out["gas_anchor"] = int(r["gasUsed"])
+    # last (the fault suspends the provider): two revisions the provider signed with one
+    # number, reported by the consumer
+    a = Revision(lid, revision + 1, LEAF_BYTES, 1, bytes(range(32)))
+    b = Revision(lid, revision + 1, 2 * LEAF_BYTES, 1, bytes(range(32)))
+    pair = [a.as_args(), op.sign_revision(a), b.as_args(), op.sign_revision(b)]
+    out["gas_report_conflict"] = await gas(cons, "reportConflict", [lid, *pair])
     return out
 
 

@@ -6,14 +6,16 @@ every malformed report is refused with a readable error and changes nothing."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from nuclux.chain import ChainConnection, Ledger
-from nuclux.chain.revision import Revision
+from nuclux.chain.revision import Revision, provider_signed_from_json, revision_to_json
 from nuclux.core.lease import LeaseState
 from nuclux.core.types import ONE_NUX, ResourceClass
 from nuclux.errors import (
@@ -25,6 +27,7 @@ from nuclux.errors import (
 )
 from tests.chain.storage_kit import STORAGE_PARAMS
 from tests.chain.world import PRICES, World, build_world
+from tests.cli.test_devnet_cli import Cli
 
 STORAGE = ResourceClass.STORAGE
 P = STORAGE_PARAMS
@@ -174,3 +177,46 @@ async def test_conflicts_climb_the_ladder_and_slashing_pays_the_consumer(sw: Wor
     assert await x.balance(c1.address) == c1_before + cut
     assert (await x.provider(p.address)).stake == stake - cut
     assert (await x.lease(second)).state is LeaseState.ACTIVE
+
+
+# ---------------------------------------------------------------------- revision documents
+
+
+def test_revision_documents_round_trip_and_malformed_ones_are_refused() -> None:
+    rev = Revision(7, 3, 5000, 2, bytes(range(32)))
+    sig = bytes(range(65))
+    doc = revision_to_json(rev, sig, consumer_sig=b"\1" * 65)
+    assert provider_signed_from_json(json.loads(json.dumps(doc))) == (rev, sig)
+    assert provider_signed_from_json({**doc, "root": "0x" + doc["root"]}) == (rev, sig)
+    bad: list[tuple[Any, str]] = [
+        ([doc], "JSON object"),
+        ({k: v for k, v in doc.items() if k != "lease"}, "'lease'"),
+        ({**doc, "revision": "3"}, "integer 'revision'"),
+        ({**doc, "used_bytes": True}, "integer 'used_bytes'"),
+        ({**doc, "root": "zz"}, "not hex"),
+        ({**doc, "root": "00" * 31}, "32 bytes"),
+        ({**doc, "provider_signature": "00" * 64}, "65 bytes"),
+        ({**doc, "revision": 0}, "positive"),
+    ]
+    for value, reason in bad:
+        with pytest.raises(UsageError, match=reason):
+            provider_signed_from_json(value)
+
+
+def test_report_conflict_command_refuses_unreadable_files(tmp_path: Path) -> None:
+    cli = Cli(tmp_path)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(revision_to_json(Revision(1, 1, 0, 0, bytes(32)), bytes(65))))
+    garbled = tmp_path / "garbled.json"
+    garbled.write_text("{not json")
+    partial = tmp_path / "partial.json"
+    partial.write_text(json.dumps({"lease": 1}))
+    for files, reason in (
+        ((tmp_path / "missing.json", good), "cannot read"),
+        ((good, garbled), "is not JSON"),
+        ((partial, good), "partial.json: the revision document has no integer 'revision'"),
+    ):
+        res = cli.run("lease", "report-conflict", *map(str, files), "--private-key-env", "K")
+        assert res.exit_code == 2, res.output
+        assert reason in res.output
+        assert "Traceback" not in res.output
