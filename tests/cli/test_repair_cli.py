@@ -1,13 +1,16 @@
 """``nuclux repair`` on a devnet with provider nodes as separate processes (anvil): a file put
 at 2-of-3 on four nodes, one of its providers killed with SIGKILL, ``repair REF`` rebuilds the
-lost share on the fourth, ``get`` returns the same bytes, ``repair --all`` has nothing to do,
-and the argument errors are one line with exit code 2."""
+lost share on the fourth, ``get`` returns the same bytes, ``repair --all`` has nothing to do;
+``repair --all --watch`` as its own process runs rounds until SIGINT and exits 0; the
+argument errors are one line with exit code 2."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -95,3 +98,35 @@ def test_argument_errors(net: Net) -> None:
         assert text in res.output, (args, res.output)
         assert res.output.count("error:") == 1
         assert "Traceback" not in res.output
+
+
+def test_watch_runs_rounds_until_interrupted(net: Net, tmp_path: Path) -> None:
+    (tmp_path / "note").write_bytes(b"a note to watch")
+    net.json("put", str(tmp_path / "note"), "--days", "1")
+    env = {**os.environ, **net.cli.env, **net.env, "PYTHONUNBUFFERED": "1"}
+    args = ["repair", "--all", "--watch", "--interval", "0.2", "--private-key-env", "KEY"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nuclux", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    seen: list[str] = []
+    try:
+        assert proc.stdout is not None
+        while "round 2:" not in seen:
+            line = proc.stdout.readline()
+            assert line, f"the watch ended by itself: {''.join(seen)}"
+            seen.append(line.strip())
+        proc.send_signal(signal.SIGINT)  # Ctrl-C: the round in progress ends, then the command
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, "\n".join(seen) + rest
+    assert "round 1:" in seen
+    assert any("nothing to do" in line for line in seen)
+    assert "Traceback" not in rest
