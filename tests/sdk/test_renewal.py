@@ -200,6 +200,10 @@ def test_spend_record_counts_gives_back_and_refuses_a_corrupt_file(tmp_path: Pat
     assert record.add(500, renewals=1) == 500
     assert record.add(-200, renewals=-1) == 300
     assert SpendRecord(tmp_path / "sub" / "spent.json").spent() == 300
+    assert record.reserve(200, 500) is True  # exactly up to the budget
+    assert record.reserve(1, 500) is False  # not a wei beyond it
+    assert record.reserve(1, None) is True
+    assert record.spent() == 501
     (tmp_path / "sub" / "spent.json").write_text("{not json")
     with pytest.raises(ConfigError, match="delete it to start the count again"):
         record.spent()

@@ -151,7 +151,7 @@ async def renew(
                 _skip(
                     lease,
                     length,
-                    "no spending cap: give one (--max-spend) or set renew_budget",
+                    "no spending cap: give one (nuclux renew --max-spend) or set renew_budget",
                     cost,
                 )
             )
@@ -172,7 +172,7 @@ async def renew(
     if dry_run:
         renewed = [_renewal(x, x.end_epoch + epochs, length, epochs, c, "planned") for x, c in plan]
     else:
-        renewed = await _extend_all(ctx, plan, epochs, record, skipped)
+        renewed = await _extend_all(ctx, plan, epochs, record, budget, skipped)
     spent = Wei(sum(r.cost for r in renewed))
     if any(s.at_risk for s in skipped):
         skipped = await _name_files(ctx, skipped)
@@ -251,15 +251,18 @@ async def _extend_all(
     plan: list[tuple[Lease, Wei]],
     epochs: int,
     record: SpendRecord | None,
+    budget: int | None,
     skipped: list[Skipped],
 ) -> list[Renewal]:
-    """Send the extensions (one transaction at a time, counted before each is sent), then
-    wait for the providers' answers together."""
+    """Send the extensions (one transaction at a time, each counted against the budget before
+    it is sent), then wait for the providers' answers together."""
     length = ctx.ledger.deployment.params.epoch_length
     sent: list[tuple[Lease, Wei]] = []
     for lease, cost in plan:
-        if record is not None:
-            record.add(cost, renewals=1)
+        if record is not None and not record.reserve(cost, budget):
+            why = "the renewal budget was spent meanwhile (by another renewal)"
+            skipped.append(_skip(lease, length, why, cost))
+            continue
         try:
             await ctx.leases.extend(lease, epochs)
         except NucluxError as err:

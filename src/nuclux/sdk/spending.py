@@ -47,6 +47,17 @@ class SpendRecord:
             self._write(total, max(0, count + renewals))
             return total
 
+    def reserve(self, amount: int, limit: int | None) -> bool:
+        """Add ``amount`` if the total stays within ``limit`` (None: no limit); whether it
+        was added. Checked and written under the lock, so two processes sharing the budget
+        cannot both take its last part."""
+        with self._locked():
+            total, count = self._read()
+            if limit is not None and total + amount > limit:
+                return False
+            self._write(total + amount, count + 1)
+            return True
+
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         try:
