@@ -29,19 +29,21 @@ grouped in runs of 2**h (the last run may be shorter), the MTH over the runs' ro
 MTH over the leaves, so a share made of power-of-two blocks has each block's root as an
 interior node (``nuclux.core.erasure`` relies on this).
 
-Speed: every hash is one ``hashlib`` call; with 1-KiB leaves the per-call cost, not SHA-256
-itself, is the limit (two calls per leaf). Leaves are hashed from a copied ``0x00`` prefix
-state over ``memoryview`` slices, interior levels by one list comprehension per level;
-``MerkleBuilder`` hashes streamed bytes in bulk and keeps only a stack of perfect-subtree
-roots, O(log n) memory.
+Speed: bulk hashing (``leaf_hashes``, ``root_of_bytes``, ``merkle_root``, ``MerkleBuilder``)
+goes through ``nuclux._merkle``, a small C extension over OpenSSL's SHA-256 that hashes a whole
+block per call with the GIL released (so hashing on a worker thread runs beside the event
+loop). Without it (not built: no compiler or OpenSSL headers) the same functions run in
+Python: every hash is one ``hashlib`` call, and with 1-KiB leaves the per-call cost, not
+SHA-256 itself, is the limit. ``MerkleBuilder`` hashes streamed bytes in bulk and keeps only a
+stack of perfect-subtree roots, O(log n) memory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Final, Protocol
 
 from nuclux.errors import UsageError
 
@@ -58,6 +60,23 @@ _sha256 = hashlib.sha256
 _LEAF_STATE: Final = hashlib.sha256(LEAF_PREFIX)
 
 Buffer = bytes | bytearray | memoryview
+
+
+class _Native(Protocol):
+    """``nuclux._merkle``'s functions (``leaf_bytes`` is the leaf size)."""
+
+    def leaf_hashes(self, data: Buffer, leaf_bytes: int, /) -> bytes: ...
+    def root_of_bytes(self, data: Buffer, leaf_bytes: int, /) -> bytes: ...
+    def root_of_hashes(self, hashes: Buffer, /) -> bytes: ...
+
+
+_native: _Native | None
+try:
+    from nuclux import _merkle
+
+    _native = _merkle
+except ImportError:  # pragma: no cover - the extension is optional (setup.py)
+    _native = None
 
 
 def leaf_hash(data: Buffer) -> bytes:
@@ -94,6 +113,13 @@ def leaf_count(size: int) -> int:
 
 def leaf_hashes(data: Buffer) -> list[bytes]:
     """The leaf hashes of ``data`` split into ``LEAF_BYTES`` leaves (none for empty data)."""
+    if _native is not None:
+        joined = _native.leaf_hashes(data, LEAF_BYTES)
+        return [joined[i : i + HASH_BYTES] for i in range(0, len(joined), HASH_BYTES)]
+    return _py_leaf_hashes(data)
+
+
+def _py_leaf_hashes(data: Buffer) -> list[bytes]:
     view = memoryview(data).cast("B")
     size = len(view)
     full = size - size % LEAF_BYTES
@@ -138,6 +164,14 @@ def merkle_root(hashes: Sequence[bytes]) -> bytes:
 def _root(hashes: Sequence[bytes]) -> bytes:
     if not hashes:
         return EMPTY_ROOT
+    if _native is not None and len(hashes) > 2:
+        return _native.root_of_hashes(b"".join(hashes))
+    return _py_root(hashes)
+
+
+def _py_root(hashes: Sequence[bytes]) -> bytes:
+    if not hashes:
+        return EMPTY_ROOT
     level = hashes
     while len(level) > 1:
         level = _next_level(level)
@@ -146,7 +180,9 @@ def _root(hashes: Sequence[bytes]) -> bytes:
 
 def root_of_bytes(data: Buffer) -> bytes:
     """The root of ``data`` split into ``LEAF_BYTES`` leaves (``EMPTY_ROOT`` when empty)."""
-    return _root(leaf_hashes(data))
+    if _native is not None:
+        return _native.root_of_bytes(data, LEAF_BYTES)
+    return _py_root(_py_leaf_hashes(data))
 
 
 def lease_root(entries: Sequence[tuple[bytes, int]]) -> bytes:
@@ -208,6 +244,8 @@ def verify_inclusion(
 
 def perfect_root(hashes: Sequence[bytes]) -> bytes:
     """The MTH of a power-of-two number of entries (no length checks: internal fast path)."""
+    if _native is not None and len(hashes) > 2:
+        return _native.root_of_hashes(b"".join(hashes))
     level, sha, p = hashes, _sha256, NODE_PREFIX
     while len(level) > 1:
         pairs = iter(level)
@@ -255,21 +293,34 @@ class MerkleBuilder:
             self._push([leaf_hash(self._pending)])
             self._pending = bytearray()
         whole = len(view) - len(view) % LEAF_BYTES
-        if whole:
-            self._push(leaf_hashes(view[:whole]))
+        if whole and _native is not None:
+            run = view[:whole]
+            self._fold(
+                whole // LEAF_BYTES,
+                lambda a, b: _native.root_of_bytes(
+                    run[a * LEAF_BYTES : b * LEAF_BYTES], LEAF_BYTES
+                ),
+            )
+        elif whole:
+            self._push(_py_leaf_hashes(view[:whole]))
         self._pending += view[whole:]
 
     def _push(self, hashes: list[bytes]) -> None:
         """Fold whole-leaf hashes in as the largest aligned perfect subtrees."""
-        if self._count + len(hashes) > MAX_LEAVES:
+        self._fold(len(hashes), lambda a, b: perfect_root(hashes[a:b]))
+
+    def _fold(self, count: int, run_root: Callable[[int, int], bytes]) -> None:
+        """Fold ``count`` more leaves in as the largest aligned perfect subtrees;
+        ``run_root(a, b)`` is the root of leaves ``a .. b-1`` of them (a power of two)."""
+        if self._count + count > MAX_LEAVES:
             raise UsageError(f"a tree has at most {MAX_LEAVES} leaves")
         start, stack = 0, self._stack
-        while start < len(hashes):
-            left = len(hashes) - start
+        while start < count:
+            left = count - start
             align = self._count & -self._count if self._count else 1 << 62
             size = min(align, 1 << (left.bit_length() - 1))
             height = size.bit_length() - 1
-            root = perfect_root(hashes[start : start + size])
+            root = run_root(start, start + size)
             while stack and stack[-1][0] == height:
                 root = _sha256(NODE_PREFIX + stack.pop()[1] + root).digest()
                 height += 1
