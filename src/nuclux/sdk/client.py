@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -288,9 +289,12 @@ class StorageClient:
         stop: asyncio.Event | None = None,
         on_round: repairing.OnRound | None = None,
         max_price: int | None = None,
+        renew: Callable[[], Awaitable[object]] | None = None,
     ) -> int:
         """Repair every file (or ``ref``) in rounds ``interval`` seconds apart, flushing after
-        each, until ``stop`` is set or ``rounds`` are done; returns the rounds run."""
+        each, until ``stop`` is set or ``rounds`` are done; returns the rounds run. ``renew``
+        (e.g. ``lambda: client.renew()``) runs first in each round: a lease it extends is then
+        not judged as ending."""
         reference = None if ref is None else repairing.as_reference(ref)
         return await repairing.watch(
             self.ctx,
@@ -300,6 +304,6 @@ class StorageClient:
             rounds=rounds,
             stop=stop,
             on_round=on_round,
-            renew=None,  # lease renewal (extending the incumbents) plugs in here
+            renew=renew,  # lease renewal (extending the incumbents) goes first
             max_price=max_price,
         )
