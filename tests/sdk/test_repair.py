@@ -17,8 +17,8 @@ from eth_account.signers.local import LocalAccount
 
 from nuclux.core.lease import LeaseState
 from nuclux.core.reference import Reference
-from nuclux.errors import ObjectNotFound, UsageError
-from nuclux.sdk import NotEnoughProviders, StorageClient
+from nuclux.errors import IntegrityError, ObjectNotFound, UsageError
+from nuclux.sdk import NotEnoughProviders, StorageClient, rebuild
 from nuclux.sdk.nodeapi import block_object_id
 from nuclux.sdk.reading import open_file
 from nuclux.sdk.repair import NotEnoughShares, Outcome, RepairReport
@@ -291,3 +291,26 @@ async def test_a_share_whose_lease_ends_before_the_files_term_moves(
     assert new_lease.end_epoch >= term_end - 1440 // 10  # the new lease lasts the term
     assert got.version == 2
     assert (tmp_path / "out").read_bytes() == data
+
+
+async def test_a_rebuild_that_fails_leaves_nothing_behind(
+    net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    owner = await net.new_account("repair-mismatch")
+    async with net.client(owner, BLOCKS) as client:
+        ref, _ = await _put(client, tmp_path / "f")
+        providers = [p for p, _ in await _shares(client, ref)]
+    # a rebuilt share that does not hash to the manifest's root (a wrong manifest)
+    monkeypatch.setattr(rebuild, "share_root", lambda roots: bytes(32))
+    async with stopped(net, providers[2:]), net.client(owner, BLOCKS) as client:
+        with pytest.raises(IntegrityError, match="nothing was published"):
+            await client.repair(ref)
+        for lease in await client.ctx.leases.mine(refresh=True):
+            try:
+                rt = net.node_of(lease.provider)
+            except KeyError:
+                continue  # stopped
+            for share in (2, 3):  # no rebuilt block stays on a new provider
+                with pytest.raises(ObjectNotFound):
+                    await rt.store.stat(lease.id, block_object_id(ref.file_id, share, 0))
+        assert (await open_file(client.ctx, ref)).manifest.version == 1

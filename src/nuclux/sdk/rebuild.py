@@ -20,6 +20,7 @@ manifest's before anything refers to it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from concurrent.futures import Executor
@@ -31,6 +32,8 @@ from nuclux.core.segment import SegmentCipher
 from nuclux.errors import IntegrityError
 from nuclux.sdk.download import BlockFault, Downloader, Source
 from nuclux.sdk.leases import Placement
+from nuclux.sdk.nodeapi import block_object_id
+from nuclux.sdk.peers import PEER_ERRORS
 from nuclux.sdk.settings import StorageSettings
 from nuclux.sdk.upload import Replace, Replacement, Uploader
 
@@ -98,12 +101,15 @@ async def rebuild_shares(
     file_id: bytes,
     sources: list[Source],
     targets: dict[int, Placement],
+    expected: dict[int, bytes],
     keep: list[Placement],
     replace: Replace,
     settings: StorageSettings,
     executor: Executor,
 ) -> Rebuilt:
-    """Rebuild shares ``targets`` (share -> new placement) from the live ``sources``.
+    """Rebuild shares ``targets`` (share -> new placement) from the live ``sources``; each
+    must hash to its ``expected`` root, else what was stored is deleted and
+    ``IntegrityError`` raised (as for any failure: nothing rebuilt is left behind).
 
     ``keep`` is the current placement of every share (the targets' entries are replaced);
     sources of the shares being rebuilt must be marked dead by the caller."""
@@ -132,19 +138,36 @@ async def rebuild_shares(
     )
     try:
         result = await uploader.run()
+        roots = {i: share_root(result.block_roots[i]) for i in targets}
+        check_roots(roots, expected)
+    except Exception:
+        await _discard(uploader, file_id, settings.request_timeout)
+        raise
     finally:
         for src in sources:
             if src.roots_task is not None and not src.roots_task.done():
                 src.roots_task.cancel()
     stored = {lane.share: lane.placement for lane in uploader.lanes}
-    roots = {i: share_root(result.block_roots[i]) for i in targets}
     faults = (*reader.report.corrupt, *reader.report.unavailable)
     return Rebuilt(stored, roots, faults, tuple(result.replacements))
 
 
-def check_roots(rebuilt: Rebuilt, expected: dict[int, bytes]) -> None:
+async def _discard(uploader: _Rebuilder, file_id: bytes, timeout: float) -> None:
+    """A failed rebuild: delete the blocks it stored (no revision lists them), best effort."""
+
+    async def lane_blocks(lane: Any) -> None:
+        p = lane.placement
+        for j in range(lane.stored):
+            with contextlib.suppress(*PEER_ERRORS):
+                oid = block_object_id(file_id, lane.share, j)
+                await asyncio.wait_for(p.client.delete(p.lease_id, oid), timeout)
+
+    await asyncio.gather(*(lane_blocks(lane) for lane in uploader.lanes))
+
+
+def check_roots(roots: dict[int, bytes], expected: dict[int, bytes]) -> None:
     """``IntegrityError`` unless every rebuilt share hashes to its root in the manifest."""
-    for i, root in rebuilt.roots.items():
+    for i, root in roots.items():
         if root != expected[i]:
             raise IntegrityError(
                 f"share {i} rebuilt to root {root.hex()[:16]}…, not the manifest's"

@@ -54,7 +54,7 @@ from nuclux.sdk.context import Pending, StorageContext
 from nuclux.sdk.download import Source
 from nuclux.sdk.leases import Placement
 from nuclux.sdk.peers import PEER_ERRORS
-from nuclux.sdk.rebuild import Rebuilt, check_roots, rebuild_shares
+from nuclux.sdk.rebuild import Rebuilt, rebuild_shares
 from nuclux.sdk.repair_check import FileTerm, ShareCheck, check_shares
 from nuclux.sdk.repair_common import (
     MovedShare,
@@ -198,12 +198,12 @@ async def _rebuild_pass(
             file_id=opened.reference.file_id,
             sources=sources,
             targets=targets,
+            expected={i: layout.shares[i].root for i in targets},
             keep=keep,
             replace=replace,
             settings=ctx.settings,
             executor=ctx.executor,
         )
-        check_roots(rebuilt, {i: layout.shares[i].root for i in targets})
     except BaseException:
         for p in placed:  # what was promised there was not all used: read it again
             ctx.leases.forget_room(p.lease_id)
@@ -256,7 +256,8 @@ async def _publish(
     ctx.digests.append(
         Pending(opened.reference, manifest.version, manifest.digest, tuple(locators))
     )
-    await record_entry(ctx, opened, manifest.version, locators, layout.n)
+    still_bad = sum(1 for c in report.bad if c.share not in moved)
+    await record_entry(ctx, opened, manifest.version, locators, layout.n - still_bad)
     old = {i: layout.shares[i] for i in moved}
     problems = await drop_old(
         ctx,
