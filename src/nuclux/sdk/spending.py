@@ -34,7 +34,9 @@ class SpendRecord:
         self.path = Path(path)
 
     def spent(self) -> Wei:
-        """The total recorded (0 if the file does not exist yet)."""
+        """The total recorded (0 if the file does not exist yet: nothing is created)."""
+        if not self.path.exists():
+            return Wei(0)
         with self._locked():
             return self._read()[0]
 
