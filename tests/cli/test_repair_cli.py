@@ -1,11 +1,13 @@
 """``nuclux repair`` on a devnet with provider nodes as separate processes (anvil): a file put
 at 2-of-3 on four nodes, one of its providers killed with SIGKILL, ``repair REF`` rebuilds the
 lost share on the fourth, ``get`` returns the same bytes, ``repair --all`` has nothing to do;
+a share the chain marks suspect (a demanded proof missed while its node was stopped) moves;
 ``repair --all --watch`` as its own process runs rounds until SIGINT and exits 0; the
 argument errors are one line with exit code 2."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -16,31 +18,41 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from eth_account import Account
 
+from nuclux.chain import ChainConnection, Deployment, Ledger
+from nuclux.chain.revision import Revision, SignedRevision
+from nuclux.core.reference import parse_reference
+from nuclux.keys.derive import from_private_key, parse_private_key_hex
+from nuclux.sdk import StorageClient
+from nuclux.sdk.reading import open_file
 from tests.cli.test_devnet_cli import Cli
 
 pytestmark = pytest.mark.anvil
 
 
 class Net:
-    def __init__(self, cli: Cli, up: dict[str, Any]) -> None:
-        self.cli, self.up = cli, up
-        account = cli.json("devnet", "status")["accounts"][1]
-        self.env = {"KEY": account["private_key"]}
+    def __init__(self, cli: Cli, tmp: Path, up: dict[str, Any]) -> None:
+        self.cli, self.cli_dir, self.up = cli, tmp, up
+        accounts = cli.json("devnet", "status")["accounts"]
+        self.env = {"KEY": accounts[1]["private_key"]}
+        self.other = {"KEY": accounts[2]["private_key"]}  # the suspect-share test's account
+        self.pids = {n["owner"].lower(): n["pid"] for n in up["nodes"]}
 
-    def run(self, *args: str) -> Any:
-        return self.cli.run(*args, "--private-key-env", "KEY", env=self.env)
+    def run(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        return self.cli.run(*args, "--private-key-env", "KEY", env=env or self.env)
 
-    def json(self, *args: str) -> Any:
-        return self.cli.json(*args, "--private-key-env", "KEY", env=self.env)
+    def json(self, *args: str, env: dict[str, str] | None = None) -> Any:
+        return self.cli.json(*args, "--private-key-env", "KEY", env=env or self.env)
 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    cli = Cli(tmp_path_factory.mktemp("repair-cli"))
-    up = cli.json("devnet", "up", "--accounts", "1", "--nux", "10000", "--nodes", "4")
+    tmp = tmp_path_factory.mktemp("repair-cli")
+    cli = Cli(tmp)
+    up = cli.json("devnet", "up", "--accounts", "2", "--nux", "10000", "--nodes", "4")
     try:
-        yield Net(cli, up)
+        yield Net(cli, tmp, up)
     finally:
         cli.json("devnet", "down")
 
@@ -52,6 +64,58 @@ def _kill(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
+async def _make_suspect(net: Net, ref: str, provider: str) -> None:
+    """Put the provider's co-signed revision on chain, demand a proof of the file's share
+    while its node is stopped (SIGSTOP), let the demand lapse and report it: the storage
+    module marks the share suspect. The node is resumed, still holding the share."""
+    key = parse_private_key_hex(net.other["KEY"])
+    deployment = Deployment.load(net.cli_dir / "data" / "devnet" / "deployment.json")
+    conn = await ChainConnection.open(net.up["rpc_url"])
+    try:
+        ledger = Ledger(conn, deployment, Account.from_key(key))
+        async with StorageClient(ledger, from_private_key(key)) as client:
+            reference = parse_reference(ref)
+            opened = await open_file(client.ctx, reference)
+            assert opened.body.layout is not None
+            lid = opened.body.layout.shares[0].lease_id
+            _, node = await client.ctx.peers.client_for_lease(lid)
+            latest = await node.latest_revision(lid)
+        assert latest is not None
+        rev = Revision(lid, latest.revision, latest.used_bytes, latest.share_count, latest.root)
+        await ledger.submit_revision(
+            SignedRevision(rev, latest.consumer_signature, latest.provider_signature)
+        )
+        position = latest.shares.index((reference.file_id, 0))
+        pid = net.pids[provider.lower()]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            await ledger.demand_proof(lid, position)
+            await conn.advance_time(deployment.params.demand_window + 1)
+            await ledger.report_missed_demand(lid)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert await ledger.is_suspect(lid, latest.revision, position)
+    finally:
+        await conn.close()
+
+
+def test_a_share_suspect_on_chain_is_moved(net: Net, tmp_path: Path) -> None:
+    data = os.urandom(200_000)
+    (tmp_path / "s.bin").write_bytes(data)
+    args = ("put", str(tmp_path / "s.bin"), "--k", "2", "--n", "3", "--days", "1")
+    ref = net.json(*args, env=net.other)["reference"]
+    holder = net.json("audit", ref, env=net.other)["providers"][0]["provider"]
+    asyncio.run(_make_suspect(net, ref, holder))
+    report = net.json("repair", ref, env=net.other)
+    assert [(b["share"], b["provider"]) for b in report["bad"]] == [(0, holder)]
+    assert report["bad"][0]["reasons"][0].startswith("suspect on chain")
+    (moved,) = report["moved"]
+    assert moved["provider"] != holder
+    assert report["problems"] == []  # the old share was dropped from the suspect lease
+    net.json("get", ref, "-o", str(tmp_path / "out.bin"), env=net.other)
+    assert (tmp_path / "out.bin").read_bytes() == data
+
+
 def test_repair_after_killing_n_minus_k_providers(net: Net, tmp_path: Path) -> None:
     data = os.urandom(3_000_000)
     (tmp_path / "f.bin").write_bytes(data)
@@ -60,9 +124,8 @@ def test_repair_after_killing_n_minus_k_providers(net: Net, tmp_path: Path) -> N
     ]
     holders = [p["provider"].lower() for p in net.json("audit", ref)["providers"]]
     assert len(holders) == 3
-    pids = {n["owner"].lower(): n["pid"] for n in net.up["nodes"]}
     victim = holders[2]  # n - k = 1 provider
-    _kill(pids[victim])
+    _kill(net.pids[victim])
 
     report = net.json("repair", ref)
     assert report["ok"] is True
