@@ -24,7 +24,9 @@ from nuclux.sdk.reading import open_file
 from nuclux.sdk.repair import NotEnoughShares, Outcome, RepairReport
 from tests.sdk.network import SETTINGS, Network
 
-BLOCKS = dataclasses.replace(SETTINGS, block_bytes=16 << 10)
+# providers just restarted on a loaded machine may be slow to answer the first probe; a
+# stopped one refuses at once, so a longer probe timeout costs these tests nothing
+BLOCKS = dataclasses.replace(SETTINGS, block_bytes=16 << 10, probe_timeout=10.0)
 SIZE = 100_000  # 4 segments at k = 2: an audit samples all of them
 
 
