@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from nuclux.core.batch import encode_batch
 from nuclux.core.merkle import merkle_root
 from nuclux.errors import (
     Forbidden,
@@ -136,6 +137,7 @@ def _revision_from_json(body: Any) -> CoSignedRevision:
         raise IntegrityError(f"malformed revision from the node: {exc!r}") from None
 
 
+BATCH_CONTENT_TYPE = "application/vnd.nuclux.batch"
 READ_BUFSIZE = 1 << 20  # a download keeps flowing while the caller handles a chunk
 MAX_JSON_DEPTH = 32
 # bytes.translate: brackets become +1 / -1 (as signed bytes), everything else is deleted
@@ -277,6 +279,32 @@ class NodeClient:
                 await self._raise_for(resp)
                 body = await _json(resp)
         return StoredObject(object_id, bytes.fromhex(body["sha256"]), int(body["size"]))
+
+    async def put_batch(
+        self, lease_id: int, items: Sequence[tuple[bytes, bytes]]
+    ) -> list[StoredObject]:
+        """Store small objects (``(object id, data)``, at most 64 KiB each) in one request
+        (``nuclux.core.batch``); what each became, in order. ``IntegrityError`` if the node
+        reports another hash or size for any of them."""
+        body = encode_batch(items)
+        url = self._url(lease_id).with_path(f"/v1/leases/{lease_id}/objects")
+        with peer_errors():
+            headers = self._headers("POST", url, hashlib.sha256(body).digest())
+            headers["Content-Type"] = BATCH_CONTENT_TYPE
+            async with self._session.post(url, data=body, headers=headers) as resp:
+                await self._raise_for(resp)
+                answer = await _json(resp)
+        try:
+            stored = [
+                StoredObject(bytes.fromhex(x["id"]), bytes.fromhex(x["sha256"]), int(x["size"]))
+                for x in answer["objects"]
+            ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"malformed batch answer from the node: {exc!r}") from None
+        expected = [(oid, hashlib.sha256(data).digest(), len(data)) for oid, data in items]
+        if [(s.object_id, s.sha256, s.size) for s in stored] != expected:
+            raise IntegrityError("the node's account of the batch differs from what was sent")
+        return stored
 
     async def get(
         self,

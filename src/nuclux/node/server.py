@@ -31,6 +31,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from nuclux.core.auth import RequestVerifier
+from nuclux.core.batch import MAX_BATCH_BYTES
 from nuclux.core.capability import capability_from_header, verify_capability
 from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.reference import parse_block_id, share_prefix
@@ -56,6 +57,7 @@ from nuclux.net.signing import (
     authenticate,
     check_body,
 )
+from nuclux.node.batch import store_batch
 from nuclux.node.revisions import RevisionDesk, RevisionSigner
 from nuclux.node.shares import (
     MAX_REVISION_BODY,
@@ -221,6 +223,7 @@ class NodeService:
         r.add_get(f"{API}/info", self.info)
         r.add_get(f"{API}/leases/{{lease}}", self.lease_info)
         r.add_get(f"{API}/leases/{{lease}}/objects", self.list_objects)
+        r.add_post(f"{API}/leases/{{lease}}/objects", self.post_batch)
         r.add_put(f"{API}/leases/{{lease}}/objects/{{object}}", self.put)
         r.add_get(f"{API}/leases/{{lease}}/objects/{{object}}", self.get)
         r.add_delete(f"{API}/leases/{{lease}}/objects/{{object}}", self.delete)
@@ -389,6 +392,22 @@ class NodeService:
                 await w.write(chunk)
             info = await w.commit()
         return web.json_response({"sha256": info.sha256.hex(), "size": info.size}, status=201)
+
+    async def post_batch(self, request: web.Request) -> web.Response:
+        """Many small objects in one body (``nuclux.core.batch``; ``node/batch.py``)."""
+        lease_id, _ = self._ids(request, False)
+        size = request.content_length
+        if size is None:
+            raise UsageError("POST needs a Content-Length")
+        if size > MAX_BATCH_BYTES:
+            raise HttpError(413, "too_large", f"a batch is at most {MAX_BATCH_BYTES} bytes")
+        if CONTENT_SHA256_HEADER not in request.headers:
+            raise UsageError(f"POST needs {CONTENT_SHA256_HEADER}, the signed body hash")
+        _, sha = await self._authorise(request, write=True)
+        body = await request.read()
+        check_body(sha, hashlib.sha256(body).digest())
+        stored = await store_batch(self.store, lease_id, body, created_at=self.clock())
+        return web.json_response({"objects": stored}, status=201)
 
     async def get(self, request: web.Request) -> web.StreamResponse:
         lease_id, object_id = self._ids(request, True)

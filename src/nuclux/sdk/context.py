@@ -20,6 +20,7 @@ from nuclux.core.manifest import Manifest, decode_manifest, require_version
 from nuclux.core.reference import Reference
 from nuclux.errors import Forbidden, IntegrityError, NucluxError, ObjectNotFound, UsageError
 from nuclux.keys.derive import AccountKeys
+from nuclux.sdk.batcher import Batcher
 from nuclux.sdk.behind import WriteBehind
 from nuclux.sdk.index import IndexStore, IndexUnavailable
 from nuclux.sdk.leases import LeaseBook
@@ -64,6 +65,7 @@ class StorageContext:
     digests: list[Pending] = field(default_factory=list)  # manifests not yet time-stamped
     warnings: list[str] = field(default_factory=list)  # what went wrong but did not fail
     behind: WriteBehind = field(default_factory=lambda: WriteBehind(32))
+    batcher: Batcher = field(default_factory=lambda: Batcher(30.0))
 
     @classmethod
     def create(cls, ledger: Ledger, keys: AccountKeys, settings: StorageSettings) -> StorageContext:
@@ -85,6 +87,7 @@ class StorageContext:
             RevisionBook(ledger),
             executor,
             behind=WriteBehind(settings.writes_in_flight),
+            batcher=Batcher(settings.request_timeout),
         )
 
     @property
@@ -93,6 +96,7 @@ class StorageContext:
 
     async def close(self) -> None:
         await self.behind.cancel()  # unflushed: not durable, like the index
+        await self.batcher.close()
         await self.peers.close()
         self.executor.shutdown(wait=True)
 

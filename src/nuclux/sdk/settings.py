@@ -57,7 +57,7 @@ class StorageSettings:
     term_slack: float = 0.1  # a lease with >= (1 - slack) of the wanted term left is reused
     directory_ttl: float = 60.0  # registry entries, provider probes and chain time are reused
     timestamps: bool = True  # anchor the manifests written, once per flush
-    writes_in_flight: int = 32  # packed files' manifest writes running in the background
+    writes_in_flight: int = 128  # packed files' manifest writes running in the background
     # renewal (sdk/renewal.py): leases ending within renew_days (None: risk_days) are extended
     renew_days: float | None = None
     renew_budget: int | None = None  # wei: the most renewals may ever commit; None: no cap set

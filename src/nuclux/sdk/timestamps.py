@@ -101,7 +101,7 @@ async def anchor(ctx: StorageContext, pending: list[Pending]) -> Anchored | None
 
 async def _store(ctx: StorageContext, lease_id: int, oid: bytes, body: bytes) -> None:
     _, client = await ctx.peers.client_for_lease(lease_id)
-    await asyncio.wait_for(client.put(lease_id, oid, body), ctx.settings.request_timeout)
+    await ctx.batcher.put(lease_id, client, oid, body)  # batched per lease (time-bounded)
 
 
 async def verify(ctx: StorageContext, path: str | os.PathLike[str], target: Target) -> Timestamp:

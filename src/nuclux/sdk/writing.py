@@ -146,9 +146,9 @@ async def write_manifest(
     """PUT the manifest to each placement; the leases that took it (at least one)."""
     data = manifest.encode()
     oid = manifest_id(manifest.file_id)
-    timeout = ctx.settings.request_timeout
+    # a manifest is small: coalesced with other small writes (each batch is time-bounded)
     outcomes = await asyncio.gather(
-        *(asyncio.wait_for(p.client.put(p.lease_id, oid, data), timeout) for p in placements),
+        *(ctx.batcher.put(p.lease_id, p.client, oid, data) for p in placements),
         return_exceptions=True,
     )
     ok = [
