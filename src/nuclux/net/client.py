@@ -314,11 +314,20 @@ class NodeClient:
         offset: int = 0,
         length: int | None = None,
         capability: str | None = None,
+        check_sha256: bool = True,
     ) -> bytes:
+        """An object (or a range). ``check_sha256=False`` skips comparing a whole object with
+        the SHA-256 the node reports, for callers that verify the bytes themselves (share
+        blocks against their Merkle roots)."""
         chunks = [
             c
             async for c in self.stream(
-                lease_id, object_id, offset=offset, length=length, capability=capability
+                lease_id,
+                object_id,
+                offset=offset,
+                length=length,
+                capability=capability,
+                check_sha256=check_sha256,
             )
         ]
         return b"".join(chunks)
@@ -363,11 +372,13 @@ class NodeClient:
         offset: int = 0,
         length: int | None = None,
         capability: str | None = None,
+        check_sha256: bool = True,
     ) -> AsyncIterator[bytes]:
         url = self._url(lease_id, object_id)
         headers = self._headers("GET", url, capability=capability)
-        whole = offset == 0 and length is None
-        if not whole:
+        ranged = not (offset == 0 and length is None)
+        check = check_sha256 and not ranged  # the whole object, against the node's hash
+        if ranged:
             end = "" if length is None else str(offset + length - 1)
             headers["Range"] = f"bytes={offset}-{end}"
         with peer_errors():
@@ -377,7 +388,7 @@ class NodeClient:
                 hashing: asyncio.Future[None] | None = None  # the latest chunk handed off
                 loop = asyncio.get_running_loop()
                 async for chunk in resp.content.iter_any():
-                    if not whole:
+                    if not check:
                         pass
                     elif len(chunk) < _THREAD_HASH_BYTES and (hashing is None or hashing.done()):
                         h.update(chunk)  # small, and nothing queued before it: inline is cheaper
@@ -386,7 +397,7 @@ class NodeClient:
                     yield chunk
                 if hashing is not None:
                     await hashing
-                if whole and h.hexdigest() != resp.headers.get(CONTENT_SHA256_HEADER, ""):
+                if check and h.hexdigest() != resp.headers.get(CONTENT_SHA256_HEADER, ""):
                     raise IntegrityError(
                         f"object {object_id.hex()} of lease {lease_id} "
                         "does not match the hash the node reported"

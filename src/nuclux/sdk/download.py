@@ -233,8 +233,10 @@ class Downloader:
         loop = asyncio.get_running_loop()
         started = loop.time()
         oid = block_object_id(self.file_id, src.share, j)
-        data = await asyncio.wait_for(
-            src.client.get(src.lease_id, oid, capability=src.capability),
+        data = await asyncio.wait_for(  # with roots, the block's root is the check
+            src.client.get(
+                src.lease_id, oid, capability=src.capability, check_sha256=roots is None
+            ),
             self.settings.request_timeout,
         )
         expected = self.layout.block_size(self.size, j)
