@@ -36,7 +36,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from nuclux.chain import ChainConnection
 from nuclux.chain.ledger import StorageBook
@@ -344,24 +350,29 @@ class StorageMachine(RuleBasedStateMachine):
             deltas[self.w.registry_address] -= cut
         return deltas
 
-    @rule(i=st.integers(0, 50), number=st.integers(1, 3), by_consumer=st.booleans())
-    def report_conflict(self, i: int, number: int, by_consumer: bool) -> None:
-        """The provider's operator signed two different revisions with one number."""
-        t = self.pick(i)
-        if t is None:
-            return
-        lease, book = self.lease(t), self.book(t)
-        op = self.w.operators[self.w.providers.index(self.party(lease.provider))]
-        a = t.holding.next_revision()
-        a = dataclasses.replace(a, revision=number)
-        b = dataclasses.replace(a, used_bytes=a.used_bytes + 1)
-        c = next(x for x in self.w.consumers if x.address == lease.consumer)
-        who = c if by_consumer else self.w.outsider
-        ok = lease.state in OPEN and number not in t.conflicts
-        deltas = self.fault_deltas(lease, book) if ok else None
-        call = who.report_conflict(a, op.sign_revision(a), b, op.sign_revision(b))
-        if self.expect(call, ok, deltas):
-            t.conflicts.add(number)
+    @precondition(lambda self: bool(self.leases))
+    @rule(
+        i=st.integers(0, 50),
+        first=st.integers(1, 4),
+        count=st.integers(1, 3),
+        by_consumer=st.booleans(),
+    )
+    def report_conflicts(self, i: int, first: int, count: int, by_consumer: bool) -> None:
+        """The provider's operator signed two different revisions with each of the numbers
+        first .. first + count - 1; each is reported (a fault) unless it was before."""
+        t = self.leases[i % len(self.leases)]
+        for number in range(first, first + count):
+            lease, book = self.lease(t), self.book(t)
+            op = self.w.operators[self.w.providers.index(self.party(lease.provider))]
+            a = dataclasses.replace(t.holding.next_revision(), revision=number)
+            b = dataclasses.replace(a, used_bytes=a.used_bytes + 1)
+            c = next(x for x in self.w.consumers if x.address == lease.consumer)
+            who = c if by_consumer else self.w.outsider
+            ok = lease.state in OPEN and number not in t.conflicts
+            deltas = self.fault_deltas(lease, book) if ok else None
+            call = who.report_conflict(a, op.sign_revision(a), b, op.sign_revision(b))
+            if self.expect(call, ok, deltas):
+                t.conflicts.add(number)
 
     @rule(i=st.integers(0, 50), right=st.booleans())
     def cancel(self, i: int, right: bool) -> None:
