@@ -77,14 +77,20 @@ REBUILD_PASSES = 3  # a share found bad while others are read is rebuilt in the 
 
 
 async def repair_file(
-    ctx: StorageContext, ref: Reference | str, *, max_price: int | None = None
+    ctx: StorageContext,
+    ref: Reference | str,
+    *,
+    max_price: int | None = None,
+    fresh: bool = True,
 ) -> RepairReport:
-    """Check one file and rebuild what is bad (see the module docstring)."""
+    """Check one file and rebuild what is bad (see the module docstring). ``fresh``: read
+    the registry and probe providers now (``repair_all`` does so once for all its files)."""
     reference = as_reference(ref)
     ctx.own(reference)
-    ctx.leases.invalidate()  # judge providers as they are now
+    if fresh:
+        ctx.leases.invalidate()  # judge providers as they are now
     opened = await reading.open_file(ctx, reference)
-    checks, term = await check_shares(ctx, opened)
+    checks, term = await check_shares(ctx, opened, fresh=fresh)
     report = RepairReport(
         reference, opened.body.layout is None, opened.manifest.version, None, tuple(checks)
     )
@@ -305,15 +311,19 @@ async def repair_all(ctx: StorageContext, *, max_price: int | None = None) -> li
     """Every file of the index, one after the other; a file that cannot be repaired is a
     ``RepairFailure`` and the others go on."""
     index = await ctx.index.current()
+    ctx.leases.invalidate()
+    await ctx.peers.registry(max_age=0)  # read once now; the files' checks reuse it
     out: list[Outcome] = []
     for entry in index.entries:
-        out.append(await _attempt(ctx, index.reference(entry), max_price))
+        out.append(await _attempt(ctx, index.reference(entry), max_price, fresh=False))
     return out
 
 
-async def _attempt(ctx: StorageContext, reference: Reference, max_price: int | None) -> Outcome:
+async def _attempt(
+    ctx: StorageContext, reference: Reference, max_price: int | None, *, fresh: bool = True
+) -> Outcome:
     try:
-        return await repair_file(ctx, reference, max_price=max_price)
+        return await repair_file(ctx, reference, max_price=max_price, fresh=fresh)
     except NucluxError as err:
         return RepairFailure(reference, str(err), err.exit_code)
     except PEER_ERRORS as err:

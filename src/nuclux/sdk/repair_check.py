@@ -67,9 +67,10 @@ class FileTerm:
 
 
 async def check_shares(
-    ctx: StorageContext, opened: OpenedFile
+    ctx: StorageContext, opened: OpenedFile, *, fresh: bool = True
 ) -> tuple[list[ShareCheck], FileTerm]:
-    """Every share (or copy) of the file with its problems, and the file's term."""
+    """Every share (or copy) of the file with its problems, and the file's term; ``fresh``
+    reads the registry now, else a copy up to ``directory_ttl`` old will do."""
     audit = await audit_opened(ctx, opened)
     rows = [(s.share, s.provider, s.lease_id) for s in audit.shares]
     problems: dict[int, list[str]] = {i: [] for i, _, _ in rows}
@@ -78,7 +79,7 @@ async def check_shares(
         if s.status != "ok":
             problems[s.share].append(f"{s.status}: {s.detail}" if s.detail else s.status)
             reachable[s.share] = s.status != "unreachable"
-    draining = await _draining(ctx, {p for _, p, _ in rows if p != "?"})
+    draining = await _draining(ctx, {p for _, p, _ in rows if p != "?"}, fresh)
     for i, provider, _ in rows:
         if provider.lower() in draining:
             problems[i].append(f"draining: {draining[provider.lower()]}")
@@ -113,9 +114,10 @@ async def check_shares(
     return checks, FileTerm(epoch, end)
 
 
-async def _draining(ctx: StorageContext, providers: set[str]) -> dict[str, str]:
+async def _draining(ctx: StorageContext, providers: set[str], fresh: bool) -> dict[str, str]:
     """The providers among ``providers`` that are leaving (lowercase address -> why)."""
-    registry = {p.owner.lower(): p for p in await ctx.peers.registry(max_age=0)}
+    age = 0.0 if fresh else ctx.settings.directory_ttl
+    registry = {p.owner.lower(): p for p in await ctx.peers.registry(max_age=age)}
     out: dict[str, str] = {}
     asked: list[str] = []
     for address in providers:
