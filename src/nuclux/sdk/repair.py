@@ -132,10 +132,17 @@ async def _repair_spread(
     keep = [await placement_of(ctx, s.provider, s.lease_id) for s in layout.shares]
     moved: dict[int, Placement] = {}
     todo = set(bad)
-    for _ in range(REBUILD_PASSES):
-        rebuilt = await _rebuild_pass(
-            ctx, opened, code, sources, keep, todo, used, need, days, max_price
-        )
+    problems: list[str] = []
+    for attempt in range(REBUILD_PASSES):
+        try:
+            rebuilt = await _rebuild_pass(
+                ctx, opened, code, sources, keep, todo, used, need, days, max_price
+            )
+        except (NucluxError, *PEER_ERRORS) as err:
+            if attempt == 0:
+                raise  # nothing was rebuilt: nothing to publish
+            problems.append(f"shares {sorted(todo)} not rebuilt: {err or type(err).__name__}")
+            break  # publish what the first passes rebuilt
         moved.update(rebuilt.placements)
         keep = [moved.get(i, p) for i, p in enumerate(keep)]
         extra: dict[int, str] = {}
@@ -149,7 +156,8 @@ async def _repair_spread(
         todo = set(extra)
         if not todo or len(alive) < layout.k:
             break
-    report = dataclasses.replace(report, shares=tuple(checks[i] for i in sorted(checks)))
+    shares = tuple(checks[i] for i in sorted(checks))
+    report = dataclasses.replace(report, shares=shares, problems=tuple(problems))
     return await _publish(ctx, opened, report, keep, moved)
 
 
@@ -283,7 +291,7 @@ async def _publish(
         for (i, p), done in zip(moved.items(), commits, strict=True)
     )
     return dataclasses.replace(
-        report, new_version=manifest.version, moved=out, problems=tuple(problems)
+        report, new_version=manifest.version, moved=out, problems=(*report.problems, *problems)
     )
 
 
