@@ -316,3 +316,34 @@ async def test_a_rebuild_that_fails_leaves_nothing_behind(
                 with pytest.raises(ObjectNotFound):
                     await rt.store.stat(lease.id, block_object_id(ref.file_id, share, 0))
         assert (await open_file(client.ctx, ref)).manifest.version == 1
+
+
+async def test_a_share_found_corrupt_while_rebuilding_is_rebuilt_too(
+    net: Network, tmp_path: Path
+) -> None:
+    owner = await net.new_account("repair-second-pass")
+    settings = dataclasses.replace(BLOCKS, audit_samples=0)  # the audit reads the last segment
+    async with net.client(owner, settings) as client:
+        ref, data = await _put(client, tmp_path / "f")
+        shares = await _shares(client, ref)
+    provider, lease = shares[1]  # a data share: the rebuild reads it first
+    rt = net.node_of(provider)
+    for j in range(3):  # every segment but the last, which the audit checks
+        info = await rt.store.stat(lease, block_object_id(ref.file_id, 1, j))
+        (blob,) = list(rt.cfg.store_dir.rglob(info.sha256.hex()))
+        raw = bytearray(blob.read_bytes())
+        raw[7] ^= 0x80
+        os.chmod(blob, 0o644)
+        blob.write_bytes(bytes(raw))
+    async with stopped(net, [shares[3][0]]), net.client(owner, settings) as client:
+        report = await client.repair(ref)
+        got = await client.get(ref, tmp_path / "out")
+    assert {s.share: s.reason.split(":")[0] for s in report.bad} == {
+        1: "failed while rebuilding",
+        3: "unreachable",
+    }
+    assert sorted(m.share for m in report.moved) == [1, 3]
+    assert report.new_version == 2
+    assert report.problems == ()
+    assert got.corrupt == ()
+    assert (tmp_path / "out").read_bytes() == data
