@@ -226,3 +226,30 @@ async def test_bad_renewal_settings_are_refused(net: Network, tmp_path: Path) ->
         report: RenewalReport = await client.renew(days=3, max_spend=10**20)  # holds no lease yet
         assert (report.renewed, report.skipped) == ((), ())
         assert client.transactions == sent
+
+
+async def test_the_repair_watch_renews_first_in_each_round(net: Network, tmp_path: Path) -> None:
+    acct = await net.new_account("renew-watch")
+    settings = replace(
+        SETTINGS,
+        risk_days=0.04,
+        default_days=0.05,
+        renew_record=str(tmp_path / "spent"),
+        renew_budget=10**24,
+    )
+    async with net.client(acct, settings) as client:
+        await client.put(_file(tmp_path, "w"), k=1, n=2, days=0.05)
+    await net.conn.advance_time(1200)  # the leases now end within the window
+    reports: list[RenewalReport] = []
+
+    async def renew() -> None:
+        reports.append(await client.renew())
+
+    async with net.client(acct, settings) as client:
+        before = await _leases(client)
+        rounds = await client.repair_watch(interval=0.01, rounds=1, renew=renew)
+        after = await _chain_leases(net, list(before))
+    assert rounds == 1
+    [report] = reports
+    assert len(report.renewed) == 2
+    assert all(after[i].end_epoch > before[i].end_epoch for i in before)

@@ -59,7 +59,7 @@ def renew_cmd(
         lambda client: client.renew(days=days, max_spend=cap, dry_run=dry_run),
     )
     data = report_json(report)
-    emit(c, data, lambda: _render(report))
+    emit(c, data, lambda: render_renewal(report))
     if report.at_risk:
         files = len(report.files_at_risk)
         raise RenewalIncomplete(
@@ -114,7 +114,7 @@ def _nux(wei: int | None) -> str:
     return "-" if wei is None else f"{format_nux(wei)} NUX"
 
 
-def _render(r: RenewalReport) -> None:
+def render_renewal(r: RenewalReport) -> None:
     out = stdout_console()
     if not r.renewed and not r.skipped:
         out.print(f"no lease ends within {r.window_days:g} days: nothing to renew")

@@ -5,7 +5,9 @@ checked (its provider answers and holds it intact, is not draining, its lease la
 term, it is not suspect on chain), the bad ones are rebuilt from any k healthy ones onto other
 providers and a new manifest version is published. A file needing nothing costs nothing.
 ``--watch`` repeats this every ``--interval`` seconds until Ctrl-C (or SIGTERM), which ends it
-after the round in progress, with exit code 0.
+after the round in progress, with exit code 0; watching all files, each round first renews
+the leases about to end (``nuclux renew`` within the configured ``renew_budget``; without one
+it renews nothing and says which leases are at risk).
 
 Output: a line per file (``--json``: one object for REF, a list for ``--all``, one JSON line
 per round with ``--watch``). A file that cannot be repaired exits non-zero (after the others
@@ -25,6 +27,7 @@ import typer
 
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
 from nuclux.cli.output import Ctx, JsonFlag, command_ctx, emit, stdout_console
+from nuclux.cli.renew_cmd import render_renewal, report_json
 from nuclux.cli.storage import _keys, storage_client
 from nuclux.core.reference import Reference
 from nuclux.core.types import parse_nux
@@ -184,8 +187,22 @@ def _watch(
             loop.add_signal_handler(sig, stop.set)
         try:
             async with storage_client(c, keys, deployment) as client:
+
+                async def renew() -> None:
+                    # unattended: only within the configured renew_budget (none: renews nothing)
+                    report = await client.renew()
+                    if c.json:
+                        typer.echo(jsonlib.dumps({"renewal": report_json(report)}, sort_keys=True))
+                    elif report.renewed or report.at_risk:
+                        render_renewal(report)
+
                 await client.repair_watch(
-                    interval=interval, ref=ref, stop=stop, on_round=show, max_price=cap
+                    interval=interval,
+                    ref=ref,
+                    stop=stop,
+                    on_round=show,
+                    max_price=cap,
+                    renew=renew if ref is None else None,
                 )
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
