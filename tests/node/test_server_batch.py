@@ -77,7 +77,9 @@ async def test_a_batch_that_does_not_fit_is_refused(served: Served) -> None:
         items = [(f"o{i}".encode(), os.urandom(60_000)) for i in range(2)]
         with pytest.raises(QuotaExceeded):
             await c.put_batch(s.lease, items)
-        assert (await c.usage(s.lease))["used_bytes"] <= 100_000
+        assert (await c.usage(s.lease))["used_bytes"] == 0  # a batch is stored whole or not
+        with pytest.raises(ObjectNotFound):
+            await c.get(s.lease, b"o0")
 
 
 async def test_the_client_checks_the_nodes_account(served: Served) -> None:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
@@ -43,6 +43,7 @@ from nuclux.errors import UsageError
 from nuclux.node import store_revisions as revs
 from nuclux.node import store_txn as txn
 from nuclux.node.shares import RevisionPlan, RevisionRequest, ShareSummary, StoredRevision
+from nuclux.node.store_batch import remove_temp_files, write_temp_files
 from nuclux.node.store_check import self_check
 from nuclux.node.store_index import Index, LeaseRow, close_after, pread_cached, pread_exact
 from nuclux.node.store_runtime import LeaseBook, Workers, wait
@@ -219,6 +220,34 @@ class ShardStore:
             created_at=created_at,
             max_size=self.max_object_size,
         )
+
+    async def put_many(
+        self, lease_id: int, items: Sequence[tuple[bytes, bytes | memoryview]], *, created_at: int
+    ) -> list[ObjectInfo]:
+        """Store several small objects of one lease at once (``store_batch``): all become
+        visible in one index transaction, or none does."""
+        lid = check_lease_id(lease_id)
+        for oid, data in items:
+            check_object_id(oid)
+            if len(data) > self.max_object_size:
+                raise UsageError(
+                    f"size {len(data)} exceeds the maximum object size {self.max_object_size}"
+                )
+        total = sum(len(data) for _, data in items)
+        self._book.reserve(lid, total)  # QuotaExceeded before anything is written
+        try:
+            files = await self._w.io(lambda: write_temp_files(self._ix, items))
+            try:
+                infos, _ = await self._w.db(
+                    lambda: txn.commit_objects(self._ix, lid, files, created_at),
+                    lambda result: self._book.set_used(lid, result[1]),
+                )
+            except BaseException:
+                remove_temp_files(files)  # none was consumed: the transaction rolled back
+                raise
+        finally:
+            self._book.release(lid, total)
+        return infos
 
     async def stat(self, lease_id: int, object_id: bytes) -> ObjectInfo:
         lid, oid = check_lease_id(lease_id), check_object_id(object_id)

@@ -104,49 +104,79 @@ def commit_object(
 
     Returns the object and the lease's new used bytes. The temp file is consumed either way
     (renamed into ``blobs/`` or removed) unless an error is raised."""
-    final = ix.blob_path(digest)
-    renamed = False
+    infos, used = commit_objects(
+        ix, lease_id, [(object_id, digest, size, tmp, merkle_root)], created_at
+    )
+    return infos[0], used
+
+
+NewObject = tuple[bytes, bytes, int, Path, bytes | None]
+"""(object id, SHA-256, size, fsynced temp file, Merkle root or None) of one object to commit."""
+
+
+def commit_objects(
+    ix: Index, lease_id: int, objects: list[NewObject], created_at: int
+) -> tuple[list[ObjectInfo], int]:
+    """``commit_object`` for several objects of one lease in one transaction (one commit, one
+    fsync per blob directory): all of them become visible, or none. Returns what each became
+    and the lease's new used bytes."""
+    renamed: list[Path] = []
+    unused: list[Path] = []
     dead: list[bytes] = []
+    dirs: set[Path] = set()
+    infos: list[ObjectInfo] = []
     try:
         with ix.tx():
             lease = _lease_for_write(ix, lease_id)
-            check_not_in_revision(ix, lease_id, object_id)
-            old = ix.db.execute(
-                "SELECT sha256, size FROM objects WHERE lease_id = ? AND object_id = ?",
-                (lease_id, object_id),
-            ).fetchone()
-            used = lease.used_bytes - (old[1] if old else 0) + size
-            if used > lease.quota_bytes:
-                raise QuotaExceeded(
-                    f"object {oid_text(object_id)} ({size} bytes) does not fit in lease "
-                    f"{lease_id}: it would use {used} of {lease.quota_bytes} reserved bytes"
+            used = lease.used_bytes
+            for object_id, digest, size, tmp, merkle_root in objects:
+                check_not_in_revision(ix, lease_id, object_id)
+                old = ix.db.execute(
+                    "SELECT sha256, size FROM objects WHERE lease_id = ? AND object_id = ?",
+                    (lease_id, object_id),
+                ).fetchone()
+                used = used - (old[1] if old else 0) + size
+                if used > lease.quota_bytes:
+                    raise QuotaExceeded(
+                        f"object {oid_text(object_id)} ({size} bytes) does not fit in lease "
+                        f"{lease_id}: it would use {used} of {lease.quota_bytes} reserved bytes"
+                    )
+                stored = False
+                if old is None or old[0] != digest:
+                    cur = ix.db.execute(
+                        "UPDATE blobs SET refs = refs + 1 WHERE sha256 = ?", (digest,)
+                    )
+                    if cur.rowcount == 0:
+                        final = ix.blob_path(digest)
+                        ix.blob_dir(digest)
+                        os.replace(tmp, final)
+                        renamed.append(final)
+                        dirs.add(final.parent)
+                        stored = True
+                        ix.db.execute("INSERT INTO blobs VALUES (?, ?, 1)", (digest, size))
+                    if old is not None and ix.unref(old[0]):
+                        dead.append(old[0])
+                if not stored:
+                    unused.append(tmp)
+                ix.db.execute(
+                    "INSERT INTO objects (lease_id, object_id, sha256, size, created_at, "
+                    "merkle_root) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (lease_id, object_id) "
+                    "DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, "
+                    "created_at = excluded.created_at, merkle_root = excluded.merkle_root",
+                    (lease_id, object_id, digest, size, created_at, merkle_root),
                 )
-            if old is None or old[0] != digest:
-                cur = ix.db.execute("UPDATE blobs SET refs = refs + 1 WHERE sha256 = ?", (digest,))
-                if cur.rowcount == 0:
-                    ix.blob_dir(digest)
-                    os.replace(tmp, final)
-                    renamed = True
-                    fsync_dir(final.parent)
-                    ix.db.execute("INSERT INTO blobs VALUES (?, ?, 1)", (digest, size))
-                if old is not None and ix.unref(old[0]):
-                    dead.append(old[0])
-            ix.db.execute(
-                "INSERT INTO objects (lease_id, object_id, sha256, size, created_at, merkle_root)"
-                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (lease_id, object_id) "
-                "DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, "
-                "created_at = excluded.created_at, merkle_root = excluded.merkle_root",
-                (lease_id, object_id, digest, size, created_at, merkle_root),
-            )
+                infos.append(ObjectInfo(lease_id, object_id, digest, size, created_at))
+            for d in dirs:  # the renames are durable before the rows that name them
+                fsync_dir(d)
             ix.db.execute("UPDATE leases SET used_bytes = ? WHERE lease_id = ?", (used, lease_id))
     except BaseException:
-        if renamed:  # never referenced by a committed row: not visible, so remove it again
+        for final in renamed:  # never referenced by a committed row: not visible, remove again
             unlink_quietly(final)
         raise
-    if not renamed:
+    for tmp in unused:
         unlink_quietly(tmp)
     ix.unlink_blobs(dead)
-    return ObjectInfo(lease_id, object_id, digest, size, created_at), used
+    return infos, used
 
 
 def delete_object(ix: Index, lease_id: int, object_id: bytes) -> tuple[int, int]:
