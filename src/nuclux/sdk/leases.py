@@ -63,6 +63,7 @@ class LeaseBook:
         self._tx = asyncio.Lock()
         self._probes: tuple[float, int, list[Probe]] | None = None  # (when, chain time, probes)
         self._epoch: tuple[float, int] | None = None
+        self._epoch_read: asyncio.Future[int] | None = None
         self.transactions = 0  # sent by this book (opening, extending)
 
     # ------------------------------------------------------------------ our leases
@@ -140,7 +141,15 @@ class LeaseBook:
         clock = asyncio.get_running_loop().time()
         fresh = min(self.settings.directory_ttl, self.ledger.deployment.params.epoch_length / 8)
         if self._epoch is None or clock - self._epoch[0] > fresh:
-            self._epoch = (clock, await self.ledger.epoch())
+            if self._epoch_read is None:  # one read for every placement asking at once
+                self._epoch_read = asyncio.ensure_future(self.ledger.epoch())
+            read = self._epoch_read
+            try:
+                epoch = await asyncio.shield(read)
+            finally:
+                if self._epoch_read is read and read.done():
+                    self._epoch_read = None
+            self._epoch = (clock, epoch)
         return self._epoch[1]
 
     # ------------------------------------------------------------------ leases with room
