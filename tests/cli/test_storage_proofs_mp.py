@@ -31,7 +31,7 @@ from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.merkle import LEAF_BYTES
 from nuclux.core.types import ONE_NUX, ResourceClass
 from nuclux.errors import InvalidArgument
-from nuclux.node.localnet import LocalNode, start_nodes
+from nuclux.node.localnet import LocalNode, start_nodes, stop_nodes
 from tests.cli.test_devnet_cli import Cli
 
 pytestmark = pytest.mark.anvil
@@ -79,14 +79,20 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
         try:
             return info.rpc_url, await start_nodes(state, 2, poll=0.2)
         except BaseException:
-            await devnet_down(state)
+            await down()
             raise
+
+    async def down() -> None:
+        try:
+            await asyncio.wait_for(stop_nodes(state), 60)  # every recorded node, by PID
+        finally:
+            await asyncio.wait_for(devnet_down(state), 60)
 
     rpc, nodes = asyncio.run(up())
     try:
         yield Net(cli, tmp, rpc, nodes)
     finally:
-        asyncio.run(devnet_down(state))
+        asyncio.run(down())
 
 
 async def until(ledger: Ledger, done: Callable[[], Awaitable[bool]], what: str) -> None:
