@@ -4,8 +4,8 @@ per file once leases exist, removal."""
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from eth_account import Account
@@ -104,16 +104,16 @@ async def test_a_packed_file_not_stored_fails_the_flush(
         ref_kept = await client.put(kept)
         await client.flush()
 
-        real = NodeClient.put
+        real = NodeClient.put_batch
 
         async def refuse_manifests(
-            self: NodeClient, lease_id: int, object_id: bytes, *args: Any, **kwargs: Any
-        ) -> StoredObject:
-            if object_id.endswith(b"/m"):
-                raise StoreError("the disk is full")
-            return await real(self, lease_id, object_id, *args, **kwargs)
+            self: NodeClient, lease_id: int, items: Sequence[tuple[bytes, bytes]]
+        ) -> list[StoredObject]:
+            if any(object_id.endswith(b"/m") for object_id, _ in items):
+                raise StoreError("the disk is full")  # manifests travel in batches
+            return await real(self, lease_id, items)
 
-        monkeypatch.setattr(NodeClient, "put", refuse_manifests)
+        monkeypatch.setattr(NodeClient, "put_batch", refuse_manifests)
         ref_lost = await client.put(lost)  # queued: packed files are written behind
         with pytest.raises(NucluxError, match=r"could not be stored.*disk is full"):
             await client.flush()
