@@ -35,6 +35,10 @@ devnet account 1, with the SDK's default settings and ``k=4, n=8``. MB = 10^6 by
   file's download is timed (the client has not seen those nodes fail before: a fresh client).
 * ``small_files_per_s``: ``--small`` files of 4 KiB put one after another, the final
   ``flush`` included, files per second.
+* ``*_client_cpu_ms_per_MiB`` / ``*_nodes_cpu_ms_per_MiB`` (upload, download) and
+  ``small_files_*_cpu_ms_each``: CPU time of this process and of the 8 node processes
+  together during that step, per MiB of file or per small file (``/proc/<pid>/stat``):
+  with 9 processes on 2 cores, where the time goes.
 * ``gas_proof``: gas of one storage proof (a lease of 256 shares of 1 MiB) from
   ``bench.gas`` on the embedded EVM (about 10 s); ``--no-gas`` skips it.
 
@@ -221,6 +225,35 @@ async def child_upload(
     return result
 
 
+# ---------------------------------------------------------------------- CPU accounting
+
+
+class CpuMeter:
+    """CPU seconds used by this process (the consumer) and by the node processes since the
+    last reading, per MiB of file: where an operation's time goes on a machine where 9
+    processes share 2 cores."""
+
+    def __init__(self, node_pids: list[int]) -> None:
+        self.pids = node_pids
+        self.last = self.read()
+
+    def read(self) -> tuple[float, float]:
+        me = os.times()
+        nodes = 0.0
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                nodes += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return me.user + me.system, nodes
+
+    def emit(self, what: str, nbytes: int) -> None:
+        now = self.read()
+        mib = nbytes / MiB
+        emit(f"{what}_client_cpu_ms_per_MiB", (now[0] - self.last[0]) * 1000 / mib)
+        emit(f"{what}_nodes_cpu_ms_per_MiB", (now[1] - self.last[1]) * 1000 / mib)
+        self.last = now
+
+
 # ---------------------------------------------------------------------- the run
 
 
@@ -294,14 +327,17 @@ async def measure(
             await asyncio.wait_for(client.put(warm, k=K, n=N, days=DAYS), STEP_TIMEOUT)
             await client.flush()
             emit("first_put_opening_leases_s", time.perf_counter() - start)
+            cpu = CpuMeter([n.pid for n in nodes])
             start = time.perf_counter()
             ref = await asyncio.wait_for(client.put(big, k=K, n=N, days=DAYS), STEP_TIMEOUT)
             await client.flush()
             figures["upload_MBps"] = size / (time.perf_counter() - start) / 1e6
             emit("upload_MBps", figures["upload_MBps"])
+            cpu.emit("upload", size)
             seconds = await timed_get(client, str(ref), back)
             figures["download_MBps"] = size / seconds / 1e6
             emit("download_MBps", figures["download_MBps"])
+            cpu.emit("download", size)
             if file_sha256(back) != big_sha:
                 raise RuntimeError("the download differs from the file")
             back.unlink()
@@ -322,12 +358,16 @@ async def measure(
                 p = small_dir / f"s{i}.bin"
                 p.write_bytes(os.urandom(SMALL_BYTES))
                 paths.append(p)
+            cpu = CpuMeter([n.pid for n in nodes])
             start = time.perf_counter()
             for p in paths:
                 await client.put(p, days=DAYS)
             await client.flush()
             figures["small_files_per_s"] = args.small / (time.perf_counter() - start)
             emit("small_files_per_s", figures["small_files_per_s"])
+            now = cpu.read()
+            emit("small_files_client_cpu_ms_each", (now[0] - cpu.last[0]) * 1000 / args.small)
+            emit("small_files_nodes_cpu_ms_each", (now[1] - cpu.last[1]) * 1000 / args.small)
 
     rss = await child_upload(files_big(files, args.rss_mib), rpc_url, dep, key2)
     figures["peak_rss_1GiB_MB"] = float(rss["peak_kib"]) * 1024 / 1e6
