@@ -71,3 +71,39 @@ async def test_a_failed_batch_fails_each_of_its_writes(net: Network, tmp_path: P
             assert all(isinstance(o, Exception) for o in outcomes)
         finally:
             await batcher.close()
+
+
+async def test_a_lingering_batch_waits_for_company(
+    net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes: list[int] = []
+    real = NodeClient.put_batch
+
+    async def counted(
+        self: NodeClient, lease_id: int, items: Sequence[tuple[bytes, bytes]]
+    ) -> list[StoredObject]:
+        sizes.append(len(items))
+        return await real(self, lease_id, items)
+
+    acct = await net.new_account("batch-linger")
+    (tmp_path / "tiny").write_bytes(b"opens the account's leases")
+    async with net.client(acct) as client:
+        await client.put(tmp_path / "tiny")
+        await client.flush()  # the file's own writes are done
+        lease = (await client.ctx.leases.mine())[0]
+        _, node = await client.ctx.peers.client_for_lease(lease.id)
+        monkeypatch.setattr(NodeClient, "put_batch", counted)
+        batcher = Batcher(timeout=5.0)
+        try:
+            writes = []
+            for i in range(6):  # one after another, as a put loop writes behind
+                writes.append(
+                    asyncio.create_task(batcher.put(lease.id, node, b"l%d" % i, b"x", linger=0.3))
+                )
+                await asyncio.sleep(0.01)
+            await asyncio.gather(*writes)
+            assert sizes == [6]
+            await batcher.put(lease.id, node, b"now", b"y")  # no linger: sent at once, alone
+            assert sizes == [6, 1]
+        finally:
+            await batcher.close()

@@ -17,6 +17,7 @@ from nuclux.errors import UsageError
 from nuclux.net.client import NodeClient
 
 _HEADROOM = 64  # the batch header
+LINGER_ENOUGH = 64  # a lingering batch goes at once when this many objects wait
 
 
 @dataclass(slots=True)
@@ -24,6 +25,7 @@ class _Item:
     object_id: bytes
     data: bytes
     done: asyncio.Future[None]
+    linger: float = 0.0
 
 
 class Batcher:
@@ -32,11 +34,21 @@ class Batcher:
         self._queues: dict[int, list[_Item]] = {}
         self._senders: dict[int, asyncio.Task[None]] = {}
 
-    async def put(self, lease_id: int, client: NodeClient, object_id: bytes, data: bytes) -> None:
-        """Store ``data`` (at most 64 KiB) as ``object_id`` on ``lease_id``."""
+    async def put(
+        self,
+        lease_id: int,
+        client: NodeClient,
+        object_id: bytes,
+        data: bytes,
+        *,
+        linger: float = 0.0,
+    ) -> None:
+        """Store ``data`` (at most 64 KiB) as ``object_id`` on ``lease_id``. ``linger``: a
+        batch starting with this object waits that long for company first (for writes
+        nobody waits on at once, such as packed files' manifests written behind)."""
         if len(data) > MAX_OBJECT_BYTES:
             raise UsageError(f"batched objects are at most {MAX_OBJECT_BYTES} bytes")
-        item = _Item(object_id, data, asyncio.get_running_loop().create_future())
+        item = _Item(object_id, data, asyncio.get_running_loop().create_future(), linger)
         self._queues.setdefault(lease_id, []).append(item)
         if lease_id not in self._senders:
             self._senders[lease_id] = asyncio.create_task(self._send(lease_id, client))
@@ -55,6 +67,9 @@ class Batcher:
     async def _send(self, lease_id: int, client: NodeClient) -> None:
         try:
             while queue := self._queues.get(lease_id):
+                if queue[0].linger > 0 and len(queue) < LINGER_ENOUGH:
+                    await asyncio.sleep(queue[0].linger)
+                    queue = self._queues.get(lease_id) or queue
                 batch = _take(queue)
                 try:
                     await asyncio.wait_for(

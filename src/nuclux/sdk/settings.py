@@ -58,6 +58,7 @@ class StorageSettings:
     directory_ttl: float = 60.0  # registry entries, provider probes and chain time are reused
     timestamps: bool = True  # anchor the manifests written, once per flush
     writes_in_flight: int = 128  # packed files' manifest writes running in the background
+    behind_linger: float = 0.05  # a batch of those waits this long for company (seconds)
     # renewal (sdk/renewal.py): leases ending within renew_days (None: risk_days) are extended
     renew_days: float | None = None
     renew_budget: int | None = None  # wei: the most renewals may ever commit; None: no cap set

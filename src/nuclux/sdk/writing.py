@@ -108,7 +108,8 @@ async def put(
         copies = manifest_copies(body.layout.k, body.layout.n)
     targets = placements[:copies]
     if body.layout is None:  # packed: the write goes on in the background until flush
-        await ctx.behind.submit(reference, write_manifest(ctx, manifest, targets))
+        write = write_manifest(ctx, manifest, targets, linger=ctx.settings.behind_linger)
+        await ctx.behind.submit(reference, write)
         locators = [p.lease_id for p in targets]
     else:
         locators = await write_manifest(ctx, manifest, targets)
@@ -141,14 +142,14 @@ def _seal(ctx: StorageContext, ref: Reference, file_key: bytes, body: ManifestBo
 
 
 async def write_manifest(
-    ctx: StorageContext, manifest: Manifest, placements: list[Placement]
+    ctx: StorageContext, manifest: Manifest, placements: list[Placement], *, linger: float = 0.0
 ) -> list[LeaseId]:
     """PUT the manifest to each placement; the leases that took it (at least one)."""
     data = manifest.encode()
     oid = manifest_id(manifest.file_id)
     # a manifest is small: coalesced with other small writes (each batch is time-bounded)
     outcomes = await asyncio.gather(
-        *(ctx.batcher.put(p.lease_id, p.client, oid, data) for p in placements),
+        *(ctx.batcher.put(p.lease_id, p.client, oid, data, linger=linger) for p in placements),
         return_exceptions=True,
     )
     ok = [
