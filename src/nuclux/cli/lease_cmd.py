@@ -13,10 +13,18 @@ import typer
 from nuclux.chain import Ledger
 from nuclux.chain.revision import Revision, provider_signed_from_json
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
-from nuclux.cli.output import JsonFlag, command_ctx, emit, show_fields, stdout_console, table
+from nuclux.cli.output import (
+    JsonFlag,
+    command_ctx,
+    emit,
+    nux_arg,
+    show_fields,
+    stdout_console,
+    table,
+)
 from nuclux.cli.session import ledger_session, signer
 from nuclux.core.lease import Lease
-from nuclux.core.types import ResourceClass, format_nux, parse_nux
+from nuclux.core.types import ResourceClass, format_nux
 from nuclux.errors import UsageError
 
 lease_app = typer.Typer(help="Open, answer, fund, end and inspect leases.", no_args_is_help=True)
@@ -43,13 +51,6 @@ def lease_dict(lease: Lease) -> dict[str, Any]:
         "extension_epochs": lease.ext_epochs,
         "extension_escrow_wei": lease.ext_escrow,
     }
-
-
-def _amount(text: str, what: str) -> int:
-    try:
-        return parse_nux(text)
-    except ValueError as err:
-        raise UsageError(f"{what}: {err}") from None
 
 
 def _act(
@@ -97,7 +98,7 @@ def open_cmd(
         rc = ResourceClass.parse(cls)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    esc, cap = _amount(escrow, "--escrow"), _amount(max_price, "--max-price")
+    esc, cap = nux_arg(escrow, "--escrow"), nux_arg(max_price, "--max-price")
     if esc == 0:
         raise UsageError("--escrow must be positive")
     c = command_ctx(ctx, json=json)
@@ -203,7 +204,7 @@ def extend_cmd(
     json: JsonFlag = False,
 ) -> None:
     """Buy a longer term; the provider must accept it."""
-    add = _amount(escrow, "--escrow")
+    add = nux_arg(escrow, "--escrow")
     _act(
         ctx,
         account,
@@ -227,7 +228,7 @@ def top_up_cmd(
     json: JsonFlag = False,
 ) -> None:
     """Add escrow to a running lease (no acceptance needed)."""
-    add = _amount(amount, "amount")
+    add = nux_arg(amount, "amount")
     if add == 0:
         raise UsageError("amount must be positive")
     _act(

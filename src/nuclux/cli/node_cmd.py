@@ -24,9 +24,9 @@ from nuclux import aio
 from nuclux.chain import ChainConnection, Deployment, Ledger
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
 from nuclux.cli.keys_cmd import SCRYPT_N_ENV, get_passphrase
-from nuclux.cli.output import JsonFlag, command_ctx, emit, show_fields, stdout_console
+from nuclux.cli.output import JsonFlag, command_ctx, emit, nux_arg, show_fields, stdout_console
 from nuclux.cli.session import deployment_path, load_deployment, rpc_url, signer
-from nuclux.core.types import format_nux, parse_nux
+from nuclux.core.types import format_nux
 from nuclux.core.units import parse_size
 from nuclux.errors import ConfigError, UsageError
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
@@ -67,13 +67,6 @@ async def _ledger(cfg: NodeConfig, account: LocalAccount) -> AsyncIterator[Ledge
         yield Ledger(conn, dep, account)
     finally:
         await conn.close()
-
-
-def _amount(text: str, what: str) -> int:
-    try:
-        return parse_nux(text)
-    except ValueError as err:
-        raise UsageError(f"{what}: {err}") from None
 
 
 @node_app.command("init")
@@ -119,10 +112,10 @@ def init_cmd(
         storage_bytes=storage_bytes,
         compute_units=compute_units,
         egress_bytes=egress_bytes,
-        price_storage=_amount(price_storage, "--price-storage"),
-        price_compute=_amount(price_compute, "--price-compute"),
-        price_egress=_amount(price_egress, "--price-egress"),
-        stake=_amount(stake, "--stake"),
+        price_storage=nux_arg(price_storage, "--price-storage"),
+        price_compute=nux_arg(price_compute, "--price-compute"),
+        price_egress=nux_arg(price_egress, "--price-egress"),
+        stake=nux_arg(stake, "--stake"),
         chain=rpc_url(c, dep),
         deployment=dep_path.resolve(),
     )

@@ -36,7 +36,8 @@ from rich.text import Text
 from rich.traceback import Traceback
 
 from nuclux.config import Config, load_config
-from nuclux.errors import NucluxError
+from nuclux.core.types import parse_nux
+from nuclux.errors import NucluxError, UsageError
 
 INTERNAL_ERROR_EXIT = 70
 INTERRUPTED_EXIT = 130
@@ -70,6 +71,15 @@ class Ctx:
         if self.cache.value is None:
             self.cache.value = load_config(self.config_path, self.env)
         return self.cache.value
+
+
+def nux_arg(text: str, what: str) -> int:
+    """A NUX amount given on the command line (e.g. ``5`` or ``0.25``) in wei; ``UsageError``
+    naming the option ``what`` when it is not one."""
+    try:
+        return parse_nux(text)
+    except ValueError as err:
+        raise UsageError(f"{what}: {err}") from None
 
 
 def command_ctx(ctx: typer.Context, *, json: bool = False) -> Ctx:

@@ -15,9 +15,17 @@ import typer
 from nuclux.chain import Ledger, ProviderInfo
 from nuclux.chain.ledger import ProviderOffer
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
-from nuclux.cli.output import JsonFlag, command_ctx, emit, show_fields, stdout_console, table
+from nuclux.cli.output import (
+    JsonFlag,
+    command_ctx,
+    emit,
+    nux_arg,
+    show_fields,
+    stdout_console,
+    table,
+)
 from nuclux.cli.session import ledger_session, signer
-from nuclux.core.types import format_nux, parse_nux
+from nuclux.core.types import format_nux
 from nuclux.errors import UsageError
 from nuclux.keys.derive import from_private_key
 
@@ -42,13 +50,6 @@ def provider_dict(p: ProviderInfo) -> dict[str, Any]:
         },
         "price_wei": {"storage": p.price[0], "compute": p.price[1], "bandwidth": p.price[2]},
     }
-
-
-def _nux(text: str, what: str) -> int:
-    try:
-        return parse_nux(text)
-    except ValueError as err:
-        raise UsageError(f"{what}: {err}") from None
 
 
 def _hex32(text: str, what: str) -> bytes:
@@ -93,12 +94,12 @@ def register_cmd(
         x25519_key=from_private_key(bytes(acct.key)).x25519_public,
         capacity=(storage, compute, egress),
         price=(
-            _nux(price_storage, "--price-storage"),
-            _nux(price_compute, "--price-compute"),
-            _nux(price_egress, "--price-egress"),
+            nux_arg(price_storage, "--price-storage"),
+            nux_arg(price_compute, "--price-compute"),
+            nux_arg(price_egress, "--price-egress"),
         ),
     )
-    amount = _nux(stake, "--stake")
+    amount = nux_arg(stake, "--stake")
 
     async def go() -> dict[str, Any]:
         async with ledger_session(c, acct, deployment) as ledger:

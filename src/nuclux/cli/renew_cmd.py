@@ -16,9 +16,17 @@ from typing import Annotated, Any
 import typer
 
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
-from nuclux.cli.output import JsonFlag, command_ctx, emit, show_fields, stdout_console, table
+from nuclux.cli.output import (
+    JsonFlag,
+    command_ctx,
+    emit,
+    nux_arg,
+    show_fields,
+    stdout_console,
+    table,
+)
 from nuclux.cli.storage import _keys, _using
-from nuclux.core.types import format_nux, parse_nux
+from nuclux.core.types import format_nux
 from nuclux.errors import UsageError
 from nuclux.sdk.renewal import RenewalIncomplete, RenewalReport
 
@@ -43,12 +51,7 @@ def renew_cmd(
 ) -> None:
     """Renew leases that end soon (their providers keep the data), within a spending cap."""
     c = command_ctx(ctx, json=json)
-    cap = None
-    if max_spend is not None:
-        try:
-            cap = parse_nux(max_spend)
-        except ValueError as err:
-            raise UsageError(f"--max-spend: {err}") from None
+    cap = None if max_spend is None else nux_arg(max_spend, "--max-spend")
     if days is not None and not 0 < days < 36_500:
         raise UsageError(f"--days must be a positive number of days, not {days:g}")
     keys = _keys(c, account, private_key_env)

@@ -26,11 +26,10 @@ from typing import Annotated, Any
 import typer
 
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
-from nuclux.cli.output import Ctx, JsonFlag, command_ctx, emit, stdout_console
+from nuclux.cli.output import Ctx, JsonFlag, command_ctx, emit, nux_arg, stdout_console
 from nuclux.cli.renew_cmd import render_renewal, report_json
 from nuclux.cli.storage import _keys, storage_client
 from nuclux.core.reference import Reference
-from nuclux.core.types import parse_nux
 from nuclux.errors import NucluxError, UsageError
 from nuclux.keys.derive import AccountKeys
 from nuclux.sdk.repair import Outcome, RepairFailure, RepairReport, as_reference
@@ -135,12 +134,7 @@ def repair_cmd(
     if ref is None and not all_files:
         raise UsageError("give a file reference (nux:...) or --all")
     reference = None if ref is None else as_reference(ref)
-    cap = None
-    if max_price is not None:
-        try:
-            cap = parse_nux(max_price)
-        except ValueError as err:
-            raise UsageError(f"--max-price: {err}") from None
+    cap = None if max_price is None else nux_arg(max_price, "--max-price")
     keys = _keys(c, account, private_key_env)
     if watch:
         _watch(c, keys, deployment, reference, interval, cap)

@@ -32,11 +32,18 @@ from rich.progress import (
 
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
 from nuclux.cli.keys_cmd import unlock_account
-from nuclux.cli.output import Ctx, JsonFlag, command_ctx, emit, stderr_console, stdout_console
+from nuclux.cli.output import (
+    Ctx,
+    JsonFlag,
+    command_ctx,
+    emit,
+    nux_arg,
+    stderr_console,
+    stdout_console,
+)
 from nuclux.cli.output import table as print_table
 from nuclux.cli.renewal_config import storage_settings
 from nuclux.cli.session import ledger_session
-from nuclux.core.types import parse_nux
 from nuclux.core.units import format_size
 from nuclux.errors import IntegrityError, UsageError
 from nuclux.keys.derive import AccountKeys, from_private_key, parse_private_key_hex
@@ -126,12 +133,7 @@ def put_cmd(
 ) -> None:
     """Store a file (encrypted, erasure-coded across providers); prints its reference."""
     c = command_ctx(ctx, json=json)
-    cap = None
-    if max_price is not None:
-        try:
-            cap = parse_nux(max_price)
-        except ValueError as err:
-            raise UsageError(f"--max-price: {err}") from None
+    cap = None if max_price is None else nux_arg(max_price, "--max-price")
     if not file.is_file():
         raise UsageError(f"{file}: no such file" if not file.exists() else f"{file}: not a file")
     keys = _keys(c, account, private_key_env)
