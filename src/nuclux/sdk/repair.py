@@ -71,7 +71,7 @@ from nuclux.sdk.repair_common import (
 )
 from nuclux.sdk.repair_copies import restore_copies
 from nuclux.sdk.settings import NotEnoughProviders, manifest_copies
-from nuclux.sdk.writing import OVERHEAD_BYTES, write_manifest
+from nuclux.sdk.writing import OVERHEAD_BYTES, replacement, write_manifest
 
 REBUILD_PASSES = 3  # a share found bad while others are read is rebuilt in the next pass
 
@@ -191,18 +191,17 @@ async def _rebuild_pass(
     failed: set[str] = set()
 
     async def replace(share: int, old: Placement, reason: str) -> Placement:
-        ctx.leases.invalidate()
-        failed.add(old.provider.owner.lower())
-        pool = await ctx.leases.candidates(need, max_price, exclude=used | failed)
-        try:
-            (new,) = await ctx.leases.ensure(pool, 1, need, days, max_price)
-        except NotEnoughProviders:
-            raise NotEnoughProviders(
-                f"share {share}: new provider {old.provider.owner} failed ({reason}) and no"
-                " other provider can take its place"
-            ) from None
-        used.add(new.provider.owner.lower())
-        return new
+        return await replacement(
+            ctx,
+            share,
+            old,
+            reason,
+            in_use=used,
+            failed=failed,
+            need=need,
+            days=days,
+            max_price=max_price,
+        )
 
     try:
         rebuilt = await rebuild_shares(

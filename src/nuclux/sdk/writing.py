@@ -14,6 +14,7 @@ import asyncio
 import os
 import stat
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from nuclux.core.envelope import seal_key
@@ -38,7 +39,7 @@ from nuclux.errors import NucluxError, UsageError
 from nuclux.sdk.context import Pending, StorageContext
 from nuclux.sdk.leases import Placement
 from nuclux.sdk.nodeapi import manifest_id
-from nuclux.sdk.peers import PEER_ERRORS
+from nuclux.sdk.peers import PEER_ERRORS, Probe
 from nuclux.sdk.settings import (
     INLINE_COPIES,
     NotEnoughProviders,
@@ -165,6 +166,38 @@ async def write_manifest(
     return ok
 
 
+async def replacement(
+    ctx: StorageContext,
+    share: int,
+    old: Placement,
+    reason: str,
+    *,
+    in_use: set[str],
+    failed: set[str],
+    need: int,
+    days: float,
+    max_price: int | None,
+    spares: Sequence[Probe] = (),
+) -> Placement:
+    """Another provider and lease for ``share`` after ``old`` failed (``reason``): a spare
+    probed already if one is left, else a fresh candidate; never one in ``in_use`` or
+    ``failed`` (``old`` joins ``failed``, the new provider ``in_use``)."""
+    ctx.leases.invalidate()
+    failed.add(old.provider.owner.lower())
+    pool = [p for p in spares if p.provider.owner.lower() not in in_use | failed]
+    if not pool:
+        pool = await ctx.leases.candidates(need, max_price, exclude=in_use | failed)
+    try:
+        (new,) = await ctx.leases.ensure(pool, 1, need, days, max_price)
+    except NotEnoughProviders:
+        raise NotEnoughProviders(
+            f"share {share}: provider {old.provider.owner} failed ({reason}) and no other"
+            " provider can take its place"
+        ) from None
+    in_use.add(new.provider.owner.lower())
+    return new
+
+
 async def _spread(
     ctx: StorageContext,
     path: Path,
@@ -195,21 +228,19 @@ async def _spread(
     failed: set[str] = set()
 
     async def replace(share: int, old: Placement, reason: str) -> Placement:
-        ctx.leases.invalidate()
-        failed.add(old.provider.owner.lower())
         in_use.discard(old.provider.owner.lower())
-        pool = [p for p in spares if p.provider.owner.lower() not in in_use | failed]
-        if not pool:
-            pool = await ctx.leases.candidates(need, max_price, exclude=in_use | failed)
-        try:
-            (new,) = await ctx.leases.ensure(pool, 1, need, term, max_price)
-        except NotEnoughProviders:
-            raise NotEnoughProviders(
-                f"share {share}: provider {old.provider.owner} failed ({reason}) and no other"
-                " provider can take its place"
-            ) from None
-        in_use.add(new.provider.owner.lower())
-        return new
+        return await replacement(
+            ctx,
+            share,
+            old,
+            reason,
+            in_use=in_use,
+            failed=failed,
+            need=need,
+            days=term,
+            max_price=max_price,
+            spares=spares,
+        )
 
     data_id = os.urandom(32)
     uploader = Uploader(
