@@ -31,6 +31,13 @@ import aiohttp
 from yarl import URL
 
 from nuclux.core.batch import encode_batch
+from nuclux.core.compute_account import (
+    CountersignRequired,
+    EscrowExhausted,
+    TooManyDeclined,
+    UsageRejected,
+)
+from nuclux.core.job import ComputeBusy, JobRejected
 from nuclux.core.merkle import merkle_root
 from nuclux.errors import (
     Forbidden,
@@ -57,6 +64,12 @@ _BY_CODE: dict[str, type[NucluxError]] = {
     "integrity": IntegrityError,
     "quota_exceeded": QuotaExceeded,
     "capacity_exceeded": QuotaExceeded,
+    "compute_busy": ComputeBusy,
+    "job_rejected": JobRejected,
+    "countersign_required": CountersignRequired,
+    "escrow_exhausted": EscrowExhausted,
+    "too_many_declined": TooManyDeclined,
+    "usage_rejected": UsageRejected,
 }
 
 
@@ -265,6 +278,42 @@ class NodeClient:
                 await self._raise_for(resp)
                 out: dict[str, Any] = await _json(resp)
                 return out
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | Sequence[bytes] = b"",
+        *,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+    ) -> Any:
+        """A signed request to ``path`` with ``body`` (bytes, or parts sent in turn without
+        joining them); the node's JSON answer, or its error mapped onto the error tree.
+        ``timeout`` bounds the whole exchange (``TimeoutError``)."""
+        url = self.base.with_path(path)
+        parts: list[bytes] = [body] if isinstance(body, bytes) else list(body)
+        sha = hashlib.sha256()
+        for part in parts:
+            sha.update(part)
+        headers = self._headers(method, url, sha.digest())
+        size = sum(len(p) for p in parts)
+        if size:
+            headers["Content-Type"] = content_type
+            headers["Content-Length"] = str(size)
+
+        async def exchange() -> Any:
+            with peer_errors():
+                async with self._session.request(
+                    method, url, data=_parts(parts) if size else None, headers=headers
+                ) as resp:
+                    await self._raise_for(resp)
+                    return await _json(resp)
+
+        if timeout is None:
+            return await exchange()
+        async with asyncio.timeout(timeout):
+            return await exchange()
 
     async def put(
         self, lease_id: int, object_id: bytes, data: bytes, sha256: bytes | None = None
@@ -524,6 +573,12 @@ class NodeClient:
                 await self._raise_for(resp)
                 out: dict[str, Any] = await _json(resp)
                 return out
+
+
+async def _parts(parts: Sequence[bytes]) -> AsyncIterator[bytes | memoryview]:
+    for part in parts:
+        async for chunk in _chunks(part):
+            yield chunk
 
 
 async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:
