@@ -13,7 +13,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from nuclux.chain.eip712 import module_typed_data, sign_typed
+from nuclux.chain.eip712 import module_typed_data, recover_typed, sign_typed
 from nuclux.errors import UsageError
 
 MAX_TOTAL = 2**192 - 1
@@ -49,3 +49,8 @@ def typed_data(usage: Usage, chain_id: int, module: str) -> dict[str, Any]:
 def sign_usage(account: LocalAccount, usage: Usage, chain_id: int, module: str) -> bytes:
     """``account``'s 65-byte signature over ``usage``."""
     return sign_typed(account, typed_data(usage, chain_id, module))
+
+
+def usage_signer(usage: Usage, signature: bytes, chain_id: int, module: str) -> str | None:
+    """The address that signed ``usage`` for the module, or None if nothing recovers."""
+    return recover_typed(typed_data(usage, chain_id, module), signature)

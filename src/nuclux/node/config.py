@@ -52,6 +52,8 @@ class NodeConfig:
     deployment: Path | None
     grace_seconds: int = 3600
     max_object_bytes: int = 4 << 30
+    # test-only: forge every compute result (a lying provider), from [testing] in node.toml
+    corrupt_results: bool = False
 
     @property
     def tls_dir(self) -> Path:
@@ -101,6 +103,7 @@ class NodeConfig:
                 "rpc": self.chain,
                 **({"deployment": str(self.deployment)} if self.deployment else {}),
             },
+            **({"testing": {"corrupt_results": True}} if self.corrupt_results else {}),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -163,6 +166,7 @@ def load_config(data_dir: Path) -> NodeConfig:
             deployment=Path(dep) if dep else None,
             grace_seconds=int(node.get("grace_seconds", 3600)),
             max_object_bytes=int(node.get("max_object_bytes", 4 << 30)),
+            corrupt_results=bool(raw.get("testing", {}).get("corrupt_results", False)),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"invalid {path}: {exc}") from exc

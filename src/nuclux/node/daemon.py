@@ -33,6 +33,7 @@ from nuclux.errors import ConfigError
 from nuclux.keys.derive import from_private_key
 from nuclux.net.tls import NodeIdentity, server_ssl_context
 from nuclux.node.agent import LeaseAgent
+from nuclux.node.compute.service import ComputeService, start_compute
 from nuclux.node.config import NodeConfig
 from nuclux.node.follower import ChainView
 from nuclux.node.prover import Prover
@@ -72,6 +73,7 @@ class NodeRuntime:
     stop_event: asyncio.Event = field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     owns_connection: bool = False
+    compute: ComputeService | None = None
 
     @property
     def url(self) -> str:
@@ -128,13 +130,19 @@ class NodeRuntime:
             await view.wait_for_block(head, timeout=5)
 
         service.refresh_fn = refresh
+        compute = await _start_compute(cfg, ledger, service) if cfg.compute_units > 0 else None
         # the runner's own wait comes after NodeService.finish_requests has waited already
         runner = service.runner(shutdown_timeout=1.0)
         await runner.setup()
         site = web.TCPSite(
             runner, cfg.listen_host, cfg.listen_port, ssl_context=server_ssl_context(identity)
         )
-        await site.start()
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            await _stop_compute(compute)
+            raise
         rt = cls(
             cfg,
             ledger,
@@ -145,6 +153,7 @@ class NodeRuntime:
             agent,
             runner,
             owns_connection=owns_connection,
+            compute=compute,
         )
         rt.tasks = [
             asyncio.create_task(view.run(rt.stop_event, poll_interval)),
@@ -164,6 +173,7 @@ class NodeRuntime:
             log.warning("requests still running after %.0f s are cancelled", SHUTDOWN_TIMEOUT)
         await self.runner.cleanup()
         await asyncio.gather(*self.tasks, return_exceptions=True)
+        await _stop_compute(self.compute)
         await self.store.close()
         self.view.close()
         if self.owns_connection:
@@ -180,6 +190,26 @@ class NodeRuntime:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await self.stop()
+
+
+async def _start_compute(cfg: NodeConfig, ledger: Ledger, service: NodeService) -> ComputeService:
+    """The node's compute slots: a pool of started workers and the lease accounts."""
+    compute = await start_compute(
+        cfg.compute_units,
+        cfg.data_dir,
+        ledger,
+        verifier=service.verifier,
+        lease_for=service.fresh_lease,
+        clock=service.clock,
+        corrupt_results=cfg.corrupt_results,
+    )
+    service.compute = compute
+    return compute
+
+
+async def _stop_compute(compute: ComputeService | None) -> None:
+    if compute is not None:
+        await compute.close()
 
 
 async def _check_registration(

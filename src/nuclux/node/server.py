@@ -33,6 +33,13 @@ from aiohttp import web
 from nuclux.core.auth import RequestVerifier
 from nuclux.core.batch import MAX_BATCH_BYTES
 from nuclux.core.capability import capability_from_header, verify_capability
+from nuclux.core.compute_account import (
+    CountersignRequired,
+    EscrowExhausted,
+    TooManyDeclined,
+    UsageRejected,
+)
+from nuclux.core.job import ComputeBusy, ComputeError, JobRejected
 from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.reference import parse_block_id, share_prefix
 from nuclux.core.types import ResourceClass
@@ -58,6 +65,7 @@ from nuclux.net.signing import (
     check_body,
 )
 from nuclux.node.batch import store_batch
+from nuclux.node.compute.service import ComputeService, ModuleUnknown
 from nuclux.node.revisions import RevisionDesk, RevisionSigner
 from nuclux.node.shares import (
     MAX_REVISION_BODY,
@@ -104,6 +112,14 @@ class HttpError(NucluxError):
 
 
 _STATUS: list[tuple[type[NucluxError], int, str]] = [
+    (ComputeBusy, 503, "compute_busy"),
+    (JobRejected, 422, "job_rejected"),
+    (CountersignRequired, 409, "countersign_required"),
+    (EscrowExhausted, 402, "escrow_exhausted"),
+    (TooManyDeclined, 403, "too_many_declined"),
+    (UsageRejected, 409, "usage_rejected"),
+    (ModuleUnknown, 409, "module_unknown"),
+    (ComputeError, 409, "compute"),
     (MalformedShare, 409, "malformed_share"),
     (ShareInRevision, 409, "in_revision"),
     (RevisionConflict, 409, "revision_conflict"),
@@ -196,6 +212,7 @@ class NodeService:
     capacities: tuple[int, int, int] = (0, 0, 0)
     unit_bytes: int = GIB  # storage leases reserve units x this (tests shrink it)
     revision_signer: RevisionSigner | None = None  # the operator key: without it, no revisions
+    compute: ComputeService | None = None  # compute jobs, when the node offers compute units
     _desk: RevisionDesk | None = None
     _active: int = 0  # requests being handled
     _stopping: bool = False
@@ -230,6 +247,8 @@ class NodeService:
         r.add_get(f"{API}/leases/{{lease}}/shares/{{fid}}/{{index}}", self.share)
         r.add_post(f"{API}/leases/{{lease}}/revisions", self.post_revision)
         r.add_get(f"{API}/leases/{{lease}}/revisions/latest", self.latest_revision)
+        if self.compute is not None:
+            self.compute.routes(r, API, _lease_number)
         return app
 
     async def finish_requests(self, timeout: float) -> bool:
@@ -262,23 +281,21 @@ class NodeService:
     # ------------------------------------------------------------------ checks
 
     def _ids(self, request: web.Request, with_object: bool) -> tuple[int, bytes]:
-        lease = request.match_info["lease"]
-        if not _LEASE.match(lease):
-            raise UsageError("lease id must be a decimal number from 1 to 2^256-1")
+        lease = _lease_number(request.match_info["lease"])
         obj = b""
         if with_object:
             text = request.match_info["object"]
             if not _OBJECT.match(text):
                 raise UsageError("object id must be 1-64 bytes written as lowercase hex")
             obj = bytes.fromhex(text)
-        return int(lease), obj
+        return lease, obj
 
-    async def _fresh_lease(self, lease_id: int) -> Lease:
+    async def fresh_lease(self, lease_id: int, cls: ResourceClass = ResourceClass.STORAGE) -> Lease:
         """The lease from the local view; if it is unknown or not active there, the view may
         just lag the chain (a lease accepted a moment ago), so catch up once and look again.
         Catching up is single-flight: concurrent requests share one refresh."""
         try:
-            return self._lease(lease_id)
+            return self._lease(lease_id, cls)
         except (HttpError, Forbidden):
             lease = self.view.lease(lease_id)
             stale = lease is None or lease.state in (LeaseState.NASCENT, LeaseState.TICKETED)
@@ -287,9 +304,9 @@ class NodeService:
         if self._refreshing is None or self._refreshing.done():
             self._refreshing = asyncio.ensure_future(self.refresh_fn())
         await asyncio.shield(self._refreshing)
-        return self._lease(lease_id)
+        return self._lease(lease_id, cls)
 
-    def _lease(self, lease_id: int) -> Lease:
+    def _lease(self, lease_id: int, cls: ResourceClass = ResourceClass.STORAGE) -> Lease:
         lease = self.view.lease(lease_id)
         if lease is None:
             raise HttpError(
@@ -300,8 +317,8 @@ class NodeService:
             )
         if lease.provider.lower() != self.owner.lower():
             raise Forbidden(f"lease {lease_id} is held by another provider")
-        if lease.cls is not ResourceClass.STORAGE:
-            raise Forbidden(f"lease {lease_id} is not a storage lease")
+        if lease.cls is not cls:
+            raise Forbidden(f"lease {lease_id} is not a {cls.name.lower()} lease")
         if lease.state not in SERVING:
             raise Forbidden(f"lease {lease_id} is {lease.state.label}, not active")
         return lease
@@ -311,7 +328,7 @@ class NodeService:
     ) -> tuple[Lease, bytes]:
         lease_id, _ = self._ids(request, False)
         who = authenticate(request, self.verifier, now=self.clock())
-        lease = await self._fresh_lease(lease_id)
+        lease = await self.fresh_lease(lease_id)
         if who.address.lower() == lease.consumer.lower():
             await self.store.ensure_lease(lease.id, lease.units * self.unit_bytes)
             return lease, who.content_sha256
@@ -353,6 +370,7 @@ class NodeService:
                     "compute_units": self.capacities[1],
                     "egress_gib": self.capacities[2],
                 },
+                "compute": None if self.compute is None else self.compute.info(),
             }
         )
 
@@ -508,6 +526,12 @@ class NodeService:
         if latest is None:
             raise ObjectNotFound(f"lease {lease.id} has no co-signed revision yet")
         return web.json_response(revision_json(latest))
+
+
+def _lease_number(text: str) -> int:
+    if not _LEASE.match(text):
+        raise UsageError("lease id must be a decimal number from 1 to 2^256-1")
+    return int(text)
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int]:
