@@ -51,6 +51,9 @@ def up_cmd(
         int, typer.Option(help="Provider nodes to start (registered, serving).", min=0, max=32)
     ] = 0,
     node_storage: Annotated[str, typer.Option(help="Storage each node offers.")] = "4GiB",
+    node_compute: Annotated[
+        int, typer.Option(help="Compute slots each node offers.", min=0, max=64)
+    ] = 2,
     json: JsonFlag = False,
 ) -> None:
     """Start anvil, deploy the contracts, fund accounts; record it for other commands.
@@ -73,7 +76,9 @@ def up_cmd(
         )
         try:
             started = (
-                await start_nodes(devnet_dir(c), nodes, storage_bytes=storage_bytes)
+                await start_nodes(
+                    devnet_dir(c), nodes, storage_bytes=storage_bytes, compute_units=node_compute
+                )
                 if nodes
                 else []
             )

@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,15 @@ def nodes_status(state_dir: Path) -> list[NodeState]:
     return [NodeState(n, _is_our_node(n)) for n in recorded_nodes(state_dir)]
 
 
+@dataclass(frozen=True, slots=True)
+class LocalOffer:
+    storage_bytes: int
+    stake: int
+    price_storage: int
+    compute_units: int
+    price_compute: int
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,8 +138,10 @@ def _make_node_dir(
     owner: str,
     deployment: Path,
     rpc_url: str,
-    offer: tuple[int, int, int],  # storage bytes, stake, storage price
+    offer: LocalOffer,
     passphrase: str,
+    *,
+    corrupt_results: bool = False,
 ) -> tuple[NodeConfig, str, NodeIdentity]:
     port = _free_port()
     cfg = NodeConfig(
@@ -139,15 +151,16 @@ def _make_node_dir(
         endpoint=f"https://127.0.0.1:{port}",
         listen_host="127.0.0.1",
         listen_port=port,
-        storage_bytes=offer[0],
-        compute_units=0,
+        storage_bytes=offer.storage_bytes,
+        compute_units=offer.compute_units,
         egress_bytes=0,
-        price_storage=offer[2],
-        price_compute=0,
+        price_storage=offer.price_storage,
+        price_compute=offer.price_compute,
         price_egress=0,
-        stake=offer[1],
+        stake=offer.stake,
         chain=rpc_url,
         deployment=deployment.resolve(),
+        corrupt_results=corrupt_results,
     )
     keys = from_mnemonic(generate_mnemonic(os.urandom(32)))
     info = Keystore(cfg.data_dir / "keys", kdf_n=DEVNET_KDF_N).create("operator", keys, passphrase)
@@ -224,10 +237,15 @@ async def start_nodes(
     storage_bytes: int = 4 << 30,
     stake: int = 100 * ONE_NUX,
     price_storage: int = ONE_NUX // 1000,
+    compute_units: int = 0,
+    price_compute: int = ONE_NUX // 1000,
+    corrupt_results: Sequence[int] = (),
     poll: float = 0.5,
     timeout: float = START_TIMEOUT,
 ) -> list[LocalNode]:
-    """Create, fund, register and start ``count`` nodes on the running devnet."""
+    """Create, fund, register and start ``count`` nodes on the running devnet, each offering
+    ``storage_bytes`` and ``compute_units`` slots. ``corrupt_results`` (tests only) names
+    nodes, by index, that forge every compute result."""
     if not 1 <= count <= MAX_NODES:
         raise UsageError(f"a local network has 1..{MAX_NODES} nodes")
     state_dir = Path(state_dir)
@@ -237,8 +255,9 @@ async def start_nodes(
     if not status.running or status.rpc_url is None:
         raise ChainError(f"no devnet is running ({status.detail}); run `nuclux devnet up`")
     try:
-        offer = (storage_bytes, stake, price_storage)
-        return await _start(state_dir, status.rpc_url, count, offer, poll, timeout)
+        offer = LocalOffer(storage_bytes, stake, price_storage, compute_units, price_compute)
+        lying = frozenset(corrupt_results)
+        return await _start(state_dir, status.rpc_url, count, offer, lying, poll, timeout)
     except BaseException:
         await stop_nodes(state_dir)  # never leave half a network running
         raise
@@ -248,11 +267,12 @@ async def _start(
     state_dir: Path,
     rpc_url: str,
     count: int,
-    offer: tuple[int, int, int],  # storage bytes, stake, storage price
+    offer: LocalOffer,
+    lying: frozenset[int],
     poll: float,
     timeout: float,
 ) -> list[LocalNode]:
-    stake = offer[1]
+    stake = offer.stake
     dep_path = state_dir / "deployment.json"
     deployment = Deployment.load(dep_path)
     passphrase = os.urandom(16).hex()
@@ -271,6 +291,7 @@ async def _start(
                 rpc_url,
                 offer,
                 passphrase,
+                corrupt_results=i in lying,
             )
             await conn.fund_gas(owner.address, GAS_ETH)
             await conn.fund_gas(operator, GAS_ETH)
