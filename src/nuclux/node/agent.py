@@ -7,9 +7,14 @@ provider's leases:
 
 - Ticketed storage lease: accept if the node is not draining and the store can reserve
   ``units`` more GiB within the capacity offered; otherwise decline (a decline is no fault).
-  Tickets of classes this node does not serve yet are declined.
-- Active storage lease: make sure the store reserves its quota; a pending extension is accepted
-  unless draining.
+- Ticketed compute lease: accept if the node is not draining and the units of its live compute
+  leases plus the ticket's fit in ``compute_units`` (``nuclux.node.compute_agent``); otherwise
+  decline. Tickets of classes this node does not serve yet are declined.
+- Active storage lease: make sure the store reserves its quota. A pending extension of a
+  storage or compute lease is accepted unless draining.
+- Compute lease, live or in its dispute window: submit the latest usage both sides signed
+  (``compute_accounts``) when it is newer than the chain's: while live at most every
+  ``settle_every`` seconds, always once Closing (the window is the last chance).
 - Closing, Closed or Failed lease: mark it closed in the store (its data is collected after
   the grace period); once its dispute window has passed, settle it (anyone may, and the money
   can only go to the parties).
@@ -35,6 +40,8 @@ from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.types import ResourceClass
 from nuclux.core.units import GIB
 from nuclux.errors import ChainError, LeaseNotFound, NucluxError
+from nuclux.node.compute.accounts import ComputeAccounts
+from nuclux.node.compute_agent import ComputeAgent
 from nuclux.node.follower import ChainView
 from nuclux.node.prover import Prover
 from nuclux.node.store import ShardStore
@@ -65,17 +72,30 @@ class LeaseAgent:
     claim_every: float = 300.0
     draining: bool = False
     prover: Prover | None = None
+    compute_units: int = 0  # concurrent job slots offered (the daemon sets it from NodeConfig)
+    compute_accounts: ComputeAccounts | None = None  # co-signed usage to settle
+    settle_every: float = 60.0  # seconds between usage submissions of a live compute lease
     stats: AgentStats = field(default_factory=AgentStats)
+    compute: ComputeAgent = field(init=False)
     _done: set[tuple[int, str]] = field(default_factory=set)
     _last_claim: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.compute = ComputeAgent(self.ledger)
 
     async def tick(self) -> None:
         me = self.view.provider(self.owner)
         self.draining = me is not None and me.status in ("paused", "leaving")
+        c = self.compute
+        c.units, c.accounts, c.settle_every = (
+            self.compute_units,
+            self.compute_accounts,
+            self.settle_every,
+        )
         leases = self.view.leases_of_provider(self.owner)
         for lease in leases:
             try:
-                await self._handle(lease)
+                await self._handle(lease, leases)
             except NucluxError as exc:
                 self.stats.errors += 1
                 log.warning("lease %d (%s): %s", lease.id, lease.state.label, exc)
@@ -93,14 +113,17 @@ class LeaseAgent:
         self._done.add(key)
         return True
 
-    async def _handle(self, lease: Lease) -> None:
+    async def _handle(self, lease: Lease, leases: list[Lease]) -> None:
         s = lease.state
+        served = lease.cls in (ResourceClass.STORAGE, ResourceClass.COMPUTE)
         if s is LeaseState.TICKETED and await self._once(lease, "answer"):
-            await self._answer(lease)
-        elif s in LIVE and lease.cls is ResourceClass.STORAGE:
-            await self.store.ensure_lease(lease.id, lease.units * self.unit_bytes)
+            await self._answer(lease, leases)
+        elif s in LIVE:
+            if lease.cls is ResourceClass.STORAGE:
+                await self.store.ensure_lease(lease.id, lease.units * self.unit_bytes)
             if (
                 s is LeaseState.ACTIVE_TICKETED
+                and served
                 and not self.draining
                 and await self._once(lease, f"ext{lease.end_epoch}")
             ):
@@ -108,6 +131,11 @@ class LeaseAgent:
                 self.stats.extensions += 1
         elif s in ENDED and lease.cls is ResourceClass.STORAGE and await self._once(lease, "close"):
             await self._close_in_store(lease)
+        if lease.cls is ResourceClass.COMPUTE:
+            if s in (LeaseState.CLOSED, LeaseState.FAILED):
+                self.compute.forget(lease.id)
+            else:
+                await self.compute.settle(lease, self.view.chain_time)
         if (
             s is LeaseState.CLOSING
             and self.view.chain_time >= lease.deadline
@@ -116,21 +144,37 @@ class LeaseAgent:
             await self.ledger.settle(lease.id)
             self.stats.settled += 1
 
-    async def _answer(self, lease: Lease) -> None:
-        if lease.cls is not ResourceClass.STORAGE or self.draining:
-            why = "draining" if self.draining else f"{lease.cls.name.lower()} is not served yet"
-            log.info("declining lease %d: %s", lease.id, why)
-            await self.ledger.decline(lease.id)
-            self.stats.declined += 1
-            return
+    async def _decline(self, lease: Lease, why: str) -> None:
+        log.info("declining lease %d: %s", lease.id, why)
+        await self.ledger.decline(lease.id)
+        self.stats.declined += 1
+
+    async def _answer(self, lease: Lease, leases: list[Lease]) -> None:
+        if self.draining:
+            await self._decline(lease, "draining")
+        elif lease.cls is ResourceClass.STORAGE:
+            await self._answer_storage(lease)
+        elif lease.cls is ResourceClass.COMPUTE:
+            why = self.compute.refusal(lease, leases)
+            if why is not None:
+                await self._decline(lease, why)
+                return
+            self.compute.accepted(lease.id)  # counted before the view shows it live
+            try:
+                await self.ledger.accept(lease.id)
+            except ChainError:
+                self.compute.forget(lease.id)
+                raise
+            self.stats.accepted += 1
+            log.info("accepted compute lease %d (%d units)", lease.id, lease.units)
+        else:
+            await self._decline(lease, f"{lease.cls.name.lower()} is not served yet")
+
+    async def _answer_storage(self, lease: Lease) -> None:
         cap = await self.store.capacity()
         need = lease.units * self.unit_bytes
         if cap.reserved + need > cap.offered:
-            log.info(
-                "declining lease %d: %d bytes would exceed the capacity offered", lease.id, need
-            )
-            await self.ledger.decline(lease.id)
-            self.stats.declined += 1
+            await self._decline(lease, f"{need} bytes would exceed the capacity offered")
             return
         await self.store.set_lease(lease.id, need, None)  # reserve before accepting
         try:
