@@ -157,6 +157,8 @@ class LeaseAccount:
         return charge(fuel, self.price)
 
     def admit(self, job_id: bytes, fuel_limit: int) -> None:
+        if fuel_limit < 0:
+            raise UsageError(f"a job's fuel limit cannot be negative (got {fuel_limit})")
         if job_id in self.running or job_id in self.pending:
             raise ComputeError(f"job {job_id.hex()[:16]} already runs on lease {self.lease_id}")
         if self.jobs_declined > self.declined_grace and (
@@ -189,7 +191,8 @@ class LeaseAccount:
         limit = self.running.pop(job_id, None)
         if limit is None:
             raise ComputeError(f"job {job_id.hex()[:16]} is not running on lease {self.lease_id}")
-        self.pending[job_id] = PendingJob(min(fuel_used, limit), deterministic)
+        # a job is charged what it used, never more than its limit nor less than nothing
+        self.pending[job_id] = PendingJob(max(0, min(fuel_used, limit)), deterministic)
 
     def expected_total(self, paid: tuple[bytes, ...]) -> tuple[int, int]:
         """(fuel_paid, cumulative) after paying ``paid`` (pending jobs)."""
