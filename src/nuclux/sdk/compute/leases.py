@@ -64,6 +64,7 @@ class ComputeLeases:
         self._held: dict[int, ComputeLease] | None = None
         self._nodes: dict[str, ComputeNode] = {}
         self.retired: dict[str, str] = {}  # provider -> why
+        self.refusals: dict[str, str] = {}  # provider -> why the last lease was not opened
         self._tx = asyncio.Lock()
         self._opening = asyncio.Lock()
         self._changed = asyncio.Condition()
@@ -128,7 +129,7 @@ class ComputeLeases:
                         raise NoComputeProviders(
                             "no compute provider could take the job (active, with compute"
                             " capacity, within --max-price, answering, not tried already"
-                            + (f"; retired: {self._why()}" if self.retired else "")
+                            + (f"; {self._why()}" if self.retired or self.refusals else "")
                             + ")"
                         )
 
@@ -144,7 +145,8 @@ class ComputeLeases:
             self._changed.notify_all()
 
     def _why(self) -> str:
-        return "; ".join(f"{p[:10]}: {why}" for p, why in list(self.retired.items())[:4])
+        told = {**self.refusals, **self.retired}
+        return "; ".join(f"{p[:10]}: {why}" for p, why in list(told.items())[:4])
 
     # ------------------------------------------------------------------ opening
 
@@ -192,11 +194,14 @@ class ComputeLeases:
             opened = await asyncio.gather(
                 *(self._open(p, fuel_limit, max_price) for p in batch), return_exceptions=True
             )
-            for got in opened:
+            for info, got in zip(batch, opened, strict=True):
                 if isinstance(got, ComputeLease):
                     out.append(got)
                 elif isinstance(got, BaseException) and not isinstance(got, NucluxError | OSError):
                     raise got
+                else:
+                    why = "not accepted in time or declined" if got is None else str(got)
+                    self.refusals[info.owner.lower()] = why
         return out
 
     async def _open(
