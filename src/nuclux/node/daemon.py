@@ -131,6 +131,8 @@ class NodeRuntime:
 
         service.refresh_fn = refresh
         compute = await _start_compute(cfg, ledger, service) if cfg.compute_units > 0 else None
+        if compute is not None:  # the agent accepts compute tickets within these units
+            agent.compute_units, agent.compute_accounts = cfg.compute_units, compute.accounts
         # the runner's own wait comes after NodeService.finish_requests has waited already
         runner = service.runner(shutdown_timeout=1.0)
         await runner.setup()
