@@ -14,8 +14,10 @@ A, B, C = b"a" * 32, b"b" * 32, b"c" * 32
 
 def test_unanimous_replicas_are_all_paid() -> None:
     v = decide({"p1": A, "p2": A, "p3": A}, replicas=3, max_extra=2)
-    assert v.final and v.accepted == A
-    assert v.pay == ("p1", "p2", "p3") and v.decline == ()
+    assert v.final
+    assert v.accepted == A
+    assert v.pay == ("p1", "p2", "p3")
+    assert v.decline == ()
     assert v.counts == ((A, 3),)
 
 
@@ -30,10 +32,16 @@ def test_one_liar_of_three_is_declined() -> None:
 def test_a_tie_is_not_a_majority_and_asks_one_more() -> None:
     answers = {"p1": A, "p2": B}
     v = decide(answers, replicas=2, max_extra=2)
-    assert not v.final and v.accepted is None and v.pay == () and v.decline == ()
+    assert not v.final
+    assert v.accepted is None
+    assert v.pay == ()
+    assert v.decline == ()
     assert more_needed(answers, replicas=2, max_extra=2) == 1
     v = decide({**answers, "p3": A}, replicas=2, max_extra=2)
-    assert v.final and v.accepted == A and v.pay == ("p1", "p3") and v.decline == ("p2",)
+    assert v.final
+    assert v.accepted == A
+    assert v.pay == ("p1", "p3")
+    assert v.decline == ("p2",)
 
 
 def test_half_is_not_a_strict_majority() -> None:
@@ -45,8 +53,10 @@ def test_half_is_not_a_strict_majority() -> None:
 def test_no_majority_at_the_bound_pays_everyone_and_accepts_nothing() -> None:
     answers = {"p1": A, "p2": B, "p3": C, "p4": A, "p5": B}
     v = decide(answers, replicas=3, max_extra=2)
-    assert v.final and v.accepted is None
-    assert v.pay == ("p1", "p2", "p3", "p4", "p5") and v.decline == ()
+    assert v.final
+    assert v.accepted is None
+    assert v.pay == ("p1", "p2", "p3", "p4", "p5")
+    assert v.decline == ()
     assert more_needed(answers, replicas=3, max_extra=2) == 0
 
 
@@ -61,7 +71,9 @@ def test_missing_replicas_are_asked_first() -> None:
 
 def test_single_replica_is_always_accepted() -> None:
     v = decide({"p1": B}, replicas=1, max_extra=0)
-    assert v.final and v.accepted == B and v.pay == ("p1",)
+    assert v.final
+    assert v.accepted == B
+    assert v.pay == ("p1",)
 
 
 def test_bad_arguments() -> None:
@@ -82,7 +94,8 @@ def test_verdict_invariants(answers: dict[str, bytes], replicas: int, extra: int
     v = decide(answers, replicas=replicas, max_extra=extra)
     if not v.final:
         assert len(answers) < replicas + extra
-        assert v.pay == () and v.decline == ()
+        assert v.pay == ()
+        assert v.decline == ()
         return
     # a final verdict splits exactly the providers who answered
     assert sorted(v.pay + v.decline) == sorted(answers)

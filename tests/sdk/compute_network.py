@@ -67,10 +67,6 @@ class ComputeNetwork:
             poll_interval=POLL,
             unit_bytes=1 << 20,
         )
-        if rt.agent.compute_units == 0 and rt.compute is not None:
-            # the daemon does not hand the agent its compute units and accounts yet
-            rt.agent.compute_units = self.configs[i].compute_units
-            rt.agent.compute_accounts = rt.compute.accounts
         self.nodes[i] = rt
         return rt
 

@@ -33,6 +33,7 @@ from typer.core import TyperGroup
 from nuclux import __version__
 from nuclux.allocator import tune_allocator
 from nuclux.cli.chain_cmd import balance_cmd, chain_app, transfer_cmd
+from nuclux.cli.compute_cmd import register as register_compute
 from nuclux.cli.config_cmd import config_app
 from nuclux.cli.demo_cmd import demo_cmd
 from nuclux.cli.devnet_cmd import devnet_app
@@ -133,6 +134,7 @@ app.command("demo")(demo_cmd)
 register_storage(app)  # put, get, ls, rm, share, audit, verify-timestamp
 app.command("repair")(repair_cmd)
 app.command("renew")(renew_cmd)
+register_compute(app)  # run, jobs
 
 
 def run() -> None:
