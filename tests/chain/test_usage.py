@@ -156,3 +156,41 @@ def test_usage_values_are_bounded() -> None:
         Usage(1, 1, -1)
     with pytest.raises(UsageError):
         Usage(0, 1, 1)
+
+
+async def test_the_fast_usage_signature_is_the_eip712_one_the_module_checks(world: World) -> None:
+    from eth_account import Account
+
+    from nuclux.chain.eip712 import recover_typed, sign_typed
+    from nuclux.chain.usage import sign_usage, typed_data, usage_digest, usage_signer
+
+    c = world.consumers[0]
+    module = c.module_of(COMPUTE)
+    contract = c.conn.contract("CumulativeSettlement", module)
+    for usage in (Usage(1, 1, 0), Usage(7, 2**64 - 1, 2**192 - 1), Usage(2**255, 3, 12345)):
+        digest = usage_digest(usage, c.conn.chain_id, module)
+        on_chain = await contract.functions.usageDigest(
+            usage.lease_id, usage.revision, usage.cumulative
+        ).call()
+        assert digest == bytes(on_chain)
+        fast = sign_usage(c.account, usage, c.conn.chain_id, module)
+        reference = sign_typed(c.account, typed_data(usage, c.conn.chain_id, module))
+        assert fast == reference  # RFC 6979 nonces: the same bytes
+        assert usage_signer(usage, fast, c.conn.chain_id, module) == c.address
+        assert recover_typed(typed_data(usage, c.conn.chain_id, module), fast) == c.address
+        other = Usage(usage.lease_id, usage.revision, usage.cumulative ^ 1)
+        assert usage_signer(other, fast, c.conn.chain_id, module) != c.address
+    stranger = Account.create()
+    sig = sign_usage(stranger, Usage(1, 1, 5), c.conn.chain_id, module)
+    assert usage_signer(Usage(1, 1, 5), sig, c.conn.chain_id, module) == stranger.address
+    high_s = (
+        sig[:32]
+        + (
+            0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+            - int.from_bytes(sig[32:64], "big")
+        ).to_bytes(32, "big")
+        + bytes([55 - sig[64]])
+    )
+    assert usage_signer(Usage(1, 1, 5), high_s, c.conn.chain_id, module) is None
+    assert usage_signer(Usage(1, 1, 5), sig[:64] + b"\x01", c.conn.chain_id, module) is None
+    assert usage_signer(Usage(1, 1, 5), b"\0" * 65, c.conn.chain_id, module) is None
