@@ -182,6 +182,28 @@ async def test_a_provider_crashing_mid_job_is_replaced(cnet: ComputeNetwork) -> 
             await cnet.start(victim)
 
 
+async def test_a_provider_leaving_the_registry_is_replaced(cnet: ComputeNetwork) -> None:
+    acct = await cnet.new_account("paused")
+    settings = dataclasses.replace(SETTINGS, directory_ttl=0.01)  # read the registry afresh
+    owner = cnet.world.providers[2]
+    async with cnet.client(acct, settings) as client:
+        others = {cfg.owner.lower() for i, cfg in enumerate(cnet.configs) if i != 2}
+        (held,) = await client.leases.ensure(
+            1, exclude=others, fuel_limit=LIMITS.fuel, max_price=None
+        )
+        assert held.provider == owner.address.lower()
+        await owner.set_paused(True)
+        try:
+            out = await client.run(SHA256, [], {"x.txt": b"x"}, limits=LIMITS)
+            assert out.ok
+            assert owner.address.lower() not in [p.lower() for p in out.providers]
+            assert "registry" in client.leases.retired[owner.address.lower()]
+            assert (await client.ledger.lease(held.id)).state.label == "closing"
+        finally:
+            await owner.set_paused(False)
+            await client.end_leases()
+
+
 async def test_map_runs_one_job_per_input_across_providers(cnet: ComputeNetwork) -> None:
     inputs = [(f"in{i:02d}.txt", f"input number {i}\n".encode()) for i in range(20)]
     seen: list[tuple[int, int]] = []

@@ -48,8 +48,9 @@ class Paid:
 
 
 class Accounts:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, *, timeout: float = 30.0) -> None:
         self.ledger = ledger
+        self.timeout = timeout  # one account read or countersignature
         self._accounts: dict[int, _Account] = {}
         self._module = ledger.module_of(COMPUTE)
 
@@ -76,7 +77,8 @@ class Accounts:
         async with acct.lock:
             if acct.state is not None:
                 return
-            remote = await cl.node.account(cl.id)
+            async with asyncio.timeout(self.timeout):
+                remote = await cl.node.account(cl.id)
             if remote.lease_id != cl.id or remote.price != cl.lease.price:
                 raise IntegrityError(
                     f"provider {cl.provider}: its account of lease {cl.id} names lease"
@@ -134,7 +136,8 @@ class Accounts:
         )
         usage = Usage(cl.id, update.revision, update.cumulative)
         ours = self.ledger.sign_usage(COMPUTE, usage)
-        theirs = await cl.node.countersign(update, ours)
+        async with asyncio.timeout(self.timeout):
+            theirs = await cl.node.countersign(update, ours)
         self._check_provider(cl, usage, theirs)
         acct.state = UsageState(update.revision, update.fuel_paid, update.cumulative)
         acct.consumer_signature, acct.provider_signature = ours, theirs

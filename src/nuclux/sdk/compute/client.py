@@ -61,7 +61,7 @@ class ComputeClient:
         timeout = MAX_JOB_SECONDS + self.settings.request_grace  # calls bound themselves
         self.peers = Peers(ledger, keys.eth_private_key, timeout=timeout)
         self.leases = ComputeLeases(ledger, self.peers, self.settings)
-        self.accounts = Accounts(ledger)
+        self.accounts = Accounts(ledger, timeout=self.settings.call_timeout)
         self.runner = Runner(self.leases, self.accounts, self.settings)
         directory = self.settings.journal_dir
         dep = ledger.deployment

@@ -110,7 +110,7 @@ class ComputeLeases:
         """A slot on a lease whose provider is not in ``exclude``: a free one, else the next
         one freed, else on a lease opened on a new provider (``NoComputeProviders`` if none)."""
         while True:
-            usable = [x for x in await self.held() if x.provider not in exclude]
+            usable = [x for x in await self._serving() if x.provider not in exclude]
             free = [x for x in usable if x.free > 0]
             if free:
                 random.shuffle(free)  # spread jobs over equally free leases
@@ -133,10 +133,21 @@ class ComputeLeases:
                             + ")"
                         )
 
+    async def _serving(self) -> list[ComputeLease]:
+        """Held leases whose provider the registry (read at most ``directory_ttl`` ago)
+        still lists as active; the others are retired (leases cancelled)."""
+        held = await self.held()
+        registry = await self.peers.registry(max_age=self.settings.directory_ttl)
+        active = {p.owner.lower() for p in registry if p.status == "active"}
+        for x in held:
+            if x.provider not in active:
+                await self.retire(x, "no longer active in the registry", None)
+        return [x for x in held if x.provider in active]
+
     async def _wait_slot(self, usable: list[ComputeLease]) -> None:
         async with self._changed:
             await self._changed.wait_for(
-                lambda: any(x.free > 0 and x.provider not in self.retired for x in usable)
+                lambda: any(x.free > 0 or x.provider in self.retired for x in usable)
             )
 
     async def release(self, cl: ComputeLease) -> None:

@@ -42,6 +42,7 @@ class ComputeSettings:
     escrow_jobs: int = 16  # a new lease's escrow: this many jobs at their fuel limit ...
     escrow_wei: int | None = None  # ... unless an explicit amount (wei) is given
     request_grace: float = 10.0  # seconds past the job's own timeout before its provider is dead
+    call_timeout: float = 30.0  # an account read or a countersignature before the provider is dead
     accept_timeout: float = 60.0  # a new lease must be accepted by its provider within this
     poll_interval: float = 0.5  # while waiting for acceptance
     max_price: int | None = None  # wei per million fuel; None: any posted price
@@ -65,7 +66,13 @@ class ComputeSettings:
             raise UsageError("max_price must be a non-negative amount of wei per million fuel")
         if not (0 < self.lease_days < math.inf):
             raise UsageError(f"lease_days must be a positive number of days, not {self.lease_days}")
-        for name in ("request_grace", "accept_timeout", "poll_interval", "directory_ttl"):
+        for name in (
+            "request_grace",
+            "call_timeout",
+            "accept_timeout",
+            "poll_interval",
+            "directory_ttl",
+        ):
             if not getattr(self, name) > 0:
                 raise UsageError(f"{name} must be positive")
 
