@@ -30,6 +30,7 @@ from nuclux.core.lease import LeaseState
 from nuclux.core.merkle import leaf_count, lease_root, root_of_bytes
 from nuclux.core.types import ONE_NUX, ResourceClass, format_nux
 from nuclux.core.units import GIB
+from nuclux.demo_compute import compute_section
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.net.client import NodeClient
 from nuclux.net.tls import NodeIdentity
@@ -53,6 +54,7 @@ class DemoSummary:
     held_in_escrow: int = 0
     staked: int = 0
     node: dict[str, Any] = field(default_factory=dict)
+    compute: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -63,6 +65,7 @@ class DemoSummary:
             "escrow_wei": self.held_in_escrow,
             "staked_wei": self.staked,
             "node": self.node,
+            "compute": self.compute,
         }
 
 
@@ -271,7 +274,8 @@ async def _node_section(
     step: Callable[[str], None],
     out: DemoSummary,
 ) -> None:
-    """Run provider 3 as a real node: it accepts a storage lease and serves a file over TLS."""
+    """Run provider 3 as a real node: it accepts a storage lease and serves a file over TLS,
+    then runs a compute job paid from escrow."""
     with tempfile.TemporaryDirectory(prefix="nuclux-demo-") as tmp:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -284,10 +288,10 @@ async def _node_section(
             listen_host="127.0.0.1",
             listen_port=port,
             storage_bytes=8 * GIB,
-            compute_units=0,
+            compute_units=2,
             egress_bytes=0,
             price_storage=PRICE[ResourceClass.STORAGE],
-            price_compute=0,
+            price_compute=PRICE[ResourceClass.COMPUTE],
             price_egress=0,
             stake=200 * ONE_NUX,
             chain="embedded",
@@ -326,6 +330,7 @@ async def _node_section(
                 "sha256": stored.sha256.hex(),
                 "read_back_ok": back == data,
             }
+            out.compute = await compute_section(conn, dep, consumer, step)
         finally:
             await node.stop()
         await consumer.cancel(lid)

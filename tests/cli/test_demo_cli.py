@@ -35,13 +35,19 @@ def test_demo_json_summary_is_consistent(tmp_path: Path) -> None:
     node = data["node"]
     assert node["read_back_ok"] is True
     assert node["bytes"] > 0
+    job = data["compute"]  # a real job on the node: paid fuel used x price, to the wei
+    assert job["stdout"].split()[:2] == ["2", "13"]
+    assert job["fuel_used"] > 0
+    assert job["paid_wei"] == job["cost_wei"] == job["expected_wei"] > 0
+    assert job["paid_wei"] + job["refund_wei"] == job["escrow_wei"]
     assert balances["consumer"] == (
         1000 * one
         - by_class["storage"]["paid_wei"]
         - by_class["compute"]["paid_wei"]
         - node["paid_wei"]
+        - job["paid_wei"]
     )
-    assert balances["provider 3"] == 300 * one + node["paid_wei"]
+    assert balances["provider 3"] == 300 * one + node["paid_wei"] + job["paid_wei"]
     assert balances["provider 1"] == 300 * one + by_class["storage"]["paid_wei"]
 
 
