@@ -285,17 +285,20 @@ class ComputeLeases:
         async with self._changed:
             self._changed.notify_all()
         async with self._tx:
-            try:
-                if latest is not None:
-                    usage, ours, theirs = latest
+            if latest is not None:
+                usage, ours, theirs = latest
+                try:
                     await self.ledger.submit_usage(COMPUTE, usage, ours, theirs)
                     self.transactions += 1
-                for x in list((self._held or {}).values()):
-                    if x.provider == cl.provider:
+                except ChainError:
+                    pass  # the provider submitted it (or a later one) already
+            for x in list((self._held or {}).values()):
+                if x.provider == cl.provider:
+                    try:
                         await self.ledger.cancel(x.id)
                         self.transactions += 1
-            except ChainError:
-                pass  # the lease ended meanwhile; recover() settles what is left
+                    except ChainError:
+                        pass  # the lease ended meanwhile; recover() settles what is left
 
     async def recover(self) -> list[tuple[int, int]]:
         """Settle our compute leases that are closing and past their dispute window (the
