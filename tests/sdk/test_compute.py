@@ -21,7 +21,7 @@ from nuclux.core.job import JobStatus, verify_receipt
 from nuclux.core.types import ResourceClass
 from nuclux.errors import UsageError
 from nuclux.sdk import ComputeClient, ComputeSettings
-from nuclux.sdk.compute import NoComputeProviders
+from nuclux.sdk.compute import NoComputeProviders, NoMajority
 from tests.chain.world import PRICES
 from tests.compute.modules import TRIVIAL
 from tests.sdk.compute_network import (
@@ -42,11 +42,11 @@ PRICE = PRICES[1]
 
 @asynccontextmanager
 async def session(
-    cnet: ComputeNetwork, label: str
+    cnet: ComputeNetwork, label: str, settings: ComputeSettings = SETTINGS
 ) -> AsyncIterator[tuple[LocalAccount, ComputeClient]]:
     """A fresh consumer's client; its leases are ended afterwards (their slots freed)."""
     acct = await cnet.new_account(label)
-    async with cnet.client(acct, SETTINGS) as client:
+    async with cnet.client(acct, settings) as client:
         try:
             yield acct, client
         finally:
@@ -143,6 +143,42 @@ async def test_replicas_outvote_a_lying_provider(cnet: ComputeNetwork) -> None:
         assert entry.declined == list(out.declined)
 
 
+async def test_a_tie_asks_one_more_provider_then_gives_up_without_a_majority(
+    cnet: ComputeNetwork,
+) -> None:
+    liar = cnet.nodes[3]
+    assert liar is not None
+    assert liar.compute is not None
+    liar_owner = cnet.configs[3].owner.lower()
+    pair = {cnet.configs[0].owner.lower(), liar_owner}
+    rest = {cfg.owner.lower() for cfg in cnet.configs} - pair
+    async with session(cnet, "tie") as (_acct, client):
+        await client.leases.ensure(2, exclude=rest, fuel_limit=LIMITS.fuel, max_price=None)
+        liar.compute.corrupt_results = True
+        try:
+            # two replicas disagree: a third provider is asked and its answer decides
+            out = await client.run(PI, ["3000", "5"], replicas=2, limits=LIMITS)
+            assert out.result.stdout.startswith(b"pi=3.")
+            assert len(out.providers) == 2
+            assert [p.lower() for p in out.declined] == [liar_owner]
+            # no more providers allowed: no majority, both are paid, the error lists hashes
+            strict = dataclasses.replace(SETTINGS, max_extra_replicas=0)
+            async with session(cnet, "tie-strict", strict) as (_, tight):
+                await tight.leases.ensure(2, exclude=rest, fuel_limit=LIMITS.fuel, max_price=None)
+                with pytest.raises(NoMajority, match="no strict majority") as caught:
+                    await tight.run(PI, ["3000", "5"], replicas=2, limits=LIMITS)
+                assert len(caught.value.hashes) == 2
+                assert tight.jobs()[-1].state == "no-majority"
+                held = await tight.leases.held()
+                assert {cl.provider for cl in held} == pair
+                for cl in held:
+                    account = await cl.node.account(cl.id)
+                    assert account.pending == {}
+                    assert (account.jobs_paid, account.jobs_declined) == (1, 0)
+        finally:
+            liar.compute.corrupt_results = False
+
+
 async def test_a_provider_crashing_mid_job_is_replaced(cnet: ComputeNetwork) -> None:
     async with session(cnet, "crash") as (acct, client):
         limits = dataclasses.replace(LIMITS, timeout_ms=30_000)
@@ -233,6 +269,12 @@ async def test_failed_job_is_recorded_with_its_status(cnet: ComputeNetwork) -> N
         entry = client.jobs()[-1]
         assert entry.state == "failed"
         assert entry.exit_code == out.result.exit_code
+        # more replicas than providers: every one that ran is paid, the error says why
+        with pytest.raises(NoComputeProviders, match="5 replicas need as many"):
+            await client.run(TRIVIAL, replicas=5, limits=LIMITS)
+        assert client.jobs()[-1].state == "error"
+        for cl in await client.leases.held():
+            assert (await cl.node.account(cl.id)).pending == {}
 
 
 async def test_bad_input_is_refused_before_any_transaction(

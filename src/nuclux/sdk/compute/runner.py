@@ -120,6 +120,11 @@ class Runner:
                         if on_provider is not None:
                             on_provider.append(item.lease.provider)
                 for item in got:
+                    if isinstance(item, NoComputeProviders) and replicas > 1:
+                        raise NoComputeProviders(
+                            f"{replicas} replicas need as many distinct providers; only"
+                            f" {len(answers)} answered ({item})"
+                        ) from None
                     if isinstance(item, BaseException):
                         raise item
             hashes = {p: a.result.result_hash for p, a in answers.items()}
