@@ -1,8 +1,9 @@
 """The consumer's compute SDK: run WASI jobs on leased provider slots (``ComputeClient``).
 
 Modules: ``client`` (the API), ``runner`` (one job: placement, churn, replication),
-``leases`` (compute leases: reuse, open, slots, retire, recover), ``accounts`` (co-signed
-usage per lease), ``journal`` (the local job record), ``settings`` (tunables, errors).
+``leases`` (compute leases: reuse, open, slots, retire, recover), ``directory`` (which
+providers to lease from), ``accounts`` (co-signed usage per lease), ``journal`` (the local
+job record), ``settings`` (tunables, errors).
 """
 
 from nuclux.sdk.compute.client import ComputeClient, MapItem

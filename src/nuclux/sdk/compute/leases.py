@@ -30,12 +30,12 @@ from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.types import LeaseId, ResourceClass
 from nuclux.errors import ChainError, NucluxError
 from nuclux.net.compute_client import ComputeNode
+from nuclux.sdk.compute.directory import compute_providers
 from nuclux.sdk.compute.settings import ComputeSettings, NoComputeProviders
-from nuclux.sdk.peers import PEER_ERRORS, Peers
+from nuclux.sdk.peers import Peers
 
 COMPUTE = ResourceClass.COMPUTE
 LIVE = (LeaseState.ACTIVE, LeaseState.ACTIVE_TICKETED)
-PROBE_TIMEOUT = 5.0
 
 
 @dataclass(eq=False)
@@ -68,6 +68,7 @@ class ComputeLeases:
         self._tx = asyncio.Lock()
         self._opening = asyncio.Lock()
         self._changed = asyncio.Condition()
+        self._epoch_read: tuple[float, int] | None = None
         self.transactions = 0
 
     # ------------------------------------------------------------------ what we hold
@@ -142,7 +143,19 @@ class ComputeLeases:
         for x in held:
             if x.provider not in active:
                 await self.retire(x, "no longer active in the registry", None)
-        return [x for x in held if x.provider in active]
+        epoch = await self._epoch()
+        ended = [x for x in held if x.lease.end_epoch <= epoch]
+        for x in ended:  # its term is over: the provider serves it no more
+            if self._held is not None:
+                self._held.pop(x.id, None)
+        return [x for x in held if x.provider in active and x not in ended]
+
+    async def _epoch(self) -> int:
+        """The chain's epoch, read at most ``directory_ttl`` seconds ago."""
+        clock = asyncio.get_running_loop().time()
+        if self._epoch_read is None or clock - self._epoch_read[0] > self.settings.directory_ttl:
+            self._epoch_read = (clock, await self.ledger.epoch())
+        return self._epoch_read[1]
 
     async def _wait_slot(self, usable: list[ComputeLease]) -> None:
         async with self._changed:
@@ -162,33 +175,11 @@ class ComputeLeases:
     # ------------------------------------------------------------------ opening
 
     async def candidates(self, exclude: set[str], max_price: int | None) -> list[ProviderInfo]:
-        """Providers we could open a lease on, cheapest first (ties at random): registered
-        active, not suspended, with compute capacity, within ``max_price``, not held, not
-        excluded or retired, and answering with a compute service."""
-        now = await self.ledger.conn.now()
+        """Providers we could open a lease on (``nuclux.sdk.compute.directory``), leaving out
+        those held, excluded or retired."""
         held = {x.provider for x in await self.held()}
         skip = held | exclude | set(self.retired)
-        infos = [
-            p
-            for p in await self.peers.registry(max_age=self.settings.directory_ttl)
-            if p.status == "active"
-            and p.suspended_until <= now
-            and p.capacity[COMPUTE] > 0
-            and (max_price is None or p.price[COMPUTE] <= max_price)
-            and p.owner.lower() not in skip
-        ]
-        answers = await asyncio.gather(*(self._offers_compute(p) for p in infos))
-        out = [p for p, ok in zip(infos, answers, strict=True) if ok]
-        random.shuffle(out)
-        out.sort(key=lambda p: p.price[COMPUTE])
-        return out
-
-    async def _offers_compute(self, info: ProviderInfo) -> bool:
-        try:
-            body = await asyncio.wait_for(self.peers.client(info).info(), PROBE_TIMEOUT)
-            return isinstance(body, dict) and body.get("compute") is not None
-        except (*PEER_ERRORS, KeyError, TypeError, ValueError):
-            return False
+        return await compute_providers(self.ledger, self.peers, self.settings, skip, max_price)
 
     async def ensure(
         self, count: int, *, exclude: set[str], fuel_limit: int, max_price: int | None
