@@ -240,6 +240,29 @@ async def test_a_provider_leaving_the_registry_is_replaced(cnet: ComputeNetwork)
             await client.end_leases()
 
 
+async def test_recover_ends_leases_past_their_term_and_settles_them(
+    cnet: ComputeNetwork,
+) -> None:
+    short = dataclasses.replace(SETTINGS, lease_days=0.01)  # 864 s: 15 epochs of 60 s
+    async with session(cnet, "term", short) as (_acct, client):
+        out = await client.run(SHA256, [], {"a.txt": b"a"}, limits=LIMITS)
+        (lid,) = out.leases
+        lease = await client.ledger.lease(lid)
+        for _ in range(200):  # the provider's agent submits the co-signed total as it goes
+            if (await client.ledger.latest_usage(COMPUTE, lid))[1] == out.cost:
+                break
+            await asyncio.sleep(0.1)
+        await cnet.conn.advance_time(int(0.01 * 86_400) + 120)
+        assert await client.recover() == []  # its term is over: closing, window open
+        assert (await client.ledger.lease(lid)).state.label == "closing"
+        await cnet.conn.advance_time(cnet.world.deployment.params.dispute_window + 60)
+        refunds = dict(await client.recover())
+        settled = await client.ledger.lease(lid)
+        assert settled.state.label == "closed"
+        assert settled.paid == out.cost
+        assert refunds[lid] == lease.escrow - out.cost
+
+
 async def test_map_runs_one_job_per_input_across_providers(cnet: ComputeNetwork) -> None:
     inputs = [(f"in{i:02d}.txt", f"input number {i}\n".encode()) for i in range(20)]
     seen: list[tuple[int, int]] = []

@@ -20,6 +20,7 @@ once the dispute window has passed (``recover``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from dataclasses import dataclass
 
@@ -293,12 +294,20 @@ class ComputeLeases:
 
     async def recover(self) -> list[tuple[int, int]]:
         """Settle our compute leases that are closing and past their dispute window (the
-        escrow not owed comes back); (lease id, wei refunded) for each."""
+        escrow not owed comes back); (lease id, wei refunded) for each. Live leases whose
+        term is over are closed first (their dispute window starts; a later call settles)."""
         now = await self.ledger.conn.now()
+        epoch = await self.ledger.epoch()
         me = self.ledger.address.lower()
         out: list[tuple[int, int]] = []
         for lease in await self.ledger.leases_of(self.ledger.address):
             if lease.consumer.lower() != me or lease.cls is not COMPUTE:
+                continue
+            if lease.state in LIVE and lease.end_epoch <= epoch:
+                async with self._tx:
+                    with contextlib.suppress(ChainError):  # closed meanwhile
+                        await self.ledger.end_term(lease.id)
+                        self.transactions += 1
                 continue
             if lease.state is not LeaseState.CLOSING or lease.deadline > now:
                 continue
