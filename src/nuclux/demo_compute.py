@@ -59,9 +59,10 @@ async def compute_section(
         out.check()
         (lease_id,) = out.leases
         lease = await consumer.lease(lease_id)
+        stdout = " ".join(out.result.stdout.decode().split())
         step(
             f"the node ran {name}.wasm (C compiled to WASI) under compute lease {lease_id}: "
-            f"stdout {' '.join(out.result.stdout.decode().split())!r}, {out.fuel_used:,} fuel, paid "
+            f"stdout {stdout!r}, {out.fuel_used:,} fuel, paid "
             f"{format_nux(out.cost)} NUX at {format_nux(lease.price)} NUX per million fuel; "
             "the consumer checked the node's signed receipt and countersigned the payment"
         )
