@@ -117,11 +117,13 @@ class ComputeMachine(RuleBasedStateMachine):
         self.stakes = sum(self.run(w.deployer.provider(p.address)).stake for p in w.providers)
 
     def teardown(self) -> None:
-        for t in self.leases:
-            self.check_lease(t)
-        others = self.balances(list(self.others))
-        self.env.run(self.w.conn.revert(self.snap))
-        assert others == self.others  # no step moved money of anyone else
+        try:
+            for t in self.leases:
+                self.check_lease(t)
+            # no step moved money of anyone else
+            assert self.balances(list(self.others)) == self.others
+        finally:  # whatever failed: the next example starts from the same chain
+            self.env.run(self.w.conn.revert(self.snap))
 
     # ------------------------------------------------------------------ helpers
 
