@@ -107,7 +107,11 @@ async def test_liar_outvoted_killed_node_replaced_and_everyone_paid_to_the_wei(n
         ledger = client.ledger
         before = await ledger.balance()
         try:
-            # replicated jobs until the forging node has been among the replicas
+            # leases on all four nodes first (a map spreads over as many providers as it
+            # has jobs), then replicated jobs until the forging node is among the replicas
+            warm = await client.map(SHA256, [(f"w{i}", data) for i in range(4)], limits=LIMITS)
+            assert all(item.ok for item in warm)
+            assert len(await client.leases.held()) == 4
             outvoted = False
             for _ in range(8):
                 out = await client.run(
@@ -166,3 +170,45 @@ async def test_liar_outvoted_killed_node_replaced_and_everyone_paid_to_the_wei(n
             spent += lease.paid
         assert sum(e.cost_wei for e in entries if e.state == "succeeded") == spent
         assert await ledger.balance() == before - spent  # the rest of every escrow came back
+
+
+async def test_a_hung_node_is_given_up_within_the_bound_and_the_job_runs_elsewhere(
+    net: Net,
+) -> None:
+    limits = JobLimits(
+        fuel=5 * 10**10,
+        memory_bytes=16 << 20,
+        timeout_ms=4_000,
+        stdout_bytes=64 << 10,
+        output_bytes=1 << 20,
+        scratch_bytes=1 << 20,
+    )
+    async with await ChainConnection.open(net.rpc, tx_timeout=60) as conn:
+        client = await compute_client(conn, net)
+        live = [n for n in net.nodes if _alive(n.pid)]
+        stopped: LocalNode | None = None
+        try:
+            start = asyncio.get_running_loop().time()
+            job = asyncio.create_task(client.run(PI, ["20000000", "3"], limits=limits))
+            stopped = await busy_node(net, bytes(dev_account(1).key))
+            assert stopped in live
+            os.kill(stopped.pid, signal.SIGSTOP)  # accepts connections, answers nothing
+            out = await asyncio.wait_for(job, 120)
+            took = asyncio.get_running_loop().time() - start
+        finally:
+            if stopped is not None:
+                os.kill(stopped.pid, signal.SIGCONT)
+            await client.close()
+    assert out.ok
+    assert stopped.owner.lower() not in [p.lower() for p in out.providers]
+    assert stopped.owner.lower() in client.leases.retired
+    # given up after the job's own limit plus the grace, then run again from the start
+    assert took < 2 * (limits.timeout_ms / 1000 + SETTINGS.request_grace) + 30
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
