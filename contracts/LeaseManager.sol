@@ -17,7 +17,9 @@ import {ProviderRegistry} from "./ProviderRegistry.sol";
 /// state; then anyone may settle: the provider gets min(escrow, entitlement) less what it
 /// already claimed, the consumer the rest, to the wei. Entitlement comes from the class's
 /// settlement module, authorised once per class. Modules report provable faults; enough of
-/// them fail the lease and slash the provider's stake to the consumer. Transitions follow the
+/// them fail the lease and slash the provider's stake to the consumer. The auction house, set
+/// once before ownership is renounced, opens the winners' leases of an auction for the
+/// consumer at the price it cleared (`openLeaseFor`). Transitions follow the
 /// table in `nuclux.core.lease`; everything else reverts with a custom error.
 contract LeaseManager is Ownable {
     using SafeERC20 for IERC20;
@@ -63,6 +65,8 @@ contract LeaseManager is Ownable {
     error TermEnded(uint256 id, uint256 endEpoch);
     error DisputeWindowOpen(uint256 id, uint256 until);
     error NothingToClaim(uint256 id);
+    error NotAuctionHouse(address sender);
+    error AuctionHouseAlreadySet();
 
     event LeaseOpened(
         uint256 indexed id,
@@ -88,6 +92,7 @@ contract LeaseManager is Ownable {
     event FaultReported(uint256 indexed id, uint8 faults, bytes32 reason);
     event LeaseFailed(uint256 indexed id, uint256 toProvider, uint256 refund, uint256 slashed);
     event ModuleSet(uint8 indexed cls, address module);
+    event AuctionHouseSet(address auctionHouse);
 
     IERC20 public immutable token;
     ProviderRegistry public immutable registry;
@@ -102,6 +107,8 @@ contract LeaseManager is Ownable {
     /// accept window, so a flood of tickets cannot pile up faults.
     mapping(address provider => uint256) public lastMissFault;
     address[NUM_CLASSES] public modules;
+    /// The one contract that may open leases for consumers at a price it cleared.
+    address public auctionHouse;
 
     constructor(
         IERC20 token_,
@@ -127,6 +134,13 @@ contract LeaseManager is Ownable {
         emit ModuleSet(cls, module);
     }
 
+    /// Authorise the auction house, once (before ownership is renounced).
+    function setAuctionHouse(address house) external onlyOwner {
+        if (auctionHouse != address(0)) revert AuctionHouseAlreadySet();
+        auctionHouse = house;
+        emit AuctionHouseSet(house);
+    }
+
     function epoch() public view returns (uint256) {
         return block.timestamp / epochLength;
     }
@@ -142,35 +156,26 @@ contract LeaseManager is Ownable {
         uint256 maxPrice,
         uint256 escrow
     ) external returns (uint256 id) {
-        if (cls >= NUM_CLASSES) revert InvalidClass(cls);
-        if (modules[cls] == address(0)) revert ModuleNotSet(cls);
-        if (units == 0) revert ZeroUnits();
-        if (termEpochs == 0) revert ZeroTerm();
-        if (escrow == 0) revert ZeroAmount();
+        _checkTerms(cls, units, termEpochs, escrow);
         uint256 price = registry.quote(provider, cls);
         if (price > maxPrice) revert PriceAboveMax(price, maxPrice);
-        id = ++leaseCount;
-        uint256 deadline = block.timestamp + acceptWindow;
-        _leases[id] = Lease({
-            consumer: msg.sender,
-            cls: cls,
-            state: State.Ticketed,
-            faults: 0,
-            startEpoch: 0,
-            endEpoch: 0,
-            provider: provider,
-            deadline: uint40(deadline),
-            extEpochs: 0,
-            escrow: SafeCast.toUint128(escrow),
-            paid: 0,
-            price: uint128(price),
-            units: units,
-            termEpochs: termEpochs,
-            extEscrow: 0,
-            extDeadline: 0
-        });
-        emit LeaseOpened(id, msg.sender, provider, cls, units, price, termEpochs, escrow, deadline);
-        token.safeTransferFrom(msg.sender, address(this), escrow);
+        return _open(msg.sender, provider, cls, units, termEpochs, price, escrow);
+    }
+
+    /// The auction house opens a winner's lease for `consumer` at the clearing `price`,
+    /// paying `escrow` from what the consumer locked with it.
+    function openLeaseFor(
+        address consumer,
+        address provider,
+        uint8 cls,
+        uint64 units,
+        uint32 termEpochs,
+        uint256 price,
+        uint256 escrow
+    ) external returns (uint256) {
+        if (msg.sender != auctionHouse) revert NotAuctionHouse(msg.sender);
+        _checkTerms(cls, units, termEpochs, escrow);
+        return _open(consumer, provider, cls, units, termEpochs, price, escrow);
     }
 
     /// Withdraw a lease the provider has not accepted yet: full refund.
@@ -412,6 +417,51 @@ contract LeaseManager is Ownable {
     }
 
     // ----------------------------------------------------------------- internals
+
+    function _checkTerms(uint8 cls, uint64 units, uint32 termEpochs, uint256 escrow)
+        internal
+        view
+    {
+        if (cls >= NUM_CLASSES) revert InvalidClass(cls);
+        if (modules[cls] == address(0)) revert ModuleNotSet(cls);
+        if (units == 0) revert ZeroUnits();
+        if (termEpochs == 0) revert ZeroTerm();
+        if (escrow == 0) revert ZeroAmount();
+    }
+
+    /// A new Ticketed lease; `escrow` comes from the sender (the consumer or the auction).
+    function _open(
+        address consumer,
+        address provider,
+        uint8 cls,
+        uint64 units,
+        uint32 termEpochs,
+        uint256 price,
+        uint256 escrow
+    ) internal returns (uint256 id) {
+        id = ++leaseCount;
+        uint256 deadline = block.timestamp + acceptWindow;
+        _leases[id] = Lease({
+            consumer: consumer,
+            cls: cls,
+            state: State.Ticketed,
+            faults: 0,
+            startEpoch: 0,
+            endEpoch: 0,
+            provider: provider,
+            deadline: uint40(deadline),
+            extEpochs: 0,
+            escrow: SafeCast.toUint128(escrow),
+            paid: 0,
+            price: SafeCast.toUint128(price),
+            units: units,
+            termEpochs: termEpochs,
+            extEscrow: 0,
+            extDeadline: 0
+        });
+        emit LeaseOpened(id, consumer, provider, cls, units, price, termEpochs, escrow, deadline);
+        token.safeTransferFrom(msg.sender, address(this), escrow);
+    }
 
     function _lease(uint256 id) internal view returns (Lease storage l) {
         l = _leases[id];

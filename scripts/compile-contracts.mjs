@@ -14,7 +14,7 @@ const require = createRequire(import.meta.url);
 const solc = require("solc");
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const outDir = path.join(root, "src", "nuclux", "chain", "artifacts");
-const CONTRACTS = ["NuxCoin", "KeyDirectory", "ProviderRegistry", "LeaseManager", "StorageSettlement", "CumulativeSettlement", "TimestampAnchor", "TestFaultModule"];
+const CONTRACTS = ["NuxCoin", "KeyDirectory", "ProviderRegistry", "LeaseManager", "AuctionHouse", "StorageSettlement", "CumulativeSettlement", "TimestampAnchor", "TestFaultModule"];
 
 const sources = {};
 for (const dir of ["contracts", "contracts/test"]) {

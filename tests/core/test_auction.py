@@ -160,6 +160,8 @@ def test_bad_input_is_refused() -> None:
     with pytest.raises(UsageError, match="invalid price"):
         clear(request(), [Bid(addr(1), -1)], SEED)
     with pytest.raises(UsageError, match="invalid price"):
+        clear(request(), [Bid(addr(1), 0)], SEED)
+    with pytest.raises(UsageError, match="invalid price"):
         clear(request(), [Bid(addr(1), 2**128)], SEED)
     with pytest.raises(UsageError, match="seed is 32 bytes"):
         clear(request(), bids(5), b"short")

@@ -19,6 +19,7 @@ CONTRACT_NAMES = (
     "KeyDirectory",
     "ProviderRegistry",
     "LeaseManager",
+    "AuctionHouse",
     "StorageSettlement",
     "CumulativeSettlement",
     "TimestampAnchor",

@@ -47,6 +47,16 @@ class DeployParams:
     sample_one_in: int = 8
     seed_delay: int = 2
     demand_window: int = 300
+    # auctions: bids are committed within ``auction_commit_window`` seconds of a request and
+    # revealed in the ``auction_reveal_window`` seconds after; a bid locks
+    # ``auction_bid_deposit`` until revealed (forfeited to the consumer if never revealed);
+    # at most ``auction_max_bids`` bids per request; the tie-break seed is the hash of the
+    # block ``auction_seed_delay`` blocks after the first reveal
+    auction_commit_window: int = 60
+    auction_reveal_window: int = 60
+    auction_bid_deposit: int = ONE_NUX
+    auction_max_bids: int = 64
+    auction_seed_delay: int = 2
 
     def __post_init__(self) -> None:
         if self.epoch_length <= 0:
@@ -60,6 +70,14 @@ class DeployParams:
             or not 0 < self.suspend_after <= self.slash_after < 256
         ):
             raise ValueError("penalty ladder: 0 < suspend_after <= slash_after < 256")
+        if not 2 <= self.auction_max_bids <= 255 or not 0 < self.auction_seed_delay <= 200:
+            raise ValueError(
+                "auctions: 2 <= auction_max_bids <= 255, 0 < auction_seed_delay <= 200"
+            )
+        if self.auction_commit_window <= 0 or self.auction_reveal_window <= 0:
+            raise ValueError("auctions: commit and reveal windows must be positive")
+        if self.auction_bid_deposit < 0:
+            raise ValueError("auctions: the bid deposit cannot be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +177,8 @@ async def deploy(
 
     Unless ``modules`` names one: storage gets proof-gated accrual (``StorageSettlement``),
     compute a cumulative-total module both sides sign, bandwidth one the consumer signs (a
-    payment channel). ``TimestampAnchor`` takes batched manifest time-stamps.
+    payment channel). ``TimestampAnchor`` takes batched manifest time-stamps;
+    ``AuctionHouse`` runs sealed-bid auctions and opens the winners' leases.
     """
     d = deployer.address
     p = params
@@ -195,6 +214,22 @@ async def deploy(
         [lm, reg, p.sample_one_in, p.seed_delay, p.demand_window],
     )
     anchor = await _deploy_one(conn, deployer, "TimestampAnchor", [], [])
+    auction = await _deploy_one(
+        conn,
+        deployer,
+        "AuctionHouse",
+        ["address", "address", "address"] + ["uint256"] * 5,
+        [
+            coin,
+            reg,
+            lm,
+            p.auction_commit_window,
+            p.auction_reveal_window,
+            p.auction_seed_delay,
+            p.auction_bid_deposit,
+            p.auction_max_bids,
+        ],
+    )
     await call_as(
         conn, deployer, "ProviderRegistry", reg, "setLeaseManager", [lm], "bind the lease manager"
     )
@@ -223,7 +258,10 @@ async def deploy(
             f"authorise the {cls.name.lower()} module",
         )
         chosen[cls.name.lower()] = module
-    # Every class has its module now; nobody may add or swap one later.
+    await call_as(
+        conn, deployer, "LeaseManager", lm, "setAuctionHouse", [auction], "authorise the auctions"
+    )
+    # Every class has its module and the auction house is set; nobody may change them later.
     await call_as(
         conn,
         deployer,
@@ -243,6 +281,7 @@ async def deploy(
             "LeaseManager": lm,
             "StorageSettlement": storage,
             "TimestampAnchor": anchor,
+            "AuctionHouse": auction,
         },
         params=p,
         deployer=d,

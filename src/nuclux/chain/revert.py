@@ -76,6 +76,16 @@ _CLASS_BY_ERROR: dict[str, type[ContractRevert]] = {
     "NotLeaving": ProviderUnavailable,
     "AlreadyLeaving": ProviderUnavailable,
     "StillBonded": ProviderUnavailable,
+    # auctions (RevealMismatch, BidAboveReserve, TooManyBids, ... are InvalidArgument)
+    "NotAuctionHouse": NotAuthorized,
+    "InsufficientEscrow": InsufficientFunds,
+    "NotEnoughProviders": ProviderUnavailable,
+    "CapacityTooSmall": ProviderUnavailable,
+    "CommitClosed": InvalidLeaseState,
+    "RevealNotOpen": InvalidLeaseState,
+    "RevealClosed": InvalidLeaseState,
+    "RevealOpen": InvalidLeaseState,
+    "AlreadyFinalized": InvalidLeaseState,
 }
 
 _NOT_SERVING = {

@@ -117,7 +117,8 @@ class AuctionRequest:
 
 @dataclass(frozen=True, slots=True)
 class Bid:
-    """A revealed bid: ``price`` per unit offered by ``bidder`` (a ``0x`` address)."""
+    """A revealed bid: ``price`` per unit (at least 1 wei) offered by ``bidder`` (a ``0x``
+    address)."""
 
     bidder: Address
     price: int
@@ -181,8 +182,10 @@ def _checked(bids: Sequence[Bid]) -> None:
         bidder, price = bid.bidder, bid.price
         if not isinstance(bidder, str) or not _ADDRESS.fullmatch(bidder):
             raise UsageError(f"invalid bidder {bidder!r}: expected 0x and 40 hex digits")
-        if type(price) is not int or not 0 <= price <= MAX_PRICE:
-            raise UsageError(f"the bid of {bidder} has an invalid price {price!r}")
+        if type(price) is not int or not 1 <= price <= MAX_PRICE:
+            raise UsageError(
+                f"the bid of {bidder} has an invalid price {price!r}: 1..{MAX_PRICE} per unit"
+            )
         key = bidder.lower()
         if key in seen:
             raise UsageError(f"{bidder} bid twice on one request; one bid per provider")

@@ -93,9 +93,9 @@ def play(
 def deviations(cost: int, price: int, reserve: int) -> list[int | None]:
     """Bids a provider might try instead of its cost: not bidding, and prices around its
     cost, the clearing price and the reserve."""
-    points = {0, 1, cost // 2, cost - 1, cost + 1, 2 * cost, price - 1, price, price + 1}
+    points = {1, 2, cost // 2, cost - 1, cost + 1, 2 * cost, price - 1, price, price + 1}
     points |= {reserve - 1, reserve, reserve + 1}
-    return [None, *sorted(p for p in points if 0 <= p <= 2**128 - 1 and p != cost)]
+    return [None, *sorted(p for p in points if 1 <= p <= 2**128 - 1 and p != cost)]
 
 
 def check_round(

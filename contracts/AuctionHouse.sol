@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {NUM_CLASSES} from "./LeaseTypes.sol";
+import {ProviderRegistry} from "./ProviderRegistry.sol";
+
+/// What the auction needs of the LeaseManager: opening a Ticketed lease for a consumer.
+interface ILeaseOpener {
+    function openLeaseFor(
+        address consumer,
+        address provider,
+        uint8 cls,
+        uint64 units,
+        uint32 termEpochs,
+        uint256 price,
+        uint256 escrow
+    ) external returns (uint256 id);
+}
+
+/// @title AuctionHouse: truthful sealed-bid auctions for new leases.
+/// @notice A consumer posts a request (class, units per provider, term, m providers wanted,
+/// at least mMin, a reserve price per unit) and locks m x units x term x reserve. During the
+/// commit window registered providers that serve the class commit
+/// keccak256("nuclux/bid/v1" || price || salt || provider || requestId) with a bid deposit;
+/// during the reveal window they open it (the deposit comes back). After the reveal window
+/// anyone finalises: fewer than mMin revealed bids refund everything; otherwise the
+/// min(m, revealed) lowest bids win (ties by keccak256("nuclux/bid-tie/v1" || seed ||
+/// provider), the seed being the hash of a block fixed by the first reveal) and each winner's
+/// lease opens Ticketed in the LeaseManager at one uniform price: the (m+1)-th lowest
+/// revealed bid, or the reserve. The rule is `nuclux.core.auction.clear`. Deposits of bids
+/// never revealed go to the consumer; unspent escrow is refunded. Bids per request are capped
+/// at `maxBids`, so finalising is bounded.
+contract AuctionHouse {
+    using SafeERC20 for IERC20;
+
+    enum Status {
+        None,
+        Open,
+        Cleared,
+        Failed
+    }
+
+    struct Request {
+        // slot 0
+        address consumer;
+        uint8 cls;
+        uint8 m;
+        uint8 mMin;
+        Status status;
+        uint16 commits;
+        uint16 reveals;
+        // slot 1
+        uint64 units;
+        uint32 term;
+        uint40 commitEnd;
+        uint40 revealEnd;
+        uint64 seedBlock;
+        // slot 2
+        uint128 reserve;
+        uint128 escrow;
+        // slot 3
+        uint128 price; // the clearing price once cleared
+        uint8 winners;
+    }
+
+    struct Bid {
+        bytes32 commitment;
+        address depositor;
+        uint128 price;
+        bool revealed;
+    }
+
+    uint256 public constant MAX_PROVIDERS = 64;
+    bytes32 internal constant NO_SEED = bytes32(0);
+
+    error InvalidClass(uint8 cls);
+    error InvalidConfig();
+    error ZeroTerms(uint256 units, uint256 term, uint256 reserve);
+    error BadProviderCount(uint256 m, uint256 mMin);
+    error InsufficientEscrow(uint256 escrow, uint256 needed);
+    error NotEnoughProviders(uint256 m, uint256 registered);
+    error UnknownRequest(uint256 id);
+    error CommitClosed(uint256 id, uint256 commitEnd);
+    error RevealNotOpen(uint256 id, uint256 commitEnd);
+    error RevealClosed(uint256 id, uint256 revealEnd);
+    error RevealOpen(uint256 id, uint256 revealEnd);
+    error AlreadyFinalized(uint256 id);
+    error AlreadyBid(uint256 id, address provider);
+    error TooManyBids(uint256 id, uint256 maxBids);
+    error CapacityTooSmall(address provider, uint256 capacity, uint256 units);
+    error NoBid(uint256 id, address provider);
+    error AlreadyRevealed(uint256 id, address provider);
+    error RevealMismatch(uint256 id, address provider);
+    error ZeroPrice();
+    error BidAboveReserve(uint256 price, uint256 reserve);
+    error SeedNotReady(uint256 id, uint256 seedBlock);
+
+    event RequestPosted(
+        uint256 indexed id,
+        address indexed consumer,
+        uint8 cls,
+        uint256 units,
+        uint256 term,
+        uint256 m,
+        uint256 mMin,
+        uint256 reserve,
+        uint256 escrow,
+        uint256 commitEnd,
+        uint256 revealEnd
+    );
+    event BidCommitted(uint256 indexed id, address indexed provider, bytes32 commitment);
+    event BidRevealed(uint256 indexed id, address indexed provider, uint256 price);
+    event SeedArmed(uint256 indexed id, uint256 seedBlock);
+    event AuctionCleared(
+        uint256 indexed id,
+        uint8 cls,
+        uint256 price,
+        uint256 winners,
+        uint256 bidders,
+        uint256 volume,
+        bytes32 seed
+    );
+    event WinnerLeased(uint256 indexed id, address indexed provider, uint256 leaseId);
+    event AuctionFailed(uint256 indexed id, uint256 revealed, uint256 refund);
+    event Refunded(uint256 indexed id, uint256 escrowRefund, uint256 forfeitedDeposits);
+
+    IERC20 public immutable token;
+    ProviderRegistry public immutable registry;
+    ILeaseOpener public immutable leaseManager;
+    uint256 public immutable commitWindow;
+    uint256 public immutable revealWindow;
+    uint256 public immutable seedDelay;
+    uint256 public immutable bidDeposit;
+    uint256 public immutable maxBids;
+
+    uint256 public requestCount;
+    mapping(uint256 id => Request) internal _requests;
+    mapping(uint256 id => mapping(address provider => Bid)) internal _bids;
+    mapping(uint256 id => address[]) internal _bidders;
+
+    constructor(
+        IERC20 token_,
+        ProviderRegistry registry_,
+        ILeaseOpener leaseManager_,
+        uint256 commitWindow_,
+        uint256 revealWindow_,
+        uint256 seedDelay_,
+        uint256 bidDeposit_,
+        uint256 maxBids_
+    ) {
+        if (maxBids_ < 2 || maxBids_ > 255 || seedDelay_ == 0 || seedDelay_ > 200) {
+            revert InvalidConfig(); // maxBids 2..255, seedDelay 1..200
+        }
+        token = token_;
+        registry = registry_;
+        leaseManager = leaseManager_;
+        commitWindow = commitWindow_;
+        revealWindow = revealWindow_;
+        seedDelay = seedDelay_;
+        bidDeposit = bidDeposit_;
+        maxBids = maxBids_;
+    }
+
+    // ----------------------------------------------------------------- consumer
+
+    /// Ask for `m` providers (at least `mMin`) of `units` each over `term` epochs at no more
+    /// than `reserve` per unit, locking `escrow` (at least m x units x term x reserve).
+    function post(
+        uint8 cls,
+        uint64 units,
+        uint32 term,
+        uint8 m,
+        uint8 mMin,
+        uint128 reserve,
+        uint256 escrow
+    ) external returns (uint256 id) {
+        if (cls >= NUM_CLASSES) revert InvalidClass(cls);
+        if (units == 0 || term == 0 || reserve == 0) revert ZeroTerms(units, term, reserve);
+        if (m == 0 || m > MAX_PROVIDERS || m > maxBids || mMin == 0 || mMin > m) {
+            revert BadProviderCount(m, mMin); // 1 <= mMin <= m <= min(64, maxBids)
+        }
+        uint256 known = registry.providerCount();
+        if (m > known) revert NotEnoughProviders(m, known);
+        uint256 needed = uint256(m) * units * term * reserve;
+        if (escrow < needed) revert InsufficientEscrow(escrow, needed);
+        id = ++requestCount;
+        uint256 commitEnd = block.timestamp + commitWindow;
+        uint256 revealEnd = commitEnd + revealWindow;
+        Request storage r = _requests[id];
+        r.consumer = msg.sender;
+        r.cls = cls;
+        r.m = m;
+        r.mMin = mMin;
+        r.status = Status.Open;
+        r.units = units;
+        r.term = term;
+        r.commitEnd = uint40(commitEnd);
+        r.revealEnd = uint40(revealEnd);
+        r.reserve = reserve;
+        r.escrow = SafeCast.toUint128(escrow);
+        emit RequestPosted(
+            id, msg.sender, cls, units, term, m, mMin, reserve, escrow, commitEnd, revealEnd
+        );
+        token.safeTransferFrom(msg.sender, address(this), escrow);
+    }
+
+    // ----------------------------------------------------------------- providers
+
+    /// Commit a sealed bid for `provider` (sent by its owner or operator), paying the deposit.
+    function commit(uint256 id, address provider, bytes32 commitment) external {
+        Request storage r = _open(id);
+        if (block.timestamp > r.commitEnd) revert CommitClosed(id, r.commitEnd);
+        registry.checkOperator(provider, msg.sender);
+        registry.quote(provider, r.cls); // reverts unless it takes new leases of this class
+        uint256 capacity = registry.getProvider(provider).capacity[r.cls];
+        if (capacity < r.units) revert CapacityTooSmall(provider, capacity, r.units);
+        Bid storage b = _bids[id][provider];
+        if (b.commitment != bytes32(0)) revert AlreadyBid(id, provider);
+        if (r.commits >= maxBids) revert TooManyBids(id, maxBids);
+        r.commits += 1;
+        b.commitment = commitment;
+        b.depositor = msg.sender;
+        _bidders[id].push(provider);
+        emit BidCommitted(id, provider, commitment);
+        if (bidDeposit > 0) token.safeTransferFrom(msg.sender, address(this), bidDeposit);
+    }
+
+    /// Open a committed bid during the reveal window; the deposit goes back to its payer.
+    function reveal(uint256 id, address provider, uint128 price, bytes32 salt) external {
+        Request storage r = _open(id);
+        if (block.timestamp <= r.commitEnd) revert RevealNotOpen(id, r.commitEnd);
+        if (block.timestamp > r.revealEnd) revert RevealClosed(id, r.revealEnd);
+        registry.checkOperator(provider, msg.sender);
+        Bid storage b = _bids[id][provider];
+        if (b.commitment == bytes32(0)) revert NoBid(id, provider);
+        if (b.revealed) revert AlreadyRevealed(id, provider);
+        if (commitmentOf(price, salt, provider, id) != b.commitment) {
+            revert RevealMismatch(id, provider);
+        }
+        if (price == 0) revert ZeroPrice();
+        if (price > r.reserve) revert BidAboveReserve(price, r.reserve);
+        b.revealed = true;
+        b.price = price;
+        r.reveals += 1;
+        if (r.seedBlock == 0) _armSeed(id, r);
+        emit BidRevealed(id, provider, price);
+        if (bidDeposit > 0) token.safeTransfer(b.depositor, bidDeposit);
+    }
+
+    // ----------------------------------------------------------------- anyone
+
+    /// After the reveal window: clear, open the winners' leases, refund and forfeit.
+    /// When the seed block's hash is no longer available (over 256 blocks old), a new seed
+    /// block is armed instead and finalising is tried again once it is mined.
+    function finalize(uint256 id) external {
+        Request storage r = _open(id);
+        if (block.timestamp <= r.revealEnd) revert RevealOpen(id, r.revealEnd);
+        uint256 forfeited = bidDeposit * (uint256(r.commits) - r.reveals);
+        if (r.reveals < r.mMin) {
+            uint256 back = uint256(r.escrow) + forfeited;
+            r.status = Status.Failed;
+            emit AuctionFailed(id, r.reveals, back);
+            token.safeTransfer(r.consumer, back);
+            return;
+        }
+        if (block.number <= r.seedBlock) revert SeedNotReady(id, r.seedBlock);
+        bytes32 seed = blockhash(r.seedBlock);
+        if (seed == NO_SEED) {
+            _armSeed(id, r); // too old to read: fix a new block, finalise after it
+            return;
+        }
+        (address[] memory winners, uint256 price) = _clear(id, r, seed);
+        uint256 each = uint256(r.units) * r.term * price;
+        uint256 spent = each * winners.length;
+        uint256 refund = uint256(r.escrow) - spent + forfeited;
+        r.status = Status.Cleared;
+        r.price = uint128(price);
+        r.winners = uint8(winners.length);
+        emit AuctionCleared(
+            id, r.cls, price, winners.length, r.reveals, winners.length * r.units * r.term, seed
+        );
+        token.forceApprove(address(leaseManager), spent);
+        for (uint256 i = 0; i < winners.length; ++i) {
+            uint256 lease = leaseManager.openLeaseFor(
+                r.consumer, winners[i], r.cls, r.units, r.term, price, each
+            );
+            emit WinnerLeased(id, winners[i], lease);
+        }
+        emit Refunded(id, uint256(r.escrow) - spent, forfeited);
+        if (refund > 0) token.safeTransfer(r.consumer, refund);
+    }
+
+    // ----------------------------------------------------------------- views
+
+    /// The sealed form of a bid, as `nuclux.core.auction.commitment` computes it.
+    function commitmentOf(uint256 price, bytes32 salt, address provider, uint256 id)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encodePacked("nuclux/bid/v1", price, salt, provider, id));
+    }
+
+    /// The tie-break key of `provider` under `seed` (lower ranks first among equal prices).
+    function tieKey(bytes32 seed, address provider) public pure returns (bytes32) {
+        return keccak256(abi.encodePacked("nuclux/bid-tie/v1", seed, provider));
+    }
+
+    function getRequest(uint256 id) external view returns (Request memory) {
+        return _requests[id];
+    }
+
+    function getBid(uint256 id, address provider) external view returns (Bid memory) {
+        return _bids[id][provider];
+    }
+
+    /// The providers that committed on request `id`, in commit order (at most maxBids).
+    function bidders(uint256 id) external view returns (address[] memory) {
+        return _bidders[id];
+    }
+
+    // ----------------------------------------------------------------- internals
+
+    function _open(uint256 id) internal view returns (Request storage r) {
+        r = _requests[id];
+        if (r.status == Status.None) revert UnknownRequest(id);
+        if (r.status != Status.Open) revert AlreadyFinalized(id);
+    }
+
+    function _armSeed(uint256 id, Request storage r) internal {
+        uint256 at = block.number + seedDelay;
+        r.seedBlock = uint64(at);
+        emit SeedArmed(id, at);
+    }
+
+    /// The winners in rank order and the uniform price: an insertion sort of the revealed
+    /// bids by (price, tie key); at most maxBids of them.
+    function _clear(uint256 id, Request storage r, bytes32 seed)
+        internal
+        view
+        returns (address[] memory winners, uint256 price)
+    {
+        address[] storage all = _bidders[id];
+        uint256 n = r.reveals;
+        address[] memory who = new address[](n);
+        uint256[] memory prices = new uint256[](n);
+        bytes32[] memory keys = new bytes32[](n);
+        uint256 j = 0;
+        for (uint256 i = 0; i < all.length; ++i) {
+            Bid storage b = _bids[id][all[i]];
+            if (!b.revealed) continue;
+            uint256 p = b.price;
+            bytes32 key = tieKey(seed, all[i]);
+            uint256 k = j;
+            while (k > 0 && (prices[k - 1] > p || (prices[k - 1] == p && keys[k - 1] > key))) {
+                who[k] = who[k - 1];
+                prices[k] = prices[k - 1];
+                keys[k] = keys[k - 1];
+                --k;
+            }
+            who[k] = all[i];
+            prices[k] = p;
+            keys[k] = key;
+            ++j;
+        }
+        uint256 m = r.m;
+        uint256 count = n < m ? n : m;
+        winners = new address[](count);
+        for (uint256 i = 0; i < count; ++i) winners[i] = who[i];
+        price = n > m ? prices[m] : r.reserve;
+    }
+}

@@ -1,0 +1,264 @@
+"""Domain methods for the market: post a request, commit and reveal sealed bids, finalise.
+
+``MarketLedger(conn, deployment, account)`` speaks to ``AuctionHouse`` through the account's
+``TxQueue``. The sealed form of a bid is ``nuclux.core.auction.commitment`` (the contract
+computes the same bytes); the clearing the contract performs is
+``nuclux.core.auction.clear`` over the revealed bids with the recorded seed, so anyone can
+check an outcome with ``expected_clearing``. What a caller can see is wrong before sending
+(a bid above the reserve, a salt of the wrong size, a request with too little escrow) is a
+``UsageError`` and sends nothing; the contract's refusals are ``ContractRevert`` subclasses.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from web3.logs import DISCARD
+from web3.types import TxReceipt
+
+from nuclux.chain.connection import ChainConnection
+from nuclux.chain.deployment import Deployment
+from nuclux.chain.ledger_base import LedgerBase
+from nuclux.core.auction import (
+    SALT_BYTES,
+    AuctionRequest,
+    Bid,
+    Clearing,
+    clear,
+    commitment,
+)
+from nuclux.core.types import Address, LeaseId, ResourceClass
+from nuclux.errors import ChainError, UsageError
+
+
+class RequestStatus(enum.IntEnum):
+    NONE = 0
+    OPEN = 1
+    CLEARED = 2
+    FAILED = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """A request as the contract holds it."""
+
+    id: int
+    consumer: Address
+    cls: ResourceClass
+    m: int
+    m_min: int
+    status: RequestStatus
+    commits: int
+    reveals: int
+    units: int
+    term: int
+    commit_end: int
+    reveal_end: int
+    seed_block: int
+    reserve: int
+    escrow: int
+    price: int
+    winners: int
+
+    def as_core(self) -> AuctionRequest:
+        return AuctionRequest(
+            self.id, self.cls, self.units, self.term, self.m, self.reserve, self.m_min
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BidInfo:
+    commitment: bytes
+    depositor: Address
+    price: int
+    revealed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What ``finalize`` did: cleared (leases opened), failed (all refunded) or re-armed the
+    seed (its block was too old to read; finalise again after ``seed_block``)."""
+
+    request_id: int
+    status: RequestStatus
+    price: int
+    leases: tuple[tuple[Address, LeaseId], ...]
+    seed: bytes | None
+    refund: int
+    forfeited: int
+    seed_block: int | None = None
+
+
+def _request_from_raw(rid: int, raw: Any) -> RequestInfo:
+    (consumer, cls, m, m_min, status, commits, reveals) = raw[:7]
+    (units, term, commit_end, reveal_end, seed_block, reserve, escrow, price, winners) = raw[7:]
+    return RequestInfo(
+        rid,
+        Address(str(consumer)),
+        ResourceClass(int(cls)),
+        int(m),
+        int(m_min),
+        RequestStatus(int(status)),
+        int(commits),
+        int(reveals),
+        int(units),
+        int(term),
+        int(commit_end),
+        int(reveal_end),
+        int(seed_block),
+        int(reserve),
+        int(escrow),
+        int(price),
+        int(winners),
+    )
+
+
+class MarketLedger(LedgerBase):
+    def __init__(
+        self, conn: ChainConnection, deployment: Deployment, account: LocalAccount
+    ) -> None:
+        super().__init__(conn, deployment, account)
+        self.auctions = conn.contract("AuctionHouse", deployment.address("AuctionHouse"))
+
+    def for_account(self, account: LocalAccount) -> MarketLedger:
+        return MarketLedger(self.conn, self.deployment, account)
+
+    # ------------------------------------------------------------------ consumer
+
+    async def post_request(
+        self,
+        cls: ResourceClass,
+        units: int,
+        term: int,
+        m: int,
+        reserve: int,
+        *,
+        m_min: int | None = None,
+        escrow: int | None = None,
+    ) -> int:
+        """Post a request, locking ``escrow`` (default: exactly m x units x term x reserve);
+        returns its id."""
+        core = AuctionRequest(0, cls, units, term, m, reserve, m_min)  # checks the ranges
+        amount = core.escrow if escrow is None else escrow
+        if amount < core.escrow:
+            raise UsageError(
+                f"an escrow of {amount} wei is short of m x units x term x reserve = {core.escrow}"
+            )
+        await self._ensure_allowance(self.auctions.address, amount)
+        receipt = await self._send(
+            self.auctions,
+            "post",
+            [int(cls), units, term, m, core.minimum, reserve, amount],
+            "post auction request",
+        )
+        for ev in self.auctions.events.RequestPosted().process_receipt(receipt, errors=DISCARD):
+            return int(ev["args"]["id"])
+        raise ChainError("post auction request: no RequestPosted event in the receipt")
+
+    # ------------------------------------------------------------------ providers
+
+    async def commit_bid(
+        self, request_id: int, price: int, salt: bytes, provider: str | None = None
+    ) -> bytes:
+        """Commit a sealed bid of ``price`` per unit for ``provider`` (default: this account;
+        an operator bids for its provider), paying the deposit. Returns the commitment."""
+        bidder = self._cs(provider or self.address)
+        if len(salt) != SALT_BYTES:
+            raise UsageError(f"a bid salt is {SALT_BYTES} random bytes (keep it to reveal)")
+        info = await self.request(request_id)
+        if not 1 <= price <= info.reserve:
+            raise UsageError(
+                f"a bid on request {request_id} is 1..{info.reserve} wei per unit (its reserve)"
+            )
+        sealed = commitment(price, salt, bidder, request_id)
+        deposit = int(await self._call(self.auctions, "bidDeposit"))
+        if deposit:
+            await self._ensure_allowance(self.auctions.address, deposit)
+        await self._send(
+            self.auctions, "commit", [request_id, bidder, sealed], f"bid on request {request_id}"
+        )
+        return sealed
+
+    async def reveal_bid(
+        self, request_id: int, price: int, salt: bytes, provider: str | None = None
+    ) -> TxReceipt:
+        bidder = self._cs(provider or self.address)
+        if len(salt) != SALT_BYTES:
+            raise UsageError(f"a bid salt is {SALT_BYTES} bytes")
+        return await self._send(
+            self.auctions,
+            "reveal",
+            [request_id, bidder, price, salt],
+            f"reveal the bid on request {request_id}",
+        )
+
+    # ------------------------------------------------------------------ anyone
+
+    async def finalize(self, request_id: int) -> Outcome:
+        receipt = await self._send(
+            self.auctions, "finalize", [request_id], f"finalise request {request_id}"
+        )
+        events = self.auctions.events
+        for ev in events.AuctionFailed().process_receipt(receipt, errors=DISCARD):
+            args = ev["args"]
+            info = await self.request(request_id)
+            forfeited = int(args["refund"]) - info.escrow
+            return Outcome(
+                request_id, RequestStatus.FAILED, 0, (), None, int(args["refund"]), forfeited
+            )
+        cleared = events.AuctionCleared().process_receipt(receipt, errors=DISCARD)
+        if not cleared:
+            for ev in events.SeedArmed().process_receipt(receipt, errors=DISCARD):
+                return Outcome(
+                    request_id, RequestStatus.OPEN, 0, (), None, 0, 0, int(ev["args"]["seedBlock"])
+                )
+            raise ChainError(f"finalise request {request_id}: no outcome in the receipt")
+        leases = tuple(
+            (Address(str(ev["args"]["provider"])), LeaseId(int(ev["args"]["leaseId"])))
+            for ev in events.WinnerLeased().process_receipt(receipt, errors=DISCARD)
+        )
+        refunded = events.Refunded().process_receipt(receipt, errors=DISCARD)[0]["args"]
+        c = cleared[0]["args"]
+        return Outcome(
+            request_id,
+            RequestStatus.CLEARED,
+            int(c["price"]),
+            leases,
+            bytes(c["seed"]),
+            int(refunded["escrowRefund"]) + int(refunded["forfeitedDeposits"]),
+            int(refunded["forfeitedDeposits"]),
+        )
+
+    # ------------------------------------------------------------------ reads
+
+    async def request(self, request_id: int) -> RequestInfo:
+        raw = await self._call(self.auctions, "getRequest", request_id)
+        info = _request_from_raw(request_id, raw)
+        if info.status is RequestStatus.NONE:
+            raise UsageError(f"no auction request {request_id}")
+        return info
+
+    async def bid(self, request_id: int, provider: str) -> BidInfo:
+        raw = await self._call(self.auctions, "getBid", request_id, self._cs(provider))
+        return BidInfo(bytes(raw[0]), Address(str(raw[1])), int(raw[2]), bool(raw[3]))
+
+    async def bidders(self, request_id: int) -> list[Address]:
+        raw = await self._call(self.auctions, "bidders", request_id)
+        return [Address(str(a)) for a in raw]
+
+    async def request_count(self) -> int:
+        return int(await self._call(self.auctions, "requestCount"))
+
+    async def expected_clearing(self, request_id: int, seed: bytes) -> Clearing:
+        """The pure core's clearing of the revealed bids of ``request_id`` under ``seed``:
+        what ``finalize`` must have done (a check anyone can run)."""
+        info = await self.request(request_id)
+        bids = []
+        for who in await self.bidders(request_id):
+            b = await self.bid(request_id, who)
+            if b.revealed:
+                bids.append(Bid(who, b.price))
+        return clear(info.as_core(), bids, seed)
