@@ -7,20 +7,32 @@ with random prices and distinct bidders in the pure core (``nuclux.core.auction.
 bids built beforehand; ``clear_10k_tied_ms`` the same when every bid has the same price (the
 worst case: every bid's tie-break key is hashed). Goal: ``clear_10k_ms <= 100``.
 
-End-to-end lease acquisition on anvil and gas per auction come with the on-chain auction.
+``gas_auction_m1``, ``_m8``, ``_m16``: the gas of every transaction of one auction on the
+embedded EVM (``AuctionHouse``) with m winners and m + 1 bidders: the consumer's approval
+and request, each bidder's approval, commit and reveal, and the finalisation that opens the
+m leases; ``gas_auction_finalize_mN`` the finalisation alone. End-to-end lease acquisition
+latency on anvil is not measured yet.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import random
 import statistics
 import time
 
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+
+from nuclux.chain import ChainConnection, DeployParams, Ledger, deploy
+from nuclux.chain.ledger import ProviderOffer
+from nuclux.chain.market_ledger import MarketLedger
 from nuclux.core.auction import AuctionRequest, Bid, clear
 from nuclux.core.auth import to_address
-from nuclux.core.types import ResourceClass
+from nuclux.core.types import ONE_NUX, ResourceClass
 
 GOALS = {"clear_10k_ms": (100.0, "<=")}
 
@@ -40,10 +52,72 @@ def time_clearing(request: AuctionRequest, bids: list[Bid], runs: int) -> float:
     return statistics.median(samples)
 
 
+def key(label: str) -> LocalAccount:
+    acct: LocalAccount = Account.from_key(keccak(text=f"nuclux-bench/market/{label}"))
+    return acct
+
+
+async def auction_gas(sizes: list[int]) -> dict[str, int]:
+    """Gas of whole auctions with m winners and m + 1 bidders, on the embedded EVM."""
+    out: dict[str, int] = {}
+    conn = await ChainConnection.open("embedded")
+    try:
+        d = key("deployer")
+        await conn.fund_gas(d.address, 10**21)
+        params = DeployParams(epoch_length=60)
+        dep = await deploy(conn, d, params)
+        bank = Ledger(conn, dep, d)
+        consumer = MarketLedger(conn, dep, key("consumer"))
+        await conn.fund_gas(consumer.address, 10**21)
+        await bank.transfer(consumer.address, 100_000 * ONE_NUX)
+        providers: list[MarketLedger] = []
+        for i in range(max(sizes) + 1):
+            p = bank.for_account(key(f"provider{i}"))
+            await conn.fund_gas(p.address, 10**20)
+            await bank.transfer(p.address, 1_000 * ONE_NUX)
+            offer = ProviderOffer(
+                f"https://127.0.0.1:{9000 + i}",
+                keccak(text=f"cert{i}"),
+                keccak(text=f"x{i}"),
+                (10**6, 10**6, 10**6),
+                (10**12, 10**12, 10**12),
+            )
+            await p.register_provider(offer, params.min_stake)
+            providers.append(MarketLedger(conn, dep, p.account))
+        rng = random.Random(2)
+        for m in sizes:
+            first = await conn.block_number()
+            rid = await consumer.post_request(ResourceClass.STORAGE, 100, 24, m, 10**15)
+            bids = [
+                (b, rng.randrange(10**13, 10**15), rng.randbytes(32)) for b in providers[: m + 1]
+            ]
+            for b, price, salt in bids:
+                await b.commit_bid(rid, price, salt)
+            await conn.advance_time(params.auction_commit_window + 1)
+            for b, price, salt in bids:
+                await b.reveal_bid(rid, price, salt)
+            await conn.advance_time(params.auction_reveal_window + 1)
+            for _ in range(params.auction_seed_delay + 1):
+                await conn.mine()
+            receipt = await consumer._send(consumer.auctions, "finalize", [rid], "finalize")
+            last = await conn.block_number()
+            total = 0
+            for n in range(first + 1, last + 1):
+                for tx in (await conn.w3.eth.get_block(n))["transactions"]:
+                    r = await conn.w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
+                    total += int(r["gasUsed"])
+            out[f"gas_auction_m{m}"] = total
+            out[f"gas_auction_finalize_m{m}"] = int(receipt["gasUsed"])
+    finally:
+        await conn.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bids", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--no-gas", action="store_true", help="skip the on-chain figures")
     args = parser.parse_args()
     rng = random.Random(1)
     reserve = 10**18
@@ -58,6 +132,9 @@ def main() -> None:
     }
     for name, value in figures.items():
         emit(name, value)
+    if not args.no_gas:
+        for name, gas in asyncio.run(auction_gas([1, 8, 16])).items():
+            emit(name, gas)
     for name, (goal, how) in GOALS.items():
         value = figures[name]
         met = value <= goal if how == "<=" else value >= goal

@@ -211,8 +211,13 @@ def clear(request: AuctionRequest, bids: Sequence[Bid], seed: bytes) -> Clearing
     cutoff = lowest[k - 1][0]  # the highest winning price
     below = [i for p, i in lowest[:k] if p < cutoff]
     tied = [i for p, i in acceptable if p == cutoff]
-    chosen = below + sorted(tied, key=lambda i: tie_key(seed, bids[i].bidder))[: k - len(below)]
-    ranked = sorted(chosen, key=lambda i: (bids[i].price, tie_key(seed, bids[i].bidder)))
+    prefix = TIE_TAG + seed  # tie_key without re-checking addresses _checked has checked
+
+    def key(i: int) -> bytes:
+        return keccak256(prefix + bytes.fromhex(bids[i].bidder[2:]))
+
+    chosen = below + sorted(tied, key=key)[: k - len(below)]
+    ranked = sorted(chosen, key=lambda i: (bids[i].price, key(i)))
     return Clearing(tuple(bids[i] for i in ranked), price, n)
 
 
