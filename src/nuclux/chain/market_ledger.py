@@ -249,6 +249,19 @@ class MarketLedger(LedgerBase):
         raw = await self._call(self.auctions, "bidders", request_id)
         return [Address(str(a)) for a in raw]
 
+    async def winner_leases(
+        self, request_id: int, from_block: int = 0
+    ) -> list[tuple[Address, LeaseId]]:
+        """The (provider, lease) pairs ``finalize`` opened for ``request_id`` (its
+        ``WinnerLeased`` events from ``from_block`` on); empty before it cleared."""
+        logs = await self.auctions.events.WinnerLeased().get_logs(
+            argument_filters={"id": request_id}, from_block=from_block
+        )
+        return [
+            (Address(str(ev["args"]["provider"])), LeaseId(int(ev["args"]["leaseId"])))
+            for ev in logs
+        ]
+
     async def request_count(self) -> int:
         return int(await self._call(self.auctions, "requestCount"))
 

@@ -32,6 +32,7 @@ from nuclux.errors import ConfigError, UsageError
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.keys.keystore import DEFAULT_KDF_N, Keystore
 from nuclux.net.tls import NodeIdentity, client_ssl_context
+from nuclux.node.bid_agent_state import read_summary
 from nuclux.node.config import NodeConfig, load_config, parse_endpoint, save_config
 from nuclux.node.daemon import NodeRuntime, identity_paths, register
 
@@ -242,6 +243,7 @@ def status_cmd(ctx: typer.Context, data_dir: DataDirOpt, json: JsonFlag = False)
             ],
             "earned_wei": sum(x.paid for x in leases),
             "running": _running_info(cfg),
+            "bids": read_summary(cfg.data_dir),
         }
 
     data = asyncio.run(go())
@@ -258,8 +260,21 @@ def status_cmd(ctx: typer.Context, data_dir: DataDirOpt, json: JsonFlag = False)
                 ("open leases", len(data["open_leases"])),
                 ("earned", format_nux(data["earned_wei"])),
                 ("running", bool(data["running"])),
+                ("bids", _bids_line(data["bids"])),
             ]
         ),
+    )
+
+
+def _bids_line(bids: dict[str, Any] | None) -> str:
+    """The bid agent's counters in one line (``-`` before it ever bid)."""
+    if bids is None:
+        return "-"
+    c = bids["counters"]
+    return (
+        f"{c['committed']} made, {c['won']} won, {c['lost']} lost, {len(bids['pending'])} "
+        f"pending, {c['unrevealed']} unrevealed; script {c['script_ok']} ok, "
+        f"{c['script_skip']} skipped, {c['script_failures']} failed"
     )
 
 

@@ -10,6 +10,10 @@ provider's leases:
 - Ticketed compute lease: accept if the node is not draining and the units of its live compute
   leases plus the ticket's fit in ``compute_units`` (``nuclux.node.compute_agent``); otherwise
   decline. Tickets of classes this node does not serve yet are declined.
+- Capacity held by the bid agent's pending bids (``nuclux.node.bid_agent``) counts as used
+  for every ticket, except the ticket a bid won: that bid's reservation becomes the lease.
+  Checking and reserving happen under ``capacity_lock``, shared with the bid agent, so the
+  two never promise the same bytes or units twice.
 - Active storage lease: make sure the store reserves its quota. A pending extension of a
   storage or compute lease is accepted unless draining.
 - Compute lease, live or in its dispute window: submit the latest usage both sides signed
@@ -34,6 +38,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from nuclux.chain import Ledger
 from nuclux.core.lease import Lease, LeaseState
@@ -45,6 +50,9 @@ from nuclux.node.compute_agent import ComputeAgent
 from nuclux.node.follower import ChainView
 from nuclux.node.prover import Prover
 from nuclux.node.store import ShardStore
+
+if TYPE_CHECKING:
+    from nuclux.node.bid_agent import BidAgent
 
 log = logging.getLogger("nuclux.node.agent")
 
@@ -76,6 +84,8 @@ class LeaseAgent:
     compute_accounts: ComputeAccounts | None = None  # co-signed usage to settle
     settle_every: float = 60.0  # seconds between usage submissions of a live compute lease
     stats: AgentStats = field(default_factory=AgentStats)
+    bids: BidAgent | None = None  # set by the bid agent when the node bids on the market
+    capacity_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     compute: ComputeAgent = field(init=False)
     _done: set[tuple[int, str]] = field(default_factory=set)
     _last_claim: float = 0.0
@@ -148,33 +158,63 @@ class LeaseAgent:
         log.info("declining lease %d: %s", lease.id, why)
         await self.ledger.decline(lease.id)
         self.stats.declined += 1
+        if self.bids is not None:
+            self.bids.answered(lease.id, accepted=False)
+
+    def _bid_units(self, cls: ResourceClass, lease_id: int) -> int:
+        """Units of ``cls`` held by pending bids other than the one that won ``lease_id``."""
+        if self.bids is None:
+            return 0
+        return self.bids.book.reserved(cls, except_lease=lease_id)
 
     async def _answer(self, lease: Lease, leases: list[Lease]) -> None:
-        if self.draining:
-            await self._decline(lease, "draining")
-        elif lease.cls is ResourceClass.STORAGE:
-            await self._answer_storage(lease)
-        elif lease.cls is ResourceClass.COMPUTE:
-            why = self.compute.refusal(lease, leases)
-            if why is not None:
-                await self._decline(lease, why)
-                return
-            self.compute.accepted(lease.id)  # counted before the view shows it live
-            try:
-                await self.ledger.accept(lease.id)
-            except ChainError:
-                self.compute.forget(lease.id)
-                raise
-            self.stats.accepted += 1
-            log.info("accepted compute lease %d (%d units)", lease.id, lease.units)
-        else:
-            await self._decline(lease, f"{lease.cls.name.lower()} is not served yet")
+        if self.bids is not None:
+            await self.bids.link(lease)  # a won bid's reservation becomes this lease
+        async with self.capacity_lock:
+            if self.draining:
+                await self._decline(lease, "draining")
+            elif lease.cls is ResourceClass.STORAGE:
+                await self._answer_storage(lease)
+            elif lease.cls is ResourceClass.COMPUTE:
+                await self._answer_compute(lease, leases)
+            else:
+                await self._decline(lease, f"{lease.cls.name.lower()} is not served yet")
+
+    async def _answer_compute(self, lease: Lease, leases: list[Lease]) -> None:
+        why = self.compute.refusal(lease, leases)
+        held = self._bid_units(lease.cls, lease.id)
+        if why is None and held:
+            used = self.compute.units_in_use(x for x in leases if x.id != lease.id)
+            if used + held + lease.units > self.compute_units:
+                why = (
+                    f"{lease.units} compute units on top of {used} in use and {held} held by "
+                    f"pending bids exceed the {self.compute_units} this node offers"
+                )
+        if why is not None:
+            await self._decline(lease, why)
+            return
+        self.compute.accepted(lease.id)  # counted before the view shows it live
+        try:
+            await self.ledger.accept(lease.id)
+        except ChainError:
+            self.compute.forget(lease.id)
+            raise
+        self._accepted(lease)
+
+    def _accepted(self, lease: Lease) -> None:
+        self.stats.accepted += 1
+        if self.bids is not None:
+            self.bids.answered(lease.id, accepted=True)
+        log.info("accepted %s lease %d (%d units)", lease.cls.name.lower(), lease.id, lease.units)
 
     async def _answer_storage(self, lease: Lease) -> None:
         cap = await self.store.capacity()
         need = lease.units * self.unit_bytes
-        if cap.reserved + need > cap.offered:
-            await self._decline(lease, f"{need} bytes would exceed the capacity offered")
+        held = self._bid_units(lease.cls, lease.id) * self.unit_bytes
+        if cap.reserved + held + need > cap.offered:
+            await self._decline(
+                lease, f"{need} bytes would exceed the capacity offered ({held} held by bids)"
+            )
             return
         await self.store.set_lease(lease.id, need, None)  # reserve before accepting
         try:
@@ -182,8 +222,7 @@ class LeaseAgent:
         except ChainError:
             await self.store.close_lease(lease.id, self.view.chain_time)
             raise
-        self.stats.accepted += 1
-        log.info("accepted lease %d (%d units)", lease.id, lease.units)
+        self._accepted(lease)
 
     async def _close_in_store(self, lease: Lease) -> None:
         try:

@@ -54,6 +54,26 @@ class NodeConfig:
     max_object_bytes: int = 4 << 30
     # test-only: forge every compute result (a lying provider), from [testing] in node.toml
     corrupt_results: bool = False
+    # [market]: the bid agent's true cost per unit (None: the posted price), an optional bid
+    # script, seconds between polls of the auction house (0 or less: do not bid)
+    cost_storage: int | None = None
+    cost_compute: int | None = None
+    cost_egress: int | None = None
+    bid_script: Path | None = None
+    bid_poll: float = 0.5
+
+    @property
+    def costs(self) -> tuple[int, int, int]:
+        """The bid agent's cost per unit of each class (truthful bids), wei."""
+        return (
+            self.price_storage if self.cost_storage is None else self.cost_storage,
+            self.price_compute if self.cost_compute is None else self.cost_compute,
+            self.price_egress if self.cost_egress is None else self.cost_egress,
+        )
+
+    @property
+    def bids_path(self) -> Path:
+        return self.data_dir / "bids.sqlite3"
 
     @property
     def tls_dir(self) -> Path:
@@ -103,13 +123,25 @@ class NodeConfig:
                 "rpc": self.chain,
                 **({"deployment": str(self.deployment)} if self.deployment else {}),
             },
+            "market": self._market_toml(),
             **({"testing": {"corrupt_results": True}} if self.corrupt_results else {}),
         }
+
+    def _market_toml(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"bid_poll": self.bid_poll}
+        for name in ("cost_storage", "cost_compute", "cost_egress"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = format_nux(value)
+        if self.bid_script is not None:
+            out["bid_script"] = str(self.bid_script)
+        return out
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
         out["data_dir"] = str(self.data_dir)
         out["deployment"] = str(self.deployment) if self.deployment else None
+        out["bid_script"] = str(self.bid_script) if self.bid_script else None
         return out
 
 
@@ -167,9 +199,37 @@ def load_config(data_dir: Path) -> NodeConfig:
             grace_seconds=int(node.get("grace_seconds", 3600)),
             max_object_bytes=int(node.get("max_object_bytes", 4 << 30)),
             corrupt_results=bool(raw.get("testing", {}).get("corrupt_results", False)),
+            **_market(raw.get("market", {}), data_dir),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, UsageError) as exc:
         raise ConfigError(f"invalid {path}: {exc}") from exc
+
+
+def _market(section: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """The [market] section: costs in NUX per unit, ``bid_script`` (relative to the data
+    directory unless absolute), ``bid_poll`` seconds."""
+    if not isinstance(section, dict):
+        raise ValueError("[market] must be a table")
+    unknown = set(section) - {
+        "cost_storage",
+        "cost_compute",
+        "cost_egress",
+        "bid_script",
+        "bid_poll",
+    }
+    if unknown:
+        raise ValueError(f"unknown [market] keys: {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for name in ("cost_storage", "cost_compute", "cost_egress"):
+        if name in section:
+            out[name] = parse_nux(str(section[name]))
+            if out[name] < 1:
+                raise ValueError(f"[market] {name} must be at least 1 wei per unit")
+    if "bid_script" in section:
+        out["bid_script"] = data_dir / Path(str(section["bid_script"]))
+    if "bid_poll" in section:
+        out["bid_poll"] = float(section["bid_poll"])
+    return out
 
 
 def _size(value: object) -> int:

@@ -7,7 +7,9 @@ Theory of operation
 the on-chain registration made by the owner (cold) key with ``nuclux node register``: the
 operator must be this node's key, and endpoint, certificate fingerprint, capacities and prices
 are brought in line with the configuration by an ``update`` the operator may sign. Then it
-serves the API over TLS 1.3 and runs the follower and the lease agent until ``stop``.
+serves the API over TLS 1.3 and runs the follower and the lease agent until ``stop``, and, when
+the deployment has an auction house and ``[market] bid_poll`` is positive, the bid agent
+(``nuclux.node.bid_agent``) in its own faster loop.
 
 ``stop`` first stops accepting connections and lets in-flight requests finish (aiohttp's
 shutdown waits for handlers, bounded); an upload cut short is rolled back by the store writer,
@@ -28,11 +30,16 @@ from eth_account.signers.local import LocalAccount
 
 from nuclux.chain import ChainConnection, Deployment, Ledger
 from nuclux.chain.ledger import ProviderOffer
+from nuclux.chain.market_ledger import MarketLedger
 from nuclux.core.auth import ReplayGuard, RequestVerifier
+from nuclux.core.types import ResourceClass
 from nuclux.errors import ConfigError
 from nuclux.keys.derive import from_private_key
 from nuclux.net.tls import NodeIdentity, server_ssl_context
 from nuclux.node.agent import LeaseAgent
+from nuclux.node.bid_agent import BidAgent
+from nuclux.node.bid_agent_policy import PricePolicy
+from nuclux.node.bid_agent_state import BidBook
 from nuclux.node.compute.service import ComputeService, start_compute
 from nuclux.node.config import NodeConfig
 from nuclux.node.follower import ChainView
@@ -74,6 +81,7 @@ class NodeRuntime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     owns_connection: bool = False
     compute: ComputeService | None = None
+    bids: BidAgent | None = None
 
     @property
     def url(self) -> str:
@@ -156,11 +164,14 @@ class NodeRuntime:
             runner,
             owns_connection=owns_connection,
             compute=compute,
+            bids=_bid_agent(cfg, agent, conn, deployment, operator),
         )
         rt.tasks = [
             asyncio.create_task(view.run(rt.stop_event, poll_interval)),
             asyncio.create_task(agent.run(rt.stop_event, poll_interval)),
         ]
+        if rt.bids is not None:
+            rt.tasks.append(asyncio.create_task(rt.bids.run(rt.stop_event, cfg.bid_poll)))
         log.info("node %s serving %s", cfg.owner, rt.url)
         return rt
 
@@ -178,6 +189,8 @@ class NodeRuntime:
         await _stop_compute(self.compute)
         await self.store.close()
         self.view.close()
+        if self.bids is not None:
+            self.bids.book.close()
         if self.owns_connection:
             await self.ledger.conn.close()
 
@@ -192,6 +205,25 @@ class NodeRuntime:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
             await self.stop()
+
+
+def _bid_agent(
+    cfg: NodeConfig,
+    agent: LeaseAgent,
+    conn: ChainConnection,
+    deployment: Deployment,
+    operator: LocalAccount,
+) -> BidAgent | None:
+    """The node's bid agent, or None when it does not bid (``bid_poll`` <= 0, or no
+    auction house in the deployment)."""
+    if cfg.bid_poll <= 0:
+        return None
+    if "AuctionHouse" not in deployment.addresses:
+        log.warning("the deployment has no AuctionHouse: the node does not bid")
+        return None
+    policy = PricePolicy(dict(zip(ResourceClass, cfg.costs, strict=True)), cfg.bid_script)
+    market = MarketLedger(conn, deployment, operator)
+    return BidAgent(agent, market, BidBook(cfg.bids_path), policy)
 
 
 async def _start_compute(cfg: NodeConfig, ledger: Ledger, service: NodeService) -> ComputeService:
