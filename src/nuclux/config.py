@@ -46,6 +46,7 @@ ENV_VARS: Final = {
     "chain": "NUCLUX_CHAIN",
     "deployment": "NUCLUX_DEPLOYMENT",
     "account": "NUCLUX_ACCOUNT",
+    "market": "NUCLUX_MARKET",
 }
 KEYS: Final = (
     "data_dir",
@@ -56,6 +57,7 @@ KEYS: Final = (
     "confirmations",
     "tx_timeout",
     "renew_budget",
+    "market",
 )
 _PATH_KEYS: Final = frozenset({"data_dir", "keystore_dir", "deployment"})
 _MAX_FILE_BYTES: Final = 1024 * 1024
@@ -66,7 +68,8 @@ _HEADER: Final = """\
 # Keys: data_dir, keystore_dir (default <data_dir>/keys), chain ("embedded" or an http(s)
 # RPC URL), deployment (deployment JSON file), account (default account), confirmations,
 # tx_timeout (seconds), renew_budget (the most lease renewals may ever spend, in NUX, e.g.
-# "50"; unset: `nuclux renew` needs --max-spend and the repair watcher renews nothing).
+# "50"; unset: `nuclux renew` needs --max-spend and the repair watcher renews nothing),
+# market (true: put and run buy new leases at auction; false: at providers' posted prices).
 # Relative paths are relative to this file.
 """
 
@@ -83,6 +86,7 @@ class Config:
     confirmations: int = 1
     tx_timeout: float = 120.0
     renew_budget: Wei | None = None  # wei; the running cap on lease renewals
+    market: bool = True  # new leases through auctions (False: at posted prices)
     config_file: Path | None = None
     source: Mapping[str, str] = field(default_factory=dict, compare=False)
 
@@ -143,6 +147,7 @@ def load_config(path: Path | None, env: Mapping[str, str]) -> Config:
         confirmations=confirmations,
         tx_timeout=float(tx_timeout),
         renew_budget=_budget(values.get("renew_budget")),
+        market=bool(values.get("market", True)),
         config_file=file,
         source=source,
     )
@@ -222,6 +227,7 @@ def config_to_dict(config: Config) -> dict[str, object]:
         "confirmations": config.confirmations,
         "tx_timeout": config.tx_timeout,
         "renew_budget": None if config.renew_budget is None else format_nux(config.renew_budget),
+        "market": config.market,
     }
 
 
@@ -276,6 +282,8 @@ def _check_value(key: str, value: object) -> None:
             raise _InvalidValueError(
                 'key \'renew_budget\' must be a NuxCoin amount, e.g. "50" or "0.5"'
             )
+    elif key == "market" and not isinstance(value, bool):
+        raise _InvalidValueError("key 'market' must be true or false")
     elif key == "tx_timeout" and (
         isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < math.inf)
     ):
@@ -285,7 +293,16 @@ def _check_value(key: str, value: object) -> None:
 _PARSERS: Final[dict[str, Callable[[str], object]]] = {
     "confirmations": int,
     "tx_timeout": float,
+    "market": lambda text: _boolean(text),
 }
+
+
+def _boolean(text: str) -> bool:
+    words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+    try:
+        return words[text.lower()]
+    except KeyError:
+        raise ValueError(f"{text!r} is not true or false") from None
 
 
 def _parse_text(key: str, text: str) -> object:

@@ -52,7 +52,9 @@ async def compute_section(
         module, args, inputs, name = WC.read_bytes(), ["/in/words.txt"], {"words.txt": TEXT}, "wc"
     else:
         module, args, inputs, name = bytes(wasmtime.wat2wasm(HELLO)), [], {}, "hello"
-    settings = ComputeSettings(units=1, escrow_jobs=4, accept_timeout=30.0, poll_interval=0.1)
+    settings = ComputeSettings(
+        units=1, escrow_jobs=4, accept_timeout=30.0, poll_interval=0.1, use_market=False
+    )
     keys = from_private_key(bytes(consumer.account.key))
     async with ComputeClient(consumer, keys, settings) as client:
         out = await client.run(module, args, inputs, limits=LIMITS, name=name)

@@ -45,6 +45,7 @@ SETTINGS = ComputeSettings(
     poll_interval=0.1,
     escrow_jobs=40,
     directory_ttl=5.0,
+    use_market=False,  # these nodes run no bid agent
 )
 
 

@@ -37,6 +37,7 @@ SETTINGS = StorageSettings(
     manifest_grace=0.2,
     accept_timeout=20.0,
     poll_interval=0.1,
+    use_market=False,  # these nodes run no bid agent; tests/sdk/test_market.py buys at auction
 )
 
 

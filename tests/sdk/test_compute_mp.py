@@ -50,7 +50,12 @@ LIMITS = JobLimits(
     scratch_bytes=1 << 20,
 )
 SETTINGS = ComputeSettings(
-    units=1, request_grace=5.0, accept_timeout=30.0, poll_interval=0.1, escrow_jobs=8
+    units=1,
+    request_grace=5.0,
+    accept_timeout=30.0,
+    poll_interval=0.1,
+    escrow_jobs=8,
+    use_market=False,  # these nodes run no bid agent
 )
 
 

@@ -66,6 +66,7 @@ class _Job:
     max_price: int | None
     out_dir: Path
     force: bool
+    market: bool = True  # new leases at auction (False: --no-market, posted prices)
 
 
 def _fuel(text: str) -> int:
@@ -160,11 +161,13 @@ async def _fetch(
 
 @asynccontextmanager
 async def _compute(
-    c: Ctx, keys: AccountKeys, deployment: Path | None
+    c: Ctx, keys: AccountKeys, deployment: Path | None, market: bool = True
 ) -> AsyncIterator[ComputeClient]:
     acct: LocalAccount = Account.from_key(keys.eth_private_key)
     async with ledger_session(c, acct, deployment) as ledger:
-        settings = ComputeSettings(journal_dir=c.config.data_dir / "jobs")
+        settings = ComputeSettings(
+            journal_dir=c.config.data_dir / "jobs", use_market=market and c.config.market
+        )
         async with ComputeClient(ledger, keys, settings) as client:
             yield client
 
@@ -193,8 +196,18 @@ def run_cmd(
         str | None, typer.Option("--map", help="One job per file matching this glob (quote it).")
     ] = None,
     max_price: Annotated[
-        str | None, typer.Option(help="Highest price per million fuel in NUX, e.g. 0.001.")
+        str | None,
+        typer.Option(
+            help="Highest price per million fuel in NUX, e.g. 0.001: the auction's reserve"
+            " for new leases (default: twice the reference price, else the highest posted)."
+        ),
     ] = None,
+    no_market: Annotated[
+        bool,
+        typer.Option(
+            "--no-market", help="Open new leases at providers' posted prices, not by auction."
+        ),
+    ] = False,
     account: AccountOpt = None,
     private_key_env: KeyEnvOpt = None,
     deployment: DeploymentOpt = None,
@@ -216,6 +229,7 @@ def run_cmd(
         max_price=None if max_price is None else nux_arg(max_price, "--max-price"),
         out_dir=out_dir,
         force=force,
+        market=not no_market,
     )
     if map_glob is not None:
         if inputs:
@@ -240,7 +254,7 @@ def _run_one(
         clash = sorted(set(fetched) & set(local))
         if clash:
             raise UsageError(f"two inputs are named {clash[0]}")
-        async with _compute(c, keys, deployment) as client:
+        async with _compute(c, keys, deployment, job.market) as client:
             outcome = await client.run(
                 job.module,
                 job.args,
@@ -288,7 +302,7 @@ def _run_map(
     c: Ctx, job: _Job, items: list[tuple[str, bytes]], keys: AccountKeys, deployment: Path | None
 ) -> None:
     async def go() -> list[dict[str, object]]:
-        async with _compute(c, keys, deployment) as client:
+        async with _compute(c, keys, deployment, job.market) as client:
             with map_bar(c, len(items)) as progress:
                 done = await client.map(
                     job.module,

@@ -40,6 +40,7 @@ from nuclux.cli.devnet_cmd import devnet_app
 from nuclux.cli.keydir_cmd import lookup_cmd, publish_cmd
 from nuclux.cli.keys_cmd import keys_app
 from nuclux.cli.lease_cmd import lease_app
+from nuclux.cli.market_cmd import market_app
 from nuclux.cli.node_cmd import node_app
 from nuclux.cli.output import (
     INTERRUPTED_EXIT,
@@ -125,6 +126,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
 app.add_typer(chain_app, name="chain")
 app.add_typer(lease_app, name="lease")
+app.add_typer(market_app, name="market")
 app.add_typer(devnet_app, name="devnet")
 app.add_typer(provider_app, name="provider")
 app.add_typer(node_app, name="node")

@@ -23,7 +23,11 @@ def spend_record_path(c: Ctx, ledger: Ledger) -> Path:
     )
 
 
-def storage_settings(c: Ctx, ledger: Ledger) -> StorageSettings:
+def storage_settings(c: Ctx, ledger: Ledger, *, market: bool = True) -> StorageSettings:
+    """``market`` False (``--no-market``) opens new leases at posted prices even when the
+    configuration (key ``market``, default true) buys them at auction."""
     return StorageSettings(
-        renew_budget=c.config.renew_budget, renew_record=str(spend_record_path(c, ledger))
+        renew_budget=c.config.renew_budget,
+        renew_record=str(spend_record_path(c, ledger)),
+        use_market=market and c.config.market,
     )

@@ -67,12 +67,13 @@ T = TypeVar("T")
 
 @asynccontextmanager
 async def storage_client(
-    c: Ctx, keys: AccountKeys, deployment: Path | None
+    c: Ctx, keys: AccountKeys, deployment: Path | None, *, market: bool = True
 ) -> AsyncIterator[StorageClient]:
-    """A ``StorageClient`` for the command; its index changes are flushed on success."""
+    """A ``StorageClient`` for the command; its index changes are flushed on success.
+    ``market`` False opens new leases at posted prices (``--no-market``)."""
     acct: LocalAccount = Account.from_key(keys.eth_private_key)
     async with ledger_session(c, acct, deployment) as ledger:
-        client = StorageClient(ledger, keys, storage_settings(c, ledger))
+        client = StorageClient(ledger, keys, storage_settings(c, ledger, market=market))
         async with client:
             yield client
         for warning in client.warnings:  # stored, but something is owed (a time-stamp...)
@@ -123,9 +124,19 @@ def put_cmd(
     n: Annotated[int | None, typer.Option("--n", help="Shares stored (providers).", min=2)] = None,
     days: Annotated[float | None, typer.Option(help="Storage term in days (default 30).")] = None,
     max_price: Annotated[
-        str | None, typer.Option(help="Highest price per storage unit and epoch, e.g. 0.002.")
+        str | None,
+        typer.Option(
+            help="Highest price per storage unit and epoch, e.g. 0.002: the auction's reserve"
+            " (default: twice the market's reference price, else the highest posted price)."
+        ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Name to store (default: the file's).")] = None,
+    no_market: Annotated[
+        bool,
+        typer.Option(
+            "--no-market", help="Open new leases at providers' posted prices, not by auction."
+        ),
+    ] = False,
     account: AccountOpt = None,
     private_key_env: KeyEnvOpt = None,
     deployment: DeploymentOpt = None,
@@ -139,7 +150,7 @@ def put_cmd(
     keys = _keys(c, account, private_key_env)
 
     async def go() -> dict[str, Any]:
-        async with storage_client(c, keys, deployment) as client:
+        async with storage_client(c, keys, deployment, market=not no_market) as client:
             with progress_bar(c, f"put {file.name}") as progress:
                 ref = await client.put(
                     file, k=k, n=n, days=days, max_price=cap, name=name, progress=progress

@@ -31,6 +31,8 @@ from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.types import LeaseId, ResourceClass, Wei
 from nuclux.errors import ChainError, NucluxError
 from nuclux.net.client import NodeClient
+from nuclux.sdk.market import Market, MarketSettings
+from nuclux.sdk.market_leases import market_placements
 from nuclux.sdk.peers import PEER_ERRORS, Peers, Probe
 from nuclux.sdk.settings import NotEnoughProviders, StorageSettings
 
@@ -65,6 +67,13 @@ class LeaseBook:
         self._epoch: tuple[float, int] | None = None
         self._epoch_read: asyncio.Future[int] | None = None
         self.transactions = 0  # sent by this book (opening, extending)
+        self.market = Market(
+            ledger,
+            MarketSettings(
+                poll_interval=min(settings.poll_interval, 0.25),
+                accept_timeout=settings.accept_timeout,
+            ),
+        )
 
     # ------------------------------------------------------------------ our leases
 
@@ -161,6 +170,8 @@ class LeaseBook:
         ``need_bytes`` promised on a lease with at least ``days`` of term left. Providers that
         decline or fail are skipped for the next ones."""
         want = self.settings.epochs_for(days, self.ledger.deployment.params.epoch_length)
+        if self.settings.use_market:  # new leases through auctions (nuclux.sdk.market_leases)
+            return await market_placements(self, probes, count, need_bytes, want, max_price)
         queue = list(probes)
         out: list[Placement] = []
         failures: list[str] = []
@@ -226,6 +237,17 @@ class LeaseBook:
             self._promise(lease.id, need)
             return Placement(info, lease.id, client)
         return None
+
+    async def reuse(self, info: ProviderInfo, need: int, want: int) -> Placement | None:
+        return await self._reuse(info, need, want)
+
+    def promise(self, lease_id: int, nbytes: int) -> None:
+        self._promise(lease_id, nbytes)
+
+    def adopt(self, lease: Lease) -> None:
+        """Keep a lease just won and accepted (its room is all free)."""
+        self._refresh(lease)
+        self._room.setdefault(lease.id, _Room(lease.units * self.settings.unit_bytes, 0))
 
     def _promise(self, lease_id: int, nbytes: int) -> None:
         room = self._room.get(lease_id)

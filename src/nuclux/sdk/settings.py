@@ -63,6 +63,9 @@ class StorageSettings:
     renew_days: float | None = None
     renew_budget: int | None = None  # wei: the most renewals may ever commit; None: no cap set
     renew_record: str | None = None  # file counting what renewals spent (None: this client)
+    # new leases and replacements through auctions (nuclux.sdk.market); False: open leases
+    # directly at providers' posted prices
+    use_market: bool = True
 
     def __post_init__(self) -> None:
         b = self.block_bytes

@@ -32,7 +32,9 @@ from nuclux.core.types import LeaseId, ResourceClass
 from nuclux.errors import ChainError, NucluxError
 from nuclux.net.compute_client import ComputeNode
 from nuclux.sdk.compute.directory import compute_providers
+from nuclux.sdk.compute.market import market_leases
 from nuclux.sdk.compute.settings import ComputeSettings, NoComputeProviders
+from nuclux.sdk.market import Market, MarketSettings
 from nuclux.sdk.peers import Peers
 
 COMPUTE = ResourceClass.COMPUTE
@@ -71,6 +73,13 @@ class ComputeLeases:
         self._changed = asyncio.Condition()
         self._epoch_read: tuple[float, int] | None = None
         self.transactions = 0
+        self.market = Market(
+            ledger,
+            MarketSettings(
+                poll_interval=min(settings.poll_interval, 0.25),
+                accept_timeout=settings.accept_timeout,
+            ),
+        )
 
     # ------------------------------------------------------------------ what we hold
 
@@ -91,6 +100,19 @@ class ComputeLeases:
             if self._held is None:
                 self._held = held
         return [x for x in self._held.values() if x.provider not in self.retired]
+
+    async def adopt(self, lease: Lease) -> ComputeLease | None:
+        """Hold a lease just won at auction (None if its provider is not active)."""
+        info = await self.peers.provider(lease.provider)
+        if info.status != "active":
+            return None
+        cl = self._wrap(lease, info)
+        await self.held()
+        if self._held is not None:
+            self._held[lease.id] = cl
+        async with self._changed:
+            self._changed.notify_all()
+        return cl
 
     def _wrap(self, lease: Lease, info: ProviderInfo) -> ComputeLease:
         self.peers.remember(lease)
@@ -191,6 +213,9 @@ class ComputeLeases:
         out = list(have.values())[:count]
         if len(out) >= count:
             return out
+        if self.settings.use_market:
+            won = await market_leases(self, count - len(out), exclude, fuel_limit, max_price)
+            return out + won
         queue = await self.candidates(exclude, max_price)
         while len(out) < count and queue:
             batch, queue = queue[: count - len(out)], queue[count - len(out) :]
@@ -263,6 +288,16 @@ class ComputeLeases:
             await self.ledger.top_up(cl.id, amount)
             self.transactions += 1
         cl.lease = await self.ledger.lease(cl.id)
+
+    async def top_up_to(self, cl: ComputeLease, escrow: int) -> None:
+        """Bring a lease's escrow up to ``escrow`` (a lease won at auction holds only
+        units x term x price)."""
+        add = escrow - int(cl.lease.escrow)
+        if add > 0:
+            async with self._tx:
+                await self.ledger.top_up(cl.id, add)
+                self.transactions += 1
+            cl.lease = await self.ledger.lease(cl.id)
 
     # ------------------------------------------------------------------ retiring
 

@@ -50,6 +50,8 @@ class ComputeSettings:
     max_attempts: int = 6  # providers tried for one replica before the job fails
     directory_ttl: float = 30.0  # registry entries are reused this long
     journal_dir: Path | None = None  # jobs.jsonl files go here; None: kept in memory only
+    # new leases through auctions (nuclux.sdk.market); False: at providers' posted prices
+    use_market: bool = True
 
     def __post_init__(self) -> None:
         if self.replicas < 1:

@@ -1,0 +1,91 @@
+"""Storage placements through the market: one auction per batch of leases a file needs.
+
+Theory of operation
+-------------------
+``LeaseBook.ensure`` comes here when ``StorageSettings.use_market`` is on. Leases of ours
+with room are used first, in the caller's order (no transaction; their terms are extended at
+their own price when short, as renewals are). For the ``s`` placements still missing, one
+request for ``s`` providers goes to the market (``nuclux.sdk.market``) with units for
+``max(need, reserve_bytes)`` and the wanted term; the reserve is ``max_price`` or the
+market's default (twice the reference price, else the highest posted price).
+
+The auction, not the consumer, picks the providers, so a winner may be one this file cannot
+use (excluded by the caller, or holding another of its shares already). Such a lease is kept
+(later files use it) and the next round asks for that many more providers, so the cheapest
+unusable bidders are outbid by usable ones; after ``MAX_ROUNDS`` rounds the file fails with
+``NotEnoughProviders``. A round that fails (too few bids) raises ``AuctionFailed``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Final
+
+from nuclux.core.types import ResourceClass
+from nuclux.sdk.peers import PEER_ERRORS, Probe
+from nuclux.sdk.settings import NotEnoughProviders
+
+if TYPE_CHECKING:
+    from nuclux.sdk.leases import LeaseBook, Placement
+
+STORAGE = ResourceClass.STORAGE
+MAX_ROUNDS: Final = 3
+
+
+async def market_placements(
+    book: LeaseBook,
+    probes: list[Probe],
+    count: int,
+    need: int,
+    want: int,
+    max_price: int | None,
+) -> list[Placement]:
+    from nuclux.sdk.leases import Placement
+
+    out: list[Placement] = []
+    used: set[str] = set()
+    for probe in probes:
+        if len(out) == count:
+            break
+        if not probe.held:
+            continue
+        try:
+            got = await book.reuse(probe.provider, need, want)
+        except PEER_ERRORS:
+            continue
+        if got is not None:
+            out.append(got)
+            used.add(probe.provider.owner.lower())
+    allowed = {p.provider.owner.lower(): p for p in probes}
+    unusable = 0
+    for _ in range(MAX_ROUNDS):
+        missing = count - len(out)
+        if missing <= 0:
+            return out
+        active = [p for p in await book.peers.registry() if p.status == "active"]
+        serving = sum(1 for p in active if p.capacity[STORAGE] > 0)
+        m = min(missing + unusable, serving)
+        if m < missing:
+            break
+        reserve = max_price if max_price is not None else await book.market.default_reserve(STORAGE)
+        leases = await book.market.acquire(
+            STORAGE, book.settings.units_for(need), m, want, reserve, m_min=missing
+        )
+        book.transactions += book.market.transactions
+        book.market.transactions = 0
+        for lease in leases:
+            book.adopt(lease)
+            key = lease.provider.lower()
+            home = allowed.get(key)
+            if home is None or key in used or len(out) == count:
+                unusable += 1
+                continue
+            book.promise(lease.id, need)
+            out.append(Placement(home.provider, lease.id, book.peers.client(home.provider)))
+            used.add(key)
+    if len(out) < count:
+        raise NotEnoughProviders(
+            f"the market gave {len(out)} of the {count} providers needed for {need} bytes"
+            f" (auction winners this file could not use: {unusable}); the leases won are kept"
+            " for later files"
+        )
+    return out

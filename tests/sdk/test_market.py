@@ -1,0 +1,138 @@
+"""Leases bought at auction (``nuclux.sdk.market``) on an embedded chain with provider nodes
+that accept what they win: the uniform price, refunds of failed auctions and of winners that
+never accept, the reference price, and a storage put whose leases all came from auctions."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from nuclux.chain.market_ledger import RequestStatus
+from nuclux.core.lease import LeaseState
+from nuclux.core.types import ResourceClass
+from nuclux.errors import UsageError
+from nuclux.sdk.market import AuctionFailed, Market, MarketSettings
+from tests.sdk.market_kit import NODES, bidders, start_market_network, stop_market_network
+from tests.sdk.network import SETTINGS, Network
+
+STORAGE = ResourceClass.STORAGE
+FAST = MarketSettings(poll_interval=0.1, accept_timeout=6.0)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def mnet(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Network]:
+    network = await start_market_network(tmp_path_factory.mktemp("market-net"))
+    try:
+        yield network
+    finally:
+        await stop_market_network(network)
+
+
+async def _held_by_house(net: Network) -> int:
+    return await net.world.deployer.balance(net.world.deployment.address("AuctionHouse"))
+
+
+async def test_acquire_pays_the_uniform_price(mnet: Network) -> None:
+    consumer = mnet.ledger(await mnet.new_account("market-uniform"))
+    market = Market(consumer, FAST)
+    before = await consumer.balance()
+    async with bidders(mnet, {0: 5, 1: 7, 2: 9, 3: 11}):
+        leases = await market.acquire(STORAGE, units=2, m=2, term_epochs=3, reserve=20)
+    # the two cheapest win, both paid the third-lowest bid
+    assert sorted(x.provider.lower() for x in leases) == sorted(
+        mnet.world.providers[i].address.lower() for i in (0, 1)
+    )
+    assert all(x.state is LeaseState.ACTIVE and x.price == 9 for x in leases)
+    assert all(x.consumer == consumer.address for x in leases)
+    assert market.last is not None
+    assert market.last.price == 9
+    assert market.last.lost == ()
+    assert await consumer.balance() == before - 2 * (2 * 3 * 9)  # the rest came back
+    assert await _held_by_house(mnet) == 0
+    info = await market.request(market.last.request_id)
+    assert info.status is RequestStatus.CLEARED
+    bids = await market.bids(info.id)
+    assert sorted(b.price for _, b in bids) == [5, 7, 9, 11]
+    assert all(b.revealed for _, b in bids)
+
+
+async def test_failed_auction_refunds_everything(mnet: Network) -> None:
+    consumer = mnet.ledger(await mnet.new_account("market-failed"))
+    market = Market(consumer, FAST)
+    before = await consumer.balance()
+    async with bidders(mnet, {0: 5, 3: 50}):  # 3 bids above the reserve: it cannot bid
+        with pytest.raises(AuctionFailed, match="1 bid\\(s\\) revealed, 2 wanted") as err:
+            await market.acquire(STORAGE, units=1, m=2, term_epochs=2, reserve=20)
+    assert err.value.revealed == 1
+    assert err.value.wanted == 2
+    assert await consumer.balance() == before
+    assert await _held_by_house(mnet) == 0
+    assert (await market.request(err.value.request_id)).status is RequestStatus.FAILED
+
+
+async def test_smaller_minimum_takes_fewer_winners(mnet: Network) -> None:
+    consumer = mnet.ledger(await mnet.new_account("market-min"))
+    market = Market(consumer, FAST)
+    async with bidders(mnet, {2: 4}):
+        leases = await market.acquire(STORAGE, 1, m=3, term_epochs=2, reserve=15, m_min=1)
+    assert [x.provider.lower() for x in leases] == [mnet.world.providers[2].address.lower()]
+    assert leases[0].price == 15  # fewer than m + 1 bids: the reserve
+
+
+async def test_winner_that_never_accepts_is_refunded(mnet: Network) -> None:
+    consumer = mnet.ledger(await mnet.new_account("market-silent"))
+    market = Market(consumer, FAST)
+    before = await consumer.balance()
+    silent = mnet.world.providers[NODES]  # registered, runs no node: never accepts
+    async with bidders(mnet, {NODES: 3, 1: 6, 2: 8}):
+        leases = await market.acquire(STORAGE, 1, m=2, term_epochs=2, reserve=10)
+    assert [x.provider.lower() for x in leases] == [mnet.world.providers[1].address.lower()]
+    assert market.last is not None
+    assert len(market.last.lost) == 1
+    lost = await consumer.lease(market.last.lost[0])
+    assert lost.provider.lower() == silent.address.lower()
+    assert lost.state is LeaseState.CLOSED
+    assert await consumer.balance() == before - 1 * 2 * 8  # only the accepted lease is paid
+
+
+async def test_reserve_defaults_and_prices(mnet: Network) -> None:
+    consumer = mnet.ledger(await mnet.new_account("market-prices"))
+    market = Market(consumer, FAST)
+    view = await market.prices(STORAGE)
+    # the uniform-price auction above had 4 staked bidders: it sets the reference price
+    assert view.reference == 9
+    assert [p.price for p in view.history if p.bidders >= 3] == [9, 8]  # weighted: 9
+    assert await market.default_reserve(STORAGE) == 2 * 9
+    assert (await market.prices(ResourceClass.COMPUTE)).reference is None
+    with pytest.raises(UsageError, match="no auction request 999"):
+        await market.bids(999)
+    requests = await market.requests(limit=2)
+    assert [r.id for r in requests] == sorted((r.id for r in requests), reverse=True)
+
+
+async def test_put_obtains_its_leases_at_auction(mnet: Network, tmp_path: Path) -> None:
+    acct = await mnet.new_account("market-put")
+    settings = dataclasses.replace(SETTINGS, use_market=True, accept_timeout=10.0)
+    data = os.urandom(200_000)
+    (tmp_path / "f").write_bytes(data)
+    async with (
+        bidders(mnet, {0: 10, 1: 11, 2: 12, 3: 13}) as bid_on,
+        mnet.client(acct, settings) as client,
+    ):
+        ref = await client.put(tmp_path / "f", k=2, n=3, max_price=100)
+        got = await client.get(ref, tmp_path / "out")
+        auction = client.ctx.leases.market.last
+        assert auction is not None
+    assert got.path.read_bytes() == data
+    assert len(bid_on) == 1  # one auction for the three providers, not one per lease
+    ledger = mnet.ledger(acct)
+    me = acct.address.lower()
+    mine = [x for x in await ledger.leases_of(acct.address) if x.consumer.lower() == me]
+    assert len(mine) == 3
+    assert {x.id for x in mine} == set(auction.leases)
+    assert all(x.price == 13 and x.state is LeaseState.ACTIVE for x in mine)
