@@ -18,7 +18,7 @@ from nuclux.core.types import ResourceClass
 from nuclux.errors import UsageError
 from nuclux.sdk.market import AuctionFailed, Market, MarketSettings
 from tests.sdk.market_kit import NODES, bidders, start_market_network, stop_market_network
-from tests.sdk.network import SETTINGS, Network
+from tests.sdk.network import SETTINGS, UNIT_BYTES, Network
 
 STORAGE = ResourceClass.STORAGE
 FAST = MarketSettings(poll_interval=0.1, accept_timeout=6.0)
@@ -117,7 +117,11 @@ async def test_reserve_defaults_and_prices(mnet: Network) -> None:
 
 async def test_put_obtains_its_leases_at_auction(mnet: Network, tmp_path: Path) -> None:
     acct = await mnet.new_account("market-put")
-    settings = dataclasses.replace(SETTINGS, use_market=True, accept_timeout=10.0)
+    # a bid needs the provider's registered capacity (4 GiB: 4 units to the registry) to cover
+    # the lease's units, which are 1 MiB in these tests
+    settings = dataclasses.replace(
+        SETTINGS, use_market=True, accept_timeout=10.0, reserve_bytes=4 * UNIT_BYTES
+    )
     data = os.urandom(200_000)
     (tmp_path / "f").write_bytes(data)
     async with (

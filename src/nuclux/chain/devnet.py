@@ -194,8 +194,10 @@ async def devnet_up(
     nux_each: int = DEFAULT_NUX_EACH,
     binary: Path | None = None,
     start_within: float = START_TIMEOUT,
+    block_time: float | None = None,
 ) -> DevnetInfo:
-    """Start a detached anvil, deploy, fund accounts 1..funded with NuxCoin, record it all."""
+    """Start a detached anvil, deploy, fund accounts 1..funded with NuxCoin, record it all.
+    ``block_time`` (seconds) mines blocks at that interval instead of one per transaction."""
     if not 0 <= funded < DEV_ACCOUNTS:
         raise UsageError(f"funded must be 0..{DEV_ACCOUNTS - 1} (account 0 is the deployer)")
     params = params or DeployParams()
@@ -209,7 +211,12 @@ async def devnet_up(
                 f"a devnet is already running from {state_dir} (pid {record['pid']}, "
                 f"{record.get('rpc_url')}); run `nuclux devnet down` first"
             )
-        anvil = AnvilProcess(state_dir, port, binary=binary or find_anvil(), detached=True)
+        if block_time is not None and not 0 < block_time <= 60:
+            raise UsageError("block_time must be 0..60 seconds")
+        extra = ("--block-time", f"{block_time:g}") if block_time is not None else ()
+        anvil = AnvilProcess(
+            state_dir, port, binary=binary or find_anvil(), detached=True, extra_args=extra
+        )
         return await _bring_up(anvil, params, funded, nux_each, start_within)
 
 

@@ -47,6 +47,15 @@ def up_cmd(
     accounts: Annotated[int, typer.Option(help="Accounts to fund with NuxCoin.", min=0, max=9)] = 5,
     nux: Annotated[int, typer.Option(help="NuxCoin per funded account.", min=0)] = 100_000,
     epoch_length: Annotated[int, typer.Option(help="Seconds per epoch.", min=1)] = 60,
+    auction_window: Annotated[
+        int,
+        typer.Option(
+            help="Seconds of an auction's commit window, and of its reveal window.", min=1
+        ),
+    ] = 4,
+    block_time: Annotated[
+        float | None, typer.Option(help="Mine a block every this many seconds (default: per tx).")
+    ] = None,
     nodes: Annotated[
         int, typer.Option(help="Provider nodes to start (registered, serving).", min=0, max=32)
     ] = 0,
@@ -70,9 +79,14 @@ def up_cmd(
         info = await devnet_up(
             devnet_dir(c),
             port,
-            DeployParams(epoch_length=epoch_length),
+            DeployParams(
+                epoch_length=epoch_length,
+                auction_commit_window=auction_window,
+                auction_reveal_window=auction_window,
+            ),
             funded=accounts,
             nux_each=nux * ONE_NUX,
+            block_time=block_time,
         )
         try:
             started = (

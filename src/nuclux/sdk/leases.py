@@ -114,7 +114,11 @@ class LeaseBook:
             p
             for p in probes
             if p.provider.suspended_until <= now
-            and (max_price is None or p.provider.price[STORAGE] <= max_price)
+            and (
+                max_price is None
+                or self.settings.use_market  # at auction the reserve is the cap, not posted prices
+                or p.provider.price[STORAGE] <= max_price
+            )
             and p.provider.owner.lower() not in exclude
         ]
         held = {x.provider.lower() for x in await self.mine()}

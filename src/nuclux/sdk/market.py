@@ -171,8 +171,11 @@ class Market:
                     await self.house.finalize(rid)
                     self.transactions += 1
                 except ContractRevert as err:
-                    if err.error_name not in ("AlreadyFinalized", "RevealOpen", "SeedNotReady"):
+                    if err.error_name in ("RevealOpen", "SeedNotReady"):  # judged on the head
+                        await self._tick()
+                    elif (await self.house.request(rid)).status is RequestStatus.OPEN:
                         raise
+                    # else a bid agent finalised it first
                 continue
             # nothing more can happen in this request but time passing: hurry the embedded EVM
             settled = now > info.commit_end and info.reveals == info.commits
