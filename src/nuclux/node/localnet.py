@@ -230,6 +230,9 @@ def _ended(pid: int) -> str:
     return f"exited with status {os.waitstatus_to_exitcode(status)}"
 
 
+BID_FLOAT = 20 * ONE_NUX  # NuxCoin each node's operator starts with, for auction bid deposits
+
+
 async def start_nodes(
     state_dir: Path,
     count: int,
@@ -296,6 +299,7 @@ async def _start(
             await conn.fund_gas(owner.address, GAS_ETH)
             await conn.fund_gas(operator, GAS_ETH)
             await faucet.transfer(owner.address, stake)
+            await faucet.transfer(operator, BID_FLOAT)  # the operator pays bid deposits
             await register(cfg, owner, operator, conn, deployment)
             pid = _spawn(cfg, passphrase, poll)
             nodes.append(
