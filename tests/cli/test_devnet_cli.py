@@ -20,7 +20,11 @@ class Cli:
     def __init__(self, tmp: Path) -> None:
         cfg = tmp / "config.toml"
         cfg.write_text("")
-        self.env = {"NUCLUX_CONFIG": str(cfg), "NUCLUX_DATA_DIR": str(tmp / "data")}
+        self.env = {
+            "NUCLUX_CONFIG": str(cfg),
+            "NUCLUX_DATA_DIR": str(tmp / "data"),
+            "NUCLUX_MARKET": "false",  # posted prices; tests/cli/test_market_cli.py buys at auction
+        }
         self.runner = CliRunner()
 
     def run(self, *args: str, env: dict[str, str] | None = None) -> Result:
