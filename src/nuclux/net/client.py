@@ -316,9 +316,14 @@ class NodeClient:
             return await exchange()
 
     async def put(
-        self, lease_id: int, object_id: bytes, data: bytes, sha256: bytes | None = None
+        self,
+        lease_id: int,
+        object_id: bytes,
+        data: bytes | memoryview,
+        sha256: bytes | None = None,
     ) -> StoredObject:
-        """Store ``data``; pass its ``sha256`` if already known (saves hashing it twice)."""
+        """Store ``data`` (bytes, or a view of memory nothing writes while the request runs);
+        pass its ``sha256`` if already known (saves hashing it twice)."""
         url = self._url(lease_id, object_id)
         sha = sha256 if sha256 is not None else hashlib.sha256(data).digest()
         with peer_errors():
@@ -581,7 +586,7 @@ async def _parts(parts: Sequence[bytes]) -> AsyncIterator[bytes | memoryview]:
             yield chunk
 
 
-async def _chunks(data: bytes, size: int = 1 << 20) -> AsyncIterator[memoryview]:
+async def _chunks(data: bytes | memoryview, size: int = 1 << 20) -> AsyncIterator[memoryview]:
     """Stream an (immutable) body in 1 MiB views: no copies, and the transport's flow control
     paces the upload."""
     view = memoryview(data)

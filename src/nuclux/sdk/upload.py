@@ -29,7 +29,7 @@ import asyncio
 import hashlib
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +42,10 @@ from nuclux.sdk.leases import Placement
 from nuclux.sdk.nodeapi import block_object_id
 from nuclux.sdk.peers import PEER_ERRORS
 from nuclux.sdk.settings import NotEnoughProviders, Progress, StorageSettings, first_error
+
+Block = bytes | memoryview
+Prepared = tuple[Sequence[Block], Sequence[bytes], Sequence[bytes]]
+"""A segment ready to send: its ``n`` blocks, their Merkle roots and their SHA-256s."""
 
 Replace = Callable[[int, Placement, str], Awaitable[Placement]]
 """``replace(share, failed placement, reason)`` -> a placement on another provider."""
@@ -85,8 +89,9 @@ class SegmentEncoder:
     def close(self) -> None:
         os.close(self._fd)
 
-    def prepare(self, index: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
-        """(blocks, block roots, block SHA-256s) of segment ``index``."""
+    def prepare(self, index: int) -> Prepared:
+        """(blocks, block roots, block SHA-256s) of segment ``index``. The blocks are views
+        of the coder's own output (fresh for every segment, never written again): not copied."""
         start, stop = self.layout.segment_span(self.size, index)
         length = stop - start
         with self._lock:
@@ -96,7 +101,7 @@ class SegmentEncoder:
                 raise IntegrityError(f"the file shrank while it was being uploaded ({got} bytes)")
             sealed = memoryview(self._sealed)[: length + TAG_BYTES]
             self.cipher.encrypt_into(index, plain, sealed, last=index == self.count - 1)
-            blocks = [bytes(b) for b in encode_segment(self.layout, sealed)]
+            blocks = encode_segment(self.layout, sealed)
         roots = [block_root(b) for b in blocks]
         shas = [hashlib.sha256(b).digest() for b in blocks]
         return blocks, roots, shas
@@ -104,7 +109,7 @@ class SegmentEncoder:
 
 @dataclass(slots=True)
 class _Segment:
-    blocks: list[bytes | None]
+    blocks: list[Block | None]
     shas: list[bytes]
     pending: int
 
@@ -171,7 +176,7 @@ class Uploader:
             self.replacements,
         )
 
-    async def _prepare(self, index: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    async def _prepare(self, index: int) -> Prepared:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.encoder.prepare, index)
 
@@ -181,7 +186,7 @@ class Uploader:
             blocks, roots, shas = await self._prepare(j)
             for i, root in enumerate(roots):
                 self.roots[i].append(root)
-            self.segments[j] = _Segment(list(blocks), shas, len(self.lanes))
+            self.segments[j] = _Segment(list(blocks), list(shas), len(self.lanes))
             for lane in self.lanes:
                 lane.queue.put_nowait(j)
         for lane in self.lanes:
@@ -211,7 +216,7 @@ class Uploader:
                 if self.progress is not None:
                     self.progress(self.done_bytes, self.size)
 
-    async def _deliver(self, lane: _Lane, j: int, block: bytes, sha: bytes) -> None:
+    async def _deliver(self, lane: _Lane, j: int, block: Block, sha: bytes) -> None:
         """Store block ``j`` of the lane's share, first rebuilding any earlier blocks a new
         placement lacks; swap the placement when it fails."""
         while True:
@@ -234,7 +239,7 @@ class Uploader:
             except PEER_ERRORS as err:
                 await self._swap(lane, err)
 
-    async def _put(self, lane: _Lane, j: int, block: bytes, sha: bytes) -> None:
+    async def _put(self, lane: _Lane, j: int, block: Block, sha: bytes) -> None:
         p = lane.placement
         oid = block_object_id(self.file_id, lane.share, j)
         timeout = self.settings.request_timeout
