@@ -82,7 +82,7 @@ def test_put_and_run_obtain_leases_at_auction(net: Net, tmp_path: Path) -> None:
     leases = _leases_of(net, 1, "storage")
     assert len(leases) == 3
     assert all(x["state"] == "active" and x["price_wei"] == PRICE for x in leases)
-    got = net.run(1, "get", put["reference"], str(tmp_path / "back.bin"))
+    got = net.run(1, "get", put["reference"], "-o", str(tmp_path / "back.bin"))
     assert got.exit_code == 0, got.output
     assert (tmp_path / "back.bin").read_bytes() == data
 
