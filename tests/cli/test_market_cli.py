@@ -86,8 +86,12 @@ def test_put_and_run_obtain_leases_at_auction(net: Net, tmp_path: Path) -> None:
     assert got.exit_code == 0, got.output
     assert (tmp_path / "back.bin").read_bytes() == data
 
-    job = net.json(1, "run", SHA256, "--input", str(tmp_path / "f.bin"), "--fuel", "2e9")
+    job = net.json(
+        1, "run", SHA256, "--input", str(tmp_path / "f.bin"), "--fuel", "2e9",
+        "--output-dir", str(tmp_path / "out"),
+    )  # fmt: skip
     assert job["ok"] is True
+    assert (tmp_path / "out" / "sha256.txt").read_text().split()[0] in job["stdout"]
     compute = net.read("requests")[0]
     assert compute["class"] == "compute"
     assert compute["status"] == "cleared"

@@ -63,6 +63,7 @@ class LeaseBook:
         self._mine: dict[int, Lease] | None = None
         self._room: dict[int, _Room] = {}
         self._tx = asyncio.Lock()
+        self._buying = asyncio.Lock()
         self._probes: tuple[float, int, list[Probe]] | None = None  # (when, chain time, probes)
         self._epoch: tuple[float, int] | None = None
         self._epoch_read: asyncio.Future[int] | None = None
@@ -175,7 +176,8 @@ class LeaseBook:
         decline or fail are skipped for the next ones."""
         want = self.settings.epochs_for(days, self.ledger.deployment.params.epoch_length)
         if self.settings.use_market:  # new leases through auctions (nuclux.sdk.market_leases)
-            return await market_placements(self, probes, count, need_bytes, want, max_price)
+            async with self._buying:  # one auction at a time; later callers reuse its leases
+                return await market_placements(self, probes, count, need_bytes, want, max_price)
         queue = list(probes)
         out: list[Placement] = []
         failures: list[str] = []
