@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--no-gas", action="store_true", help="skip the on-chain figures")
     parser.add_argument("--no-lease", action="store_true", help="skip the anvil latency")
     parser.add_argument("--lease-runs", type=int, default=5)
-    parser.add_argument("--lease-window", type=int, default=3)
+    parser.add_argument("--lease-window", type=int, default=2)
     parser.add_argument("--lease-nodes", type=int, default=3)
     args = parser.parse_args()
     rng = random.Random(1)

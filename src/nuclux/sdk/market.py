@@ -45,6 +45,7 @@ from nuclux.core.types import Address, LeaseId, ResourceClass
 from nuclux.errors import ChainError, ContractRevert, NucluxError, UsageError
 
 LIVE = (LeaseState.ACTIVE, LeaseState.ACTIVE_TICKETED)
+STALE_HEAD_S = 3.0  # a devnet head this old means nothing mines by itself: mine a block
 
 
 class AuctionFailed(NucluxError):
@@ -183,12 +184,12 @@ class Market:
 
     async def _tick(self, *, fast: bool = False) -> None:
         """Wait one poll. A devnet that mines only on transactions (the embedded EVM, anvil
-        without a block time) gets a block when its head is over a second old, so chain time
+        without a block time) gets a block when its head is ``STALE_HEAD_S`` old, so chain time
         moves; the embedded one gets one at once when only time is awaited."""
         conn = self.ledger.conn
         if self._can_mine:
             try:
-                stale = time.time() - await conn.now() >= 1.5
+                stale = time.time() - await conn.now() >= STALE_HEAD_S
                 if stale or (fast and conn.is_embedded):
                     await conn.mine()
             except ChainError:
