@@ -100,6 +100,18 @@ async def test_winner_that_never_accepts_is_refunded(mnet: Network) -> None:
     assert await consumer.balance() == before - 1 * 2 * 8  # only the accepted lease is paid
 
 
+async def test_too_little_money_posts_nothing(mnet: Network) -> None:
+    consumer = mnet.ledger(await mnet.new_account("market-poor", nux=1))
+    market = Market(consumer, FAST)
+    count = await market.house.request_count()
+    with pytest.raises(UsageError, match="locks 2 NUX; this account holds 1"):
+        await market.acquire(STORAGE, units=10, m=2, term_epochs=10, reserve=10**16)
+    with pytest.raises(UsageError, match="the number of providers wanted"):
+        await market.acquire(STORAGE, units=1, m=0, term_epochs=1, reserve=1)
+    assert await market.house.request_count() == count
+    assert await consumer.balance() == 10**18
+
+
 async def test_reserve_defaults_and_prices(mnet: Network) -> None:
     consumer = mnet.ledger(await mnet.new_account("market-prices"))
     market = Market(consumer, FAST)

@@ -39,9 +39,10 @@ from typing import ClassVar
 from nuclux.chain import Ledger
 from nuclux.chain.market_events import AuctionEvent, auction_events, cleared_auctions
 from nuclux.chain.market_ledger import BidInfo, MarketLedger, RequestInfo, RequestStatus
+from nuclux.core.auction import AuctionRequest
 from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.market_price import ClearedAuction, reference_price
-from nuclux.core.types import Address, LeaseId, ResourceClass
+from nuclux.core.types import Address, LeaseId, ResourceClass, format_nux
 from nuclux.errors import ChainError, ContractRevert, NucluxError, UsageError
 
 LIVE = (LeaseState.ACTIVE, LeaseState.ACTIVE_TICKETED)
@@ -129,6 +130,14 @@ class Market:
         """Leases of ``units`` each over ``term_epochs`` from up to ``m`` providers (at least
         ``m_min``, default ``m``, must bid), at no more than ``reserve`` per unit."""
         loop = asyncio.get_running_loop()
+        escrow = AuctionRequest(0, cls, units, term_epochs, m, reserve, m_min).escrow
+        held = await self.ledger.balance()
+        if held < escrow:
+            raise UsageError(
+                f"an auction for {m} x {units} units over {term_epochs} epochs at most {reserve}"
+                f" wei per unit locks {format_nux(escrow)} NUX; this account holds"
+                f" {format_nux(held)}: fund it, lower --max-price or ask for less"
+            )
         async with self._lock:
             started = loop.time()
             first_block = await self.ledger.conn.block_number()
