@@ -5,7 +5,8 @@ Theory of operation
 One producer prepares segments in order on a worker thread (read into a reused buffer, seal
 into a reused buffer, encode into ``n`` blocks, hash each block's Merkle root and SHA-256) and
 hands block ``i`` of each segment to lane ``i``. Each lane is a task that PUTs its blocks, in
-order, as ``f/<fid>/s/<i>/<j>`` to the provider currently holding share ``i``. A semaphore
+order, as ``f/<fid>/s/<i>/<j>`` to the provider currently holding share ``i``, with up to
+``PUTS_PER_LANE`` requests in flight (outcomes taken in order). A semaphore
 admits at most ``segments_in_flight`` segments between preparation and the moment all ``n``
 lanes have stored them, so memory is bounded by segments, never by the file.
 
@@ -26,9 +27,11 @@ roots in the manifest are computed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -46,6 +49,10 @@ from nuclux.sdk.settings import NotEnoughProviders, Progress, StorageSettings, f
 Block = bytes | memoryview
 Prepared = tuple[Sequence[Block], Sequence[bytes], Sequence[bytes]]
 """A segment ready to send: its ``n`` blocks, their Merkle roots and their SHA-256s."""
+
+PUTS_PER_LANE = 2
+"""Requests a lane keeps in flight: block j + 1 crosses the network while the provider
+fsyncs and commits block j (a 1 MiB PUT spends most of its time in that wait)."""
 
 Replace = Callable[[int, Placement, str], Awaitable[Placement]]
 """``replace(share, failed placement, reason)`` -> a placement on another provider."""
@@ -120,7 +127,7 @@ class _Lane:
     placement: Placement
     stored: int = 0  # blocks 0 .. stored-1 are on the current placement
     queue: asyncio.Queue[int | None] = field(default_factory=asyncio.Queue)
-    busy: asyncio.Future[Any] | None = None  # the PUT in flight
+    busy: set[asyncio.Future[Any]] = field(default_factory=set)  # the PUTs in flight
     kicked: bool = False  # the watchdog cancelled ``busy``: the provider lags
 
 
@@ -157,6 +164,7 @@ class Uploader:
         self.done_bytes = 0
         self.done_segments = 0
         self.open_lanes = len(self.lanes)
+        self.lanes_done = asyncio.Event()  # set when the last lane ends: the watchdog stops
 
     async def run(self) -> UploadResult:
         try:
@@ -197,24 +205,83 @@ class Uploader:
             await self._lane_blocks(lane)
         finally:
             self.open_lanes -= 1
+            if self.open_lanes <= 0:
+                self.lanes_done.set()
 
     async def _lane_blocks(self, lane: _Lane) -> None:
-        while (j := await lane.queue.get()) is not None:
-            seg = self.segments[j]
-            block = seg.blocks[lane.share]
-            if block is None:  # pragma: no cover - each lane takes its block once
-                raise NucluxError(f"block {j} of share {lane.share} was already sent")
-            await self._deliver(lane, j, block, seg.shas[lane.share])
-            seg.blocks[lane.share] = None
-            seg.pending -= 1
-            if seg.pending == 0:
-                del self.segments[j]
-                self.done_segments += 1
-                self.window.release()
-                start, stop = self.layout.segment_span(self.size, j)
-                self.done_bytes += stop - start
-                if self.progress is not None:
-                    self.progress(self.done_bytes, self.size)
+        """Send the lane's blocks in order, up to ``PUTS_PER_LANE`` requests at a time (the
+        next block travels while the provider makes the last one durable); results are taken
+        in order. On a failure the requests behind it are cancelled, the provider is swapped,
+        and those blocks go the slow way (``_deliver``: rebuild, then store, one at a time)."""
+        sent: deque[tuple[int, asyncio.Task[None]]] = deque()
+        try:
+            while (j := await lane.queue.get()) is not None:
+                seg = self.segments[j]
+                block = seg.blocks[lane.share]
+                if block is None:  # pragma: no cover - each lane takes its block once
+                    raise NucluxError(f"block {j} of share {lane.share} was already sent")
+                if lane.stored + len(sent) == j:  # everything before j is stored or on its way
+                    put = self._put(lane, j, block, seg.shas[lane.share])
+                    sent.append((j, asyncio.create_task(put)))
+                    if len(sent) < PUTS_PER_LANE:
+                        continue
+                    j, task = sent.popleft()
+                    await self._settle(lane, j, task, sent)
+                else:  # pragma: no cover - the queue gives indices in order, none skipped
+                    await self._deliver(lane, j, block, seg.shas[lane.share])
+                    self._stored(lane, j)
+            while sent:
+                j, task = sent.popleft()
+                await self._settle(lane, j, task, sent)
+        finally:  # the lane failed or is cancelled: stop its requests and collect them
+            for _, task in sent:
+                task.cancel()
+            await asyncio.gather(*(task for _, task in sent), return_exceptions=True)
+
+    async def _settle(
+        self,
+        lane: _Lane,
+        j: int,
+        task: asyncio.Task[None],
+        behind: deque[tuple[int, asyncio.Task[None]]],
+    ) -> None:
+        """Take the outcome of block ``j``'s request; on a provider's failure, swap it and
+        store ``j`` and every block still ``behind`` it on the new provider."""
+        try:
+            await task
+        except IntegrityError:
+            raise
+        except PEER_ERRORS as err:
+            redo = [j] + [i for i, _ in behind]
+            for _, t in behind:
+                t.cancel()
+            await asyncio.gather(*(t for _, t in behind), return_exceptions=True)
+            behind.clear()
+            await self._swap(lane, err)
+            for i in redo:
+                seg = self.segments[i]
+                block = seg.blocks[lane.share]
+                if block is None:  # pragma: no cover - released only once stored
+                    raise NucluxError(f"block {i} of share {lane.share} was released") from None
+                await self._deliver(lane, i, block, seg.shas[lane.share])
+                self._stored(lane, i)
+            return
+        lane.stored = j + 1
+        self._stored(lane, j)
+
+    def _stored(self, lane: _Lane, j: int) -> None:
+        """Block ``j`` of the lane's share is stored: release the segment once all are."""
+        seg = self.segments[j]
+        seg.blocks[lane.share] = None
+        seg.pending -= 1
+        if seg.pending == 0:
+            del self.segments[j]
+            self.done_segments += 1
+            self.window.release()
+            start, stop = self.layout.segment_span(self.size, j)
+            self.done_bytes += stop - start
+            if self.progress is not None:
+                self.progress(self.done_bytes, self.size)
 
     async def _deliver(self, lane: _Lane, j: int, block: Block, sha: bytes) -> None:
         """Store block ``j`` of the lane's share, first rebuilding any earlier blocks a new
@@ -244,17 +311,18 @@ class Uploader:
         oid = block_object_id(self.file_id, lane.share, j)
         timeout = self.settings.request_timeout
         for attempt in (1, 2):
-            lane.busy = asyncio.ensure_future(
+            busy = asyncio.ensure_future(
                 asyncio.wait_for(p.client.put(p.lease_id, oid, block, sha), timeout)
             )
+            lane.busy.add(busy)
             try:
-                await lane.busy
+                await busy
                 return
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if not lane.kicked or (task is not None and task.cancelling()):
+                    busy.cancel()
                     raise  # the upload itself is being cancelled
-                lane.kicked = False
                 raise Lagging(
                     f"fell behind the other providers for {self.settings.lag_timeout:g} s"
                 ) from None
@@ -264,7 +332,7 @@ class Uploader:
                 if attempt == 2:
                     raise
             finally:
-                lane.busy = None
+                lane.busy.discard(busy)
 
     async def _watch(self) -> None:
         """Kick the lanes the upload waits on when it has made no progress for
@@ -273,7 +341,11 @@ class Uploader:
         lag = self.settings.lag_timeout
         seen, since = self.done_segments, loop.time()
         while self.open_lanes:
-            await asyncio.sleep(min(1.0, lag / 4))
+            # woken by the last lane's end: a sleep here held every upload up to a second
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.lanes_done.wait(), min(1.0, lag / 4))
+            if self.lanes_done.is_set():
+                return
             now = loop.time()
             if self.done_segments != seen or not self.segments:
                 seen, since = self.done_segments, now
@@ -284,9 +356,10 @@ class Uploader:
             behind = [lane for lane in self.lanes if oldest.blocks[lane.share] is not None]
             if 0 < len(behind) <= self.layout.n - self.layout.k:
                 for lane in behind:
-                    if lane.busy is not None and not lane.busy.done():
-                        lane.kicked = True
-                        lane.busy.cancel()
+                    for busy in list(lane.busy):
+                        if not busy.done():
+                            lane.kicked = True
+                            busy.cancel()
             since = now  # give the replacements time
 
     async def _swap(self, lane: _Lane, err: BaseException) -> None:
@@ -305,3 +378,4 @@ class Uploader:
         )
         lane.placement = new
         lane.stored = 0
+        lane.kicked = False
