@@ -117,9 +117,9 @@ async def consumer(rpc_url: str, deployment: Path, account: int) -> AsyncIterato
     keys = from_private_key(bytes(dev_account(account).key))
     acct: LocalAccount = Account.from_key(keys.eth_private_key)
     async with await ChainConnection.open(rpc_url, tx_timeout=120) as conn:
-        client = ComputeClient(
-            Ledger(conn, Deployment.load(deployment), acct), keys, ComputeSettings()
-        )
+        # posted prices: job figures without an auction (60 s windows here) in front of them
+        settings = ComputeSettings(use_market=False)
+        client = ComputeClient(Ledger(conn, Deployment.load(deployment), acct), keys, settings)
         try:
             yield client
         finally:
