@@ -66,13 +66,16 @@ async def _bid_on(net: Network, rid: int, prices: Mapping[int, int]) -> None:
         salt = keccak(text=f"market-test/{rid}/{i}")
         await m.commit_bid(rid, price, salt)
         sealed.append((m, price, salt))
-    while True:  # the consumer's market moves chain time on
-        if await net.conn.now() > info.commit_end:
-            break
-        await asyncio.sleep(0.1)
+    # every bid is sealed: move chain time past the commit window rather than wait it out
+    now = await net.conn.now()
+    if now <= info.commit_end:
+        await net.conn.advance_time(info.commit_end - now + 1)
     for m, price, salt in sealed:
         with contextlib.suppress(ChainError):
             await m.reveal_bid(rid, price, salt)
+    now = await net.conn.now()  # every bid is revealed: on to the end of the reveal window
+    if now <= info.reveal_end:
+        await net.conn.advance_time(info.reveal_end - now + 1)
 
 
 @contextlib.asynccontextmanager
