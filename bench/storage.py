@@ -42,6 +42,9 @@ devnet account 1, with the SDK's default settings and ``k=4, n=8``. MB = 10^6 by
 * ``gas_proof``: gas of one storage proof (a lease of 256 shares of 1 MiB) from
   ``bench.gas`` on the embedded EVM (about 10 s); ``--no-gas`` skips it.
 
+The consumer tunes glibc's allocator as the ``nuclux`` CLI does (``nuclux.allocator``: bulk
+buffers reuse heap memory instead of fresh pages), so the figures are those a CLI user gets.
+
 Everything started here (anvil, the nodes, the sinks, the child) is stopped by PID in
 ``finally`` blocks, each bounded in time.
 """
@@ -66,6 +69,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from bench._tls_sink import Sink, sink_processes
+from nuclux.allocator import tune_allocator
 from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger
 from nuclux.chain.devnet import dev_account, devnet_down, devnet_up
 from nuclux.keys.derive import from_private_key, parse_private_key_hex
@@ -424,6 +428,7 @@ def main() -> None:
     parser.add_argument("--deployment", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--key-env", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    tune_allocator()  # as the `nuclux` CLI does: bulk buffers reuse heap memory
     if args.child_put is not None:
         key = os.environ[args.key_env]
         asyncio.run(_child_put(Path(args.child_put), args.rpc, Path(args.deployment), key))
