@@ -7,7 +7,8 @@ import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {NUM_CLASSES} from "./LeaseTypes.sol";
 import {ProviderRegistry} from "./ProviderRegistry.sol";
 
-/// What the auction needs of the LeaseManager: opening a Ticketed lease for a consumer.
+/// What the auction needs of the LeaseManager: opening a Ticketed lease for a consumer (the
+/// LeaseManager calls `ticketFailed` back when such a ticket is declined or expires).
 interface ILeaseOpener {
     function openLeaseFor(
         address consumer,
@@ -33,6 +34,17 @@ interface ILeaseOpener {
 /// revealed bid, or the reserve. The rule is `nuclux.core.auction.clear`. Deposits of bids
 /// never revealed go to the consumer; unspent escrow is refunded. Bids per request are capped
 /// at `maxBids`, so finalising is bounded.
+///
+/// A winner that declines its ticket or lets it expire takes the missed-acceptance fault in
+/// the LeaseManager, which hands the ticket's escrow back here (`ticketFailed`): the next
+/// revealed bid in rank order that did not win (up to m of them are kept at finalising) gets
+/// a Ticketed lease at the same clearing price with that escrow; when none is left or can
+/// serve, the escrow goes to the consumer. Nothing stays in the house.
+///
+/// Cleared auctions with at least REF_MIN_BIDDERS revealed bids (every bidder was a staked,
+/// registered provider when it bid) are kept per class in a ring of the last REF_WINDOW;
+/// `referencePrice` is their value-weighted (price x volume) lower median, as
+/// `nuclux.core.market_price.reference_price(window=REF_WINDOW, min_bidders=REF_MIN_BIDDERS)`.
 contract AuctionHouse {
     using SafeERC20 for IERC20;
 
@@ -64,6 +76,13 @@ contract AuctionHouse {
         // slot 3
         uint128 price; // the clearing price once cleared
         uint8 winners;
+        uint8 replacements; // runners-up given a lease after a winner failed to accept
+    }
+
+    /// One qualifying clearing as the reference price sees it.
+    struct Clearing {
+        uint128 price;
+        uint128 volume; // winners x units x term
     }
 
     struct Bid {
@@ -74,6 +93,8 @@ contract AuctionHouse {
     }
 
     uint256 public constant MAX_PROVIDERS = 64;
+    uint256 public constant REF_WINDOW = 32;
+    uint256 public constant REF_MIN_BIDDERS = 3;
     bytes32 internal constant NO_SEED = bytes32(0);
 
     error InvalidClass(uint8 cls);
@@ -97,6 +118,7 @@ contract AuctionHouse {
     error ZeroPrice();
     error BidAboveReserve(uint256 price, uint256 reserve);
     error SeedNotReady(uint256 id, uint256 seedBlock);
+    error NotLeaseManager(address sender);
 
     event RequestPosted(
         uint256 indexed id,
@@ -126,6 +148,10 @@ contract AuctionHouse {
     event WinnerLeased(uint256 indexed id, address indexed provider, uint256 leaseId);
     event AuctionFailed(uint256 indexed id, uint256 revealed, uint256 refund);
     event Refunded(uint256 indexed id, uint256 escrowRefund, uint256 forfeitedDeposits);
+    event WinnerReplaced(
+        uint256 indexed id, uint256 failedLease, address indexed provider, uint256 leaseId
+    );
+    event ReplacementRefunded(uint256 indexed id, uint256 failedLease, uint256 refund);
 
     IERC20 public immutable token;
     ProviderRegistry public immutable registry;
@@ -140,6 +166,13 @@ contract AuctionHouse {
     mapping(uint256 id => Request) internal _requests;
     mapping(uint256 id => mapping(address provider => Bid)) internal _bids;
     mapping(uint256 id => address[]) internal _bidders;
+    /// Revealed bids that did not win, in rank order (at most m per request).
+    mapping(uint256 id => address[]) internal _runnersUp;
+    /// The request each lease opened here came from.
+    mapping(uint256 leaseId => uint256 id) public requestOfLease;
+    mapping(uint8 cls => Clearing[REF_WINDOW]) internal _ring;
+    /// Qualifying clearings recorded per class so far (the ring holds the last REF_WINDOW).
+    mapping(uint8 cls => uint256) public clearingsRecorded;
 
     constructor(
         IERC20 token_,
@@ -279,21 +312,108 @@ contract AuctionHouse {
         r.status = Status.Cleared;
         r.price = uint128(price);
         r.winners = uint8(winners.length);
-        emit AuctionCleared(
-            id, r.cls, price, winners.length, r.reveals, winners.length * r.units * r.term, seed
-        );
+        _noteCleared(id, r, price, winners.length, seed);
         token.forceApprove(address(leaseManager), spent);
         for (uint256 i = 0; i < winners.length; ++i) {
             uint256 lease = leaseManager.openLeaseFor(
                 r.consumer, winners[i], r.cls, r.units, r.term, price, each
             );
+            requestOfLease[lease] = id;
             emit WinnerLeased(id, winners[i], lease);
         }
         emit Refunded(id, uint256(r.escrow) - spent, forfeited);
         if (refund > 0) token.safeTransfer(r.consumer, refund);
     }
 
+    /// The LeaseManager hands back the escrow of a ticket this house opened that its provider
+    /// declined or let expire: the next runner-up that still serves the class gets a Ticketed
+    /// lease at the clearing price with it; if none, the consumer gets it back. Never reverts
+    /// for the runners-up (a refusal of one moves on to the next), so a decline or an expiry
+    /// cannot be blocked, and loops at most m times.
+    function ticketFailed(uint256 leaseId, address consumer, uint256 refund) external {
+        if (msg.sender != address(leaseManager)) revert NotLeaseManager(msg.sender);
+        uint256 id = requestOfLease[leaseId];
+        Request storage r = _requests[id];
+        address[] storage runners = _runnersUp[id];
+        uint256 k = r.replacements;
+        while (id != 0 && k < runners.length) {
+            address next = runners[k];
+            ++k;
+            try registry.quote(next, r.cls) returns (uint256) {}
+            catch {
+                continue; // no longer takes new leases of this class
+            }
+            token.forceApprove(address(leaseManager), refund);
+            try leaseManager.openLeaseFor(
+                consumer, next, r.cls, r.units, r.term, r.price, refund
+            ) returns (uint256 lease) {
+                r.replacements = uint8(k);
+                requestOfLease[lease] = id;
+                emit WinnerReplaced(id, leaseId, next, lease);
+                return;
+            } catch {
+                token.forceApprove(address(leaseManager), 0);
+            }
+        }
+        if (id != 0) r.replacements = uint8(k);
+        emit ReplacementRefunded(id, leaseId, refund);
+        if (refund > 0) token.safeTransfer(consumer, refund);
+    }
+
     // ----------------------------------------------------------------- views
+
+    /// The consensus reference price of `cls`: the value-weighted lower median of the last
+    /// REF_WINDOW qualifying clearings (0 when there is none), and how many of them count.
+    function referencePrice(uint8 cls) external view returns (uint256 price, uint256 count) {
+        (uint256[] memory prices, uint256[] memory volumes) = recentClearings(cls);
+        uint256 n = 0;
+        uint256 total = 0;
+        uint256[] memory p = new uint256[](prices.length);
+        uint256[] memory w = new uint256[](prices.length);
+        for (uint256 i = 0; i < prices.length; ++i) {
+            uint256 value = prices[i] * volumes[i];
+            if (value == 0) continue;
+            uint256 k = n;
+            while (k > 0 && p[k - 1] > prices[i]) {
+                p[k] = p[k - 1];
+                w[k] = w[k - 1];
+                --k;
+            }
+            p[k] = prices[i];
+            w[k] = value;
+            total += value;
+            ++n;
+        }
+        uint256 below = 0;
+        for (uint256 i = 0; i < n; ++i) {
+            below += w[i];
+            if (2 * below >= total) return (p[i], prices.length);
+        }
+        return (0, prices.length);
+    }
+
+    /// The qualifying clearings of `cls` still in the ring, oldest first.
+    function recentClearings(uint8 cls)
+        public
+        view
+        returns (uint256[] memory prices, uint256[] memory volumes)
+    {
+        if (cls >= NUM_CLASSES) revert InvalidClass(cls);
+        uint256 recorded = clearingsRecorded[cls];
+        uint256 n = recorded < REF_WINDOW ? recorded : REF_WINDOW;
+        prices = new uint256[](n);
+        volumes = new uint256[](n);
+        for (uint256 i = 0; i < n; ++i) {
+            Clearing storage c = _ring[cls][(recorded - n + i) % REF_WINDOW];
+            prices[i] = c.price;
+            volumes[i] = c.volume;
+        }
+    }
+
+    /// The revealed bids of request `id` that did not win, in rank order (at most m).
+    function runnersUp(uint256 id) external view returns (address[] memory) {
+        return _runnersUp[id];
+    }
 
     /// The sealed form of a bid, as `nuclux.core.auction.commitment` computes it.
     function commitmentOf(uint256 price, bytes32 salt, address provider, uint256 id)
@@ -330,6 +450,33 @@ contract AuctionHouse {
         if (r.status != Status.Open) revert AlreadyFinalized(id);
     }
 
+    /// Announce a clearing, and keep it for the reference price if enough bidders revealed.
+    function _noteCleared(
+        uint256 id,
+        Request storage r,
+        uint256 price,
+        uint256 winners,
+        bytes32 seed
+    ) internal {
+        uint256 volume = winners * r.units * r.term;
+        emit AuctionCleared(id, r.cls, price, winners, r.reveals, volume, seed);
+        if (r.reveals < REF_MIN_BIDDERS) return;
+        uint8 cls = r.cls;
+        uint256 recorded = clearingsRecorded[cls];
+        _ring[cls][recorded % REF_WINDOW] = Clearing(uint128(price), uint128(volume));
+        clearingsRecorded[cls] = recorded + 1;
+    }
+
+    /// Store up to `m` revealed bids after the `count` winners of `ranked`, for replacements.
+    function _keepRunnersUp(uint256 id, address[] memory ranked, uint256 count, uint256 m)
+        internal
+    {
+        uint256 left = ranked.length - count;
+        uint256 keep = left < m ? left : m;
+        address[] storage runners = _runnersUp[id];
+        for (uint256 i = 0; i < keep; ++i) runners.push(ranked[count + i]);
+    }
+
     function _armSeed(uint256 id, Request storage r) internal {
         uint256 at = block.number + seedDelay;
         r.seedBlock = uint64(at);
@@ -337,10 +484,9 @@ contract AuctionHouse {
     }
 
     /// The winners in rank order and the uniform price: an insertion sort of the revealed
-    /// bids by (price, tie key); at most maxBids of them.
+    /// bids by (price, tie key); at most maxBids of them. Up to m runners-up are stored.
     function _clear(uint256 id, Request storage r, bytes32 seed)
         internal
-        view
         returns (address[] memory winners, uint256 price)
     {
         address[] storage all = _bidders[id];
@@ -371,5 +517,6 @@ contract AuctionHouse {
         winners = new address[](count);
         for (uint256 i = 0; i < count; ++i) winners[i] = who[i];
         price = n > m ? prices[m] : r.reserve;
+        _keepRunnersUp(id, who, count, m);
     }
 }

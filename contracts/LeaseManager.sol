@@ -19,8 +19,17 @@ import {ProviderRegistry} from "./ProviderRegistry.sol";
 /// settlement module, authorised once per class. Modules report provable faults; enough of
 /// them fail the lease and slash the provider's stake to the consumer. The auction house, set
 /// once before ownership is renounced, opens the winners' leases of an auction for the
-/// consumer at the price it cleared (`openLeaseFor`). Transitions follow the
+/// consumer at the price it cleared (`openLeaseFor`); when such a ticket is declined or expires
+/// the provider takes the missed-acceptance fault and the escrow goes back to the auction house
+/// (`IAuctionTickets.ticketFailed`), which re-lets it to the next bidder. Transitions follow the
 /// table in `nuclux.core.lease`; everything else reverts with a custom error.
+/// The auction house takes back the escrow of a ticket it opened that failed (declined or
+/// expired), to give the lease to the next bidder or refund the consumer.
+interface IAuctionTickets {
+    function ticketFailed(uint256 leaseId, address consumer, uint256 refund) external;
+    function requestOfLease(uint256 leaseId) external view returns (uint256);
+}
+
 contract LeaseManager is Ownable {
     using SafeERC20 for IERC20;
 
@@ -248,7 +257,9 @@ contract LeaseManager is Ownable {
         l.state = State.Closed;
         l.escrow = 0;
         emit LeaseDeclined(id, refund);
-        token.safeTransfer(l.consumer, refund);
+        bool auctioned = fromAuction(id);
+        if (auctioned) _missFault(l); // a winner that will not serve is penalised
+        _refundTicket(id, l, refund, auctioned);
     }
 
     function acceptExtension(uint256 id) external {
@@ -302,11 +313,34 @@ contract LeaseManager is Ownable {
         l.state = State.Closed;
         l.escrow = 0;
         emit TicketExpired(id, refund);
-        token.safeTransfer(l.consumer, refund);
+        _missFault(l);
+        _refundTicket(id, l, refund, fromAuction(id));
+    }
+
+    /// Whether the auction house opened lease `id` (its failed ticket then goes back to it).
+    function fromAuction(uint256 id) public view returns (bool) {
+        return auctionHouse != address(0) && IAuctionTickets(auctionHouse).requestOfLease(id) != 0;
+    }
+
+    /// A missed acceptance counts as a fault, at most once per accept window per provider.
+    function _missFault(Lease storage l) internal {
         if (block.timestamp >= lastMissFault[l.provider] + acceptWindow) {
             lastMissFault[l.provider] = block.timestamp;
             registry.recordFault(l.provider, l.consumer, false);
         }
+    }
+
+    /// A failed ticket's escrow: to the consumer, or, for an auction's lease, back to the
+    /// auction house, which re-lets it to the next bidder or refunds the consumer.
+    function _refundTicket(uint256 id, Lease storage l, uint256 refund, bool auctioned)
+        internal
+    {
+        if (!auctioned) {
+            token.safeTransfer(l.consumer, refund);
+            return;
+        }
+        token.safeTransfer(auctionHouse, refund);
+        IAuctionTickets(auctionHouse).ticketFailed(id, l.consumer, refund);
     }
 
     function expireExtension(uint256 id) external {

@@ -8,7 +8,11 @@ step:
   unrevealed bids (no funds stuck: a deposit is returned on reveal or forfeited to the
   consumer at finalisation; escrow is spent on leases or refunded);
 - a finalised request opened exactly the leases the pure core's ``clear`` picks, at its
-  price, and a refused action changed no balance.
+  price, and a refused action changed no balance;
+- a winner's ticket declined or expired goes to the next runner-up in the core's rank order
+  that still serves (same price, same escrow: no balance moves), or back to the consumer;
+- the reference price kept on chain equals ``nuclux.core.market_price.reference_price``
+  over the model's clearings.
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from nuclux.chain import ChainConnection
 from nuclux.chain.ledger import Ledger
 from nuclux.chain.market_ledger import MarketLedger, RequestStatus
-from nuclux.core.auction import AuctionRequest, Bid, clear
+from nuclux.core.auction import AuctionRequest, Bid, clear, tie_key
+from nuclux.core.market_price import ClearedAuction, reference_price
 from nuclux.core.types import ONE_NUX, Address, ResourceClass
 from nuclux.errors import ContractRevert, UsageError
 from tests.chain.auction_kit import DEPOSIT, market, salt
-from tests.chain.world import World, build_world
+from tests.chain.world import PARAMS, World, build_world
 
 Deltas = Counter[str]
 RESERVES = (10**14, 5 * 10**14, 10**15)
@@ -48,6 +53,9 @@ class Req:
     open: bool = True
     # provider -> (price, salt, depositor, revealed)
     bids: dict[str, tuple[int, bytes, str, bool]] = field(default_factory=dict)
+    price: int = 0
+    runners: list[str] = field(default_factory=list)  # revealed losers in rank order (<= m)
+    tickets: dict[int, str] = field(default_factory=dict)  # lease -> provider, not answered
 
 
 class Env:
@@ -88,6 +96,7 @@ class AuctionMachine(RuleBasedStateMachine):
         self.house = self.w.deployment.address("AuctionHouse")
         self.requests: list[Req] = []
         self.held = self.run(self.w.deployer.balance(self.house))
+        self.history: list[ClearedAuction] = []
         self.bal = self.balances()  # as of the last step: only attempts move money
 
     def teardown(self) -> None:
@@ -215,6 +224,13 @@ class AuctionMachine(RuleBasedStateMachine):
             expected = clear(r.core, revealed, out.seed)
             assert [a for a, _ in out.leases] == [b.bidder for b in expected.winners]
             assert out.price == expected.price
+            ranked = sorted(revealed, key=lambda b: (b.price, tie_key(out.seed, b.bidder)))
+            k = len(expected.winners)
+            r.runners = [b.bidder for b in ranked[k : k + r.core.m]]
+            r.price = out.price
+            r.tickets = {int(lid): str(a) for a, lid in out.leases}
+            volume = k * r.core.units * r.core.term
+            self.history.append(ClearedAuction(r.core.cls, out.price, volume, len(revealed)))
             spent = len(expected.winners) * r.core.cost(expected.price)
             return Counter(
                 {
@@ -229,6 +245,55 @@ class AuctionMachine(RuleBasedStateMachine):
             SEEN[out.status.name.lower()] += 1
             r.open = out.status is RequestStatus.OPEN
 
+    @rule(i=st.integers(0, 20), expire=st.booleans())
+    def fail_ticket(self, i: int, expire: bool) -> None:
+        """A winner (or a replacement) declines its ticket, or lets it expire."""
+        cleared = [r for r in self.requests if r.tickets]
+        if cleared:
+            self.fail(cleared[i % len(cleared)], expire)
+
+    def fail(self, r: Req, expire: bool) -> None:
+        lid, provider = sorted(r.tickets.items())[0]
+        d = self.w.deployer
+        if expire:
+            self.run(self.w.conn.advance_time(PARAMS.accept_window + 1))
+        idx = [str(p.address) for p in self.w.providers].index(provider)
+        op = self.w.operators[idx]
+        count = self.run(d.lease_count())
+        tried = self.run(market(d).request(r.id)).replacements
+        each = r.core.cost(r.price)
+
+        def predict(_: Any) -> Deltas:
+            del r.tickets[lid]
+            new = self.run(d.lease_count())
+            now = self.run(market(d).request(r.id)).replacements
+            serving = [a for a in r.runners[tried:] if self.serves(a)]
+            if new > count:  # replaced by the first runner-up that still serves
+                lease = self.run(d.lease(new))
+                assert serving
+                assert lease.provider == serving[0]
+                assert r.runners[now - 1] == serving[0]
+                assert (lease.price, lease.escrow) == (r.price, each)
+                r.tickets[new] = lease.provider
+                SEEN["replaced"] += 1
+                return Counter()
+            assert not serving
+            assert now == len(r.runners)
+            SEEN["replacement_refunded"] += 1
+            return Counter({r.consumer: each, self.w.lm_address: -each})
+
+        call = partial(self.w.outsider.expire_ticket, lid) if expire else partial(op.decline, lid)
+        if self.attempt(call, predict) is None:
+            r.tickets.pop(lid, None)  # answered already (expired by time passing, say)
+
+    def serves(self, provider: str) -> bool:
+        reg = self.w.deployer.registry
+        try:
+            self.run(reg.functions.quote(provider, int(ResourceClass.STORAGE)).call())
+        except Exception:
+            return False
+        return True
+
     @rule(
         consumer=st.integers(0, 1),
         m=st.integers(1, 3),
@@ -238,6 +303,7 @@ class AuctionMachine(RuleBasedStateMachine):
             st.tuples(st.integers(0, 2), st.booleans(), st.integers(1, 12)), min_size=1, max_size=3
         ),
         honest=st.lists(st.booleans(), min_size=3, max_size=3),
+        fail=st.sampled_from([None, False, True]),
     )
     def whole_auction(
         self,
@@ -247,9 +313,11 @@ class AuctionMachine(RuleBasedStateMachine):
         reserve: int,
         bidders: list[tuple[int, bool, int]],
         honest: list[bool],
+        fail: bool | None,
     ) -> None:
         """One request run through its windows: post, commit, reveal (a false reveal stays
-        silent and is forfeited), finalise."""
+        silent and is forfeited), finalise; then perhaps a winner declines (``fail`` False)
+        or lets its ticket expire (True), and so may its replacement."""
         self.post(consumer, m, m_min, reserve, 0)
         self.commit(0, bidders)
         self.advance(61)
@@ -257,6 +325,20 @@ class AuctionMachine(RuleBasedStateMachine):
         self.advance(61)
         self.mine(3)
         self.finalize(0)
+        r = self.requests[-1] if self.requests else None
+        for _ in range(2):
+            if fail is not None and r is not None and r.tickets:
+                self.fail(r, fail)
+
+    @rule(
+        m=st.integers(1, 2),
+        tenths=st.lists(st.integers(1, 10), min_size=3, max_size=3),
+        expire=st.booleans(),
+    )
+    def contested_auction(self, m: int, tenths: list[int], expire: bool) -> None:
+        """All three providers bid honestly, so runners-up exist; then winners fail in turn."""
+        bidders = [(i, i == 1, t) for i, t in enumerate(tenths)]
+        self.whole_auction(0, m, m, RESERVES[2], bidders, [True] * 3, expire)
 
     @rule(seconds=st.sampled_from([5, 61, 121]))
     def advance(self, seconds: int) -> None:
@@ -281,6 +363,13 @@ class AuctionMachine(RuleBasedStateMachine):
             if r.open
         )
         assert self.bal[self.house] == self.held == owed
+
+    @invariant()
+    def the_reference_price_is_the_cores(self) -> None:
+        on_chain = self.run(market(self.w.deployer).reference_price(ResourceClass.STORAGE))
+        assert on_chain == reference_price(
+            self.history, ResourceClass.STORAGE, min_bidders=3, window=32
+        )
 
     @invariant()
     def the_contract_agrees_with_the_model(self) -> None:
@@ -309,3 +398,5 @@ def test_auction_invariants(env: Env) -> None:
     assert SEEN["cleared"] > 0, SEEN
     assert SEEN["failed"] > 0, SEEN
     assert SEEN["revealed"] > SEEN["cleared"], SEEN
+    assert SEEN["replaced"] > 0, SEEN
+    assert SEEN["replacement_refunded"] > 0, SEEN

@@ -30,6 +30,7 @@ from nuclux.core.auction import (
     clear,
     commitment,
 )
+from nuclux.core.market_price import ClearedAuction
 from nuclux.core.types import Address, LeaseId, ResourceClass
 from nuclux.errors import ChainError, UsageError
 
@@ -62,6 +63,7 @@ class RequestInfo:
     escrow: int
     price: int
     winners: int
+    replacements: int = 0  # runners-up given a lease after a winner failed to accept
 
     def as_core(self) -> AuctionRequest:
         return AuctionRequest(
@@ -94,7 +96,7 @@ class Outcome:
 
 def _request_from_raw(rid: int, raw: Any) -> RequestInfo:
     (consumer, cls, m, m_min, status, commits, reveals) = raw[:7]
-    (units, term, commit_end, reveal_end, seed_block, reserve, escrow, price, winners) = raw[7:]
+    (units, term, commit_end, reveal_end, seed_block, reserve, escrow, price, winners) = raw[7:16]
     return RequestInfo(
         rid,
         Address(str(consumer)),
@@ -113,6 +115,7 @@ def _request_from_raw(rid: int, raw: Any) -> RequestInfo:
         int(escrow),
         int(price),
         int(winners),
+        int(raw[16]),
     )
 
 
@@ -261,6 +264,34 @@ class MarketLedger(LedgerBase):
             (Address(str(ev["args"]["provider"])), LeaseId(int(ev["args"]["leaseId"])))
             for ev in logs
         ]
+
+    async def runners_up(self, request_id: int) -> list[Address]:
+        """The revealed bids of a cleared request that did not win, in rank order (at most
+        m): who takes a failed winner's place, in turn."""
+        raw = await self._call(self.auctions, "runnersUp", request_id)
+        return [Address(str(a)) for a in raw]
+
+    async def request_of_lease(self, lease_id: int) -> int | None:
+        """The request a lease opened by the auction house came from (None: not one)."""
+        rid = int(await self._call(self.auctions, "requestOfLease", lease_id))
+        return rid or None
+
+    async def recent_clearings(self, cls: ResourceClass) -> list[ClearedAuction]:
+        """The qualifying clearings of ``cls`` the house keeps for the reference price,
+        oldest first (the last ``REF_WINDOW``, each with ``REF_MIN_BIDDERS`` or more
+        bidders; ``staked_bidders`` is that minimum: the contract keeps no count)."""
+        prices, volumes = await self._call(self.auctions, "recentClearings", int(cls))
+        least = int(await self._call(self.auctions, "REF_MIN_BIDDERS"))
+        return [
+            ClearedAuction(cls, int(p), int(v), least) for p, v in zip(prices, volumes, strict=True)
+        ]
+
+    async def reference_price(self, cls: ResourceClass) -> int | None:
+        """The consensus reference price of ``cls`` kept on chain (wei per unit), or None
+        while no qualifying auction has cleared: equal to
+        ``nuclux.core.market_price.reference_price`` over the same clearings."""
+        price, count = await self._call(self.auctions, "referencePrice", int(cls))
+        return int(price) if int(count) and int(price) else None
 
     async def request_count(self) -> int:
         return int(await self._call(self.auctions, "requestCount"))

@@ -6,7 +6,9 @@ Each ``tick`` reads the local chain view (already synced by the follower) and ac
 provider's leases:
 
 - Ticketed storage lease: accept if the node is not draining and the store can reserve
-  ``units`` more GiB within the capacity offered; otherwise decline (a decline is no fault).
+  ``units`` more GiB within the capacity offered; otherwise decline (a decline is no fault,
+  except of a ticket an auction opened: that is the missed-acceptance fault, and the ticket
+  goes to the next bidder).
 - Ticketed compute lease: accept if the node is not draining and the units of its live compute
   leases plus the ticket's fit in ``compute_units`` (``nuclux.node.compute_agent``); otherwise
   decline. Tickets of classes this node does not serve yet are declined.
