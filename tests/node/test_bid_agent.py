@@ -370,3 +370,30 @@ async def test_a_restart_between_commit_and_reveal_still_reveals(nodes: Nodes) -
     await again.tick()
     await again.tick()
     assert states(again)[rid] == "leased"
+
+
+async def test_a_runner_up_node_accepts_the_ticket_a_declining_winner_gave_up(
+    nodes: Nodes,
+) -> None:
+    w = nodes.world
+    cheap = await nodes.start(0)
+    dear = await nodes.start(1, costs={**COSTS, STORAGE: 2 * 10**15})
+    rid = await post(w, units=4)
+    await cheap.tick()
+    await dear.tick()
+    await after_commits(w, rid)
+    await cheap.tick()
+    await dear.tick()
+    await after_reveals(w, rid)
+    await dear.tick()  # the runner-up finalises and learns it lost
+    assert states(dear)[rid] == "lost"
+    ((winner, lease),) = await market(w.deployer).winner_leases(rid)
+    assert winner == cheap.owner
+    await w.operators[0].decline(lease)  # the winner gives its ticket up: a fault
+    await dear.tick()  # the runner-up's lease agent answers the ticket the house opened
+    mine = [x for x in dear.view.leases_of_provider(dear.owner) if x.id != lease]
+    assert len(mine) == 1
+    got = await w.deployer.lease(mine[0].id)
+    assert got.state is LeaseState.ACTIVE
+    assert got.price == (await market(w.deployer).request(rid)).price == 2 * 10**15
+    assert (await w.deployer.provider(cheap.owner)).faults == 1
