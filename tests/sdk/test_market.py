@@ -4,6 +4,8 @@ never accept, the reference price, and a storage put whose leases all came from 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
 from collections.abc import AsyncIterator
@@ -98,6 +100,41 @@ async def test_winner_that_never_accepts_is_refunded(mnet: Network) -> None:
     assert lost.provider.lower() == silent.address.lower()
     assert lost.state is LeaseState.CLOSED
     assert await consumer.balance() == before - 1 * 2 * 8  # only the accepted lease is paid
+
+
+async def test_a_winner_that_declines_is_replaced_by_the_runner_up(mnet: Network) -> None:
+    consumer = mnet.ledger(await mnet.new_account("market-decline"))
+    market = Market(consumer, FAST)
+    before = await consumer.balance()
+    refuser = mnet.world.providers[NODES]  # registered, runs no node: its operator declines
+    operator = mnet.world.operators[NODES]
+
+    async def decline_what_it_wins() -> None:
+        while True:
+            for lease in await operator.leases_of(refuser.address, as_provider_only=True):
+                if lease.state is LeaseState.TICKETED:
+                    await operator.decline(lease.id)
+                    return
+            await asyncio.sleep(0.1)
+
+    # two bidders only, so this auction does not count for the reference price tested below
+    async with bidders(mnet, {NODES: 3, 1: 6}):
+        refusing = asyncio.create_task(decline_what_it_wins())
+        try:
+            leases = await market.acquire(STORAGE, 1, m=1, term_epochs=2, reserve=10)
+        finally:
+            refusing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refusing
+    # the runner-up took the refuser's place at the same clearing price (the second bid, 6)
+    assert [x.provider.lower() for x in leases] == [mnet.world.providers[1].address.lower()]
+    assert leases[0].price == 6
+    assert leases[0].state is LeaseState.ACTIVE
+    assert market.last is not None
+    (lost,) = market.last.lost
+    assert (await consumer.lease(lost)).provider.lower() == refuser.address.lower()
+    assert await consumer.balance() == before - 1 * 2 * 6  # one lease's escrow, no more
+    assert await _held_by_house(mnet) == 0
 
 
 async def test_too_little_money_posts_nothing(mnet: Network) -> None:

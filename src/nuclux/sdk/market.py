@@ -156,7 +156,7 @@ class Market:
                 wanted,
             )
         ids = await self._winners(rid, first_block)
-        active, lost = await self._accepted(ids)
+        active, lost = await self._accepted(rid, ids, first_block)
         self.last = Acquisition(
             rid,
             info.price,
@@ -213,31 +213,50 @@ class Market:
             if e.name == "WinnerLeased" and e.request_id == rid
         ]
 
-    async def _accepted(self, ids: list[LeaseId]) -> tuple[list[Lease], list[LeaseId]]:
-        """Wait for the winners to accept; tickets not accepted in time are refunded."""
+    async def _accepted(
+        self, rid: int, ids: list[LeaseId], first_block: int
+    ) -> tuple[list[Lease], list[LeaseId]]:
+        """Wait for the winners to accept; a ticket declined or expired is replaced by the
+        house with the next runner-up's (followed too, as ``WinnerReplaced`` says), and
+        tickets still not accepted at ``accept_timeout`` are cancelled (refunded)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.accept_timeout
+        pending = list(ids)
         done: dict[int, Lease | None] = {}
         while True:
-            waiting = [i for i in ids if i not in done]
+            waiting = [i for i in pending if i not in done]
             now = await self.ledger.conn.now()
+            failed: list[int] = []
             for lease in await asyncio.gather(*(self.ledger.lease(i) for i in waiting)):
                 if lease.state in LIVE:
                     done[lease.id] = lease
                 elif lease.state is not LeaseState.TICKETED:
-                    done[lease.id] = None  # declined: refunded by the provider's transaction
+                    done[lease.id] = None  # declined: refunded or replaced by the house
+                    failed.append(lease.id)
                 elif now > lease.deadline:
                     await self._refund(lease.id, expire=True)
                     done[lease.id] = None
-            if len(done) == len(ids) or loop.time() >= deadline:
+                    failed.append(lease.id)
+            if failed:
+                replaced = await self._replacements(rid, first_block)
+                pending.extend(LeaseId(replaced[f]) for f in failed if f in replaced)
+            if all(i in done for i in pending) or loop.time() >= deadline:
                 break
             await self._tick()
-        for lid in ids:
+        for lid in pending:
             if lid not in done:
                 await self._refund(lid, expire=False)
                 done[lid] = None
-        active = [x for x in (done[i] for i in ids) if x is not None]
-        return active, [i for i in ids if done[i] is None]
+        active = [x for x in (done[i] for i in pending) if x is not None]
+        return active, [i for i in pending if done[i] is None]
+
+    async def _replacements(self, rid: int, first_block: int) -> dict[int, int]:
+        """failed winner's lease -> the runner-up's lease the house opened in its place."""
+        return {
+            int(e.args["failedLease"]): int(e.args["leaseId"])
+            for e in await auction_events(self.house, first_block)
+            if e.name == "WinnerReplaced" and e.request_id == rid
+        }
 
     async def _refund(self, lid: LeaseId, *, expire: bool) -> None:
         try:
