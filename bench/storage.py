@@ -6,7 +6,8 @@
 The network: a devnet (anvil, contracts deployed, 10 s epochs) in a temp state directory and
 8 provider nodes as separate ``nuclux node run`` processes on loopback
 (``nuclux.node.localnet.start_nodes``). This process is the consumer: a ``StorageClient`` of
-devnet account 1, with the SDK's default settings and ``k=4, n=8``. MB = 10^6 bytes.
+devnet account 1, with the SDK's default settings but posted-price leases (no auction
+before the first put) and ``k=4, n=8``. MB = 10^6 bytes.
 
 * ``tls_ceiling_MBps``: the raw TLS ceiling of the upload, measured in the same run. Eight
   bare TLS sinks (``bench._tls_sink``: separate processes, the node's ``server_ssl_context``
@@ -127,8 +128,11 @@ async def consumer(
 ) -> AsyncIterator[StorageClient]:
     keys = from_private_key(parse_private_key_hex(key))
     acct: LocalAccount = Account.from_key(keys.eth_private_key)
+    # posted-price leases: the figures are data movement, not an auction's windows (the
+    # market's own figures are bench/market.py's)
+    chosen = settings or StorageSettings(use_market=False)
     async with await ChainConnection.open(rpc_url, tx_timeout=120) as conn:
-        client = StorageClient(Ledger(conn, Deployment.load(deployment), acct), keys, settings)
+        client = StorageClient(Ledger(conn, Deployment.load(deployment), acct), keys, chosen)
         try:
             yield client
         finally:
