@@ -18,6 +18,7 @@ from eth_account.signers.local import LocalAccount
 
 from nuclux.core.compute_account import charge
 from nuclux.core.job import JobStatus, verify_receipt
+from nuclux.core.lease import LeaseState
 from nuclux.core.types import ResourceClass
 from nuclux.errors import UsageError
 from nuclux.sdk import ComputeClient, ComputeSettings
@@ -105,18 +106,20 @@ async def test_single_job_returns_results_and_pays_fuel_times_price(
         assert listed[out.job_id.hex()].providers == [lease.provider]
 
 
-async def test_replicas_outvote_a_lying_provider(cnet: ComputeNetwork) -> None:
+async def test_replicas_outvote_a_lying_provider(cnet: ComputeNetwork, tmp_path: Path) -> None:
     liar_index = 3
     liar = cnet.nodes[liar_index]
     assert liar is not None
     assert liar.compute is not None
-    async with session(cnet, "r3") as (_acct, client):
+    liar_owner = cnet.configs[liar_index].owner.lower()
+    settings = dataclasses.replace(SETTINGS, journal_dir=tmp_path)
+    async with session(cnet, "r3", settings) as (acct, client):
         # hold leases on the liar and two honest providers, so the three replicas meet it
         honest_out = {cnet.configs[0].owner.lower()}
         got = await client.leases.ensure(
             3, exclude=honest_out, fuel_limit=LIMITS.fuel, max_price=None
         )
-        assert cnet.configs[liar_index].owner.lower() in {x.provider for x in got}
+        assert liar_owner in {x.provider for x in got}
         liar.compute.corrupt_results = True
         try:
             out = await client.run(PI, ["20000", "7"], replicas=3, limits=LIMITS)
@@ -126,21 +129,29 @@ async def test_replicas_outvote_a_lying_provider(cnet: ComputeNetwork) -> None:
         assert out.result.stdout.startswith(b"pi=3.1")
         assert b"forged" not in out.result.stdout
         assert len(out.providers) == 2
-        assert [p.lower() for p in out.declined] == [cnet.configs[liar_index].owner.lower()]
+        assert [p.lower() for p in out.declined] == [liar_owner]
         assert all(r.result_hash == out.result.result_hash for r in out.receipts)
-        # the liar's job was declined: its lease shows a revision paying nothing
-        liar_lease = next(x for x in got if x.provider == out.declined[0].lower())
-        account = await liar_lease.node.account(liar_lease.id)
-        assert account.jobs_declined == 1
-        assert account.jobs_paid == 0
-        assert account.state.cumulative == 0
-        assert account.pending == {}
+        # the liar's job was declined: the revision it countersigned pays nothing, and it
+        # lost this consumer's trust: retired, its lease cancelled with that total on chain
+        liar_lease = next(x for x in got if x.provider == liar_owner)
+        assert liar_owner in client.leases.retired
+        lease = await client.ledger.lease(liar_lease.id)
+        assert lease.state is LeaseState.CLOSING
+        assert await client.ledger.latest_usage(ResourceClass.COMPUTE, liar_lease.id) == (1, 0)
         # the honest two were paid exactly their fuel
         lease = await client.ledger.lease(out.leases[0])
         assert out.cost == sum(charge(r.fuel_used, lease.price) for r in out.receipts)
         entry = {j.id: j for j in client.jobs()}[out.job_id.hex()]
         assert entry.replicas == 3
         assert entry.declined == list(out.declined)
+        # and the next client of the account does not lease from it again (the journal)
+        async with cnet.client(acct, settings) as later:
+            assert liar_owner in later.leases.retired
+            try:
+                again = await later.run(PI, ["2000", "7"], replicas=3, limits=LIMITS)
+            finally:
+                await later.end_leases()
+            assert liar_owner not in [p.lower() for p in again.providers]
 
 
 async def test_a_tie_asks_one_more_provider_then_gives_up_without_a_majority(

@@ -70,6 +70,11 @@ class ComputeClient:
             if directory is None
             else journal_path(directory, dep.chain_id, dep.address("LeaseManager"), ledger.address)
         )
+        for entry in self.journal.entries():  # reputation: providers outvoted before
+            for provider in entry.declined:
+                self.leases.retired.setdefault(
+                    provider.lower(), f"outvoted by replicas in job {entry.id[:16]}"
+                )
 
     async def __aenter__(self) -> ComputeClient:
         return self

@@ -19,8 +19,11 @@ A module the sandbox rejects, or a bad request, is the buyer's problem: it ends 
 ``run_job`` asks ``replicas`` providers at once, then one more at a time while the answers
 have no strict majority (``nuclux.core.replication``), up to ``max_extra_replicas`` more. The
 verdict says whom to pay and whom to decline; every answer is countersigned before its slot is
-freed (so a lease never holds more unpaid jobs than it has slots). Without a majority everyone
-who answered is paid and ``NoMajority`` lists the hashes seen.
+freed (so a lease never holds more unpaid jobs than it has slots). A provider outvoted by the
+majority loses that job's pay and its reputation with this consumer: it is retired like a
+failed one (its lease cancelled), and the journal remembers it, so later clients of the
+account do not lease from it again. Without a majority everyone who answered is paid and
+``NoMajority`` lists the hashes seen.
 """
 
 from __future__ import annotations
@@ -135,6 +138,8 @@ class Runner:
             await self._settle(spec, answers, pay, decline)
             raise
         cost, fuel = await self._settle(spec, answers, pay, decline)
+        for p in decline:  # outvoted: unpaid for this job, and this client's trust is gone
+            await self._retire(answers[p].lease, "outvoted by the majority of its replicas")
         if verdict.accepted is None:
             seen = ", ".join(f"{h.hex()[:16]} x{n}" for h, n in verdict.counts)
             raise NoMajority(
