@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -46,6 +47,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from bench.storage import CpuMeter, emit
 from bench.wasm import TRIVIAL, fuel_slowdown, local_trivial, percentile
 from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger
 from nuclux.chain.devnet import dev_account, devnet_down, devnet_up
@@ -71,45 +73,23 @@ GOALS = {"job_r1_ms_p50": (50.0, "<=")}
 STEP_TIMEOUT = 900.0
 
 
-def emit(name: str, value: float | int | str) -> None:
-    text = f"{value:.3f}" if isinstance(value, float) else str(value)
-    print(f"{name}={text}", flush=True)
+class JobCpu(CpuMeter):
+    """``bench.storage.CpuMeter`` over the node processes and their compute workers (their
+    children, read at each reading: workers are replaced), per job."""
 
-
-class CpuMeter:
-    """CPU seconds of this process and of the node processes and their children."""
-
-    def __init__(self, node_pids: list[int]) -> None:
-        self.node_pids = node_pids
-        self.start = self.read()
-
-    def read(self) -> tuple[float, float]:
-        tick = os.sysconf("SC_CLK_TCK")
-        me = os.times()
-        nodes = 0.0
-        for pid in self._tree():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            nodes += (int(fields[11]) + int(fields[12])) / tick
-        return me.user + me.system, nodes
-
-    def _tree(self) -> list[int]:
-        """The node processes and their compute workers (their children)."""
-        pids = list(self.node_pids)
-        for pid in self.node_pids:
-            try:
-                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            except OSError:
-                continue
-            pids.extend(int(c) for c in children)
+    def node_pids(self) -> list[int]:
+        pids = list(self.pids)
+        for pid in self.pids:
+            with contextlib.suppress(OSError):
+                pids += [
+                    int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                ]
         return pids
 
-    def emit(self, what: str, jobs: int) -> None:
+    def per_job(self, what: str, jobs: int) -> None:
         me, nodes = self.read()
-        emit(f"{what}_consumer_cpu_ms_per_job", (me - self.start[0]) * 1000 / jobs)
-        emit(f"{what}_nodes_cpu_ms_per_job", (nodes - self.start[1]) * 1000 / jobs)
+        emit(f"{what}_consumer_cpu_ms_per_job", (me - self.last[0]) * 1000 / jobs)
+        emit(f"{what}_nodes_cpu_ms_per_job", (nodes - self.last[1]) * 1000 / jobs)
 
 
 @asynccontextmanager
@@ -156,16 +136,16 @@ async def measure(
         emit("first_job_opening_leases_s", time.perf_counter() - t)
 
         for replicas, name in ((1, "job_r1"), (3, "job_r3")):
-            cpu = CpuMeter([n.pid for n in nodes])
+            cpu = JobCpu([n.pid for n in nodes])
             ms = await latencies(client, args.jobs, replicas)
             figures[f"{name}_ms_p50"] = statistics.median(ms)
             figures[f"{name}_ms_p95"] = percentile(ms, 0.95)
             emit(f"{name}_ms_p50", figures[f"{name}_ms_p50"])
             emit(f"{name}_ms_p95", figures[f"{name}_ms_p95"])
-            cpu.emit(name, args.jobs)
+            cpu.per_job(name, args.jobs)
 
         inputs = [(f"in{i:05d}.txt", f"job {i} has five words\n".encode()) for i in range(args.map)]
-        cpu = CpuMeter([n.pid for n in nodes])
+        cpu = JobCpu([n.pid for n in nodes])
         t = time.perf_counter()
         items = await asyncio.wait_for(client.map(wc, inputs, [], limits=LIMITS), STEP_TIMEOUT)
         elapsed = time.perf_counter() - t
@@ -179,7 +159,7 @@ async def measure(
                 raise RuntimeError(f"wrong result for {item.name}: {item.outcome.result.stdout!r}")
         figures["map_1000_jobs_per_s"] = args.map / elapsed
         emit("map_1000_jobs_per_s", figures["map_1000_jobs_per_s"])
-        cpu.emit("map", args.map)
+        cpu.per_job("map", args.map)
         emit("consumer_transactions", client.transactions)
     return figures
 

@@ -107,12 +107,7 @@ async def auction_gas(sizes: list[int]) -> dict[str, int]:
                 await conn.mine()
             receipt = await consumer._send(consumer.auctions, "finalize", [rid], "finalize")
             last = await conn.block_number()
-            total = 0
-            for n in range(first + 1, last + 1):
-                for tx in (await conn.w3.eth.get_block(n))["transactions"]:
-                    r = await conn.w3.eth.get_transaction_receipt(tx)  # type: ignore[arg-type]
-                    total += int(r["gasUsed"])
-            out[f"gas_auction_m{m}"] = total
+            out[f"gas_auction_m{m}"] = await conn.gas_used(first + 1, last)
             out[f"gas_auction_finalize_m{m}"] = int(receipt["gasUsed"])
     finally:
         await conn.close()

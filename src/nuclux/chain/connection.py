@@ -108,6 +108,13 @@ class ChainConnection:
     async def block_number(self) -> int:
         return int(await self.w3.eth.block_number)
 
+    async def gas_used(self, first: int, last: int) -> int:
+        """Gas used by every transaction in blocks ``first`` to ``last`` (benchmarks)."""
+        total = 0
+        for n in range(first, last + 1):
+            total += int((await self.w3.eth.get_block(n))["gasUsed"])
+        return total
+
     async def advance_time(self, seconds: int) -> int:
         """Devnet only: move chain time forward and mine a block; returns the new time."""
         if seconds < 0:

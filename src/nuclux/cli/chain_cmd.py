@@ -29,6 +29,12 @@ KeyEnvOpt = Annotated[
 DeploymentOpt = Annotated[
     Path | None, typer.Option("--deployment", help="Deployment file (default: the devnet's).")
 ]
+NoMarketOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-market", help="Open new leases at providers' posted prices, not by auction."
+    ),
+]
 
 
 @chain_app.command("deploy")

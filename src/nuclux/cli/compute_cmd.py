@@ -33,7 +33,7 @@ import typer
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
+from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt, NoMarketOpt
 from nuclux.cli.compute_out import (
     jobs_table,
     map_bar,
@@ -202,12 +202,7 @@ def run_cmd(
             " for new leases (default: twice the reference price, else the highest posted)."
         ),
     ] = None,
-    no_market: Annotated[
-        bool,
-        typer.Option(
-            "--no-market", help="Open new leases at providers' posted prices, not by auction."
-        ),
-    ] = False,
+    no_market: NoMarketOpt = False,
     account: AccountOpt = None,
     private_key_env: KeyEnvOpt = None,
     deployment: DeploymentOpt = None,

@@ -30,7 +30,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
+from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt, NoMarketOpt
 from nuclux.cli.keys_cmd import unlock_account
 from nuclux.cli.output import (
     Ctx,
@@ -131,12 +131,7 @@ def put_cmd(
         ),
     ] = None,
     name: Annotated[str | None, typer.Option(help="Name to store (default: the file's).")] = None,
-    no_market: Annotated[
-        bool,
-        typer.Option(
-            "--no-market", help="Open new leases at providers' posted prices, not by auction."
-        ),
-    ] = False,
+    no_market: NoMarketOpt = False,
     account: AccountOpt = None,
     private_key_env: KeyEnvOpt = None,
     deployment: DeploymentOpt = None,

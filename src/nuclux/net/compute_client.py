@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from nuclux.core.compute_account import PendingJob, UsageState, UsageUpdate
+from nuclux.core.compute_account import LeaseAccount, PendingJob, UsageState, UsageUpdate
 from nuclux.core.job import JobResult, JobSpec, Receipt
 from nuclux.core.job_wire import decode_job_response, encode_job_request
-from nuclux.errors import IntegrityError
+from nuclux.errors import IntegrityError, UsageError
 from nuclux.net.client import NodeClient, NodeRequestError
 
 JOB_CONTENT_TYPE = "application/vnd.nuclux.job"
@@ -48,26 +48,23 @@ class NodeAccount:
 
 
 def account_from_json(body: Any) -> NodeAccount:
+    """The node's answer: its ``LeaseAccount`` (``to_json``) plus signatures and running jobs."""
     try:
+        book = LeaseAccount.from_json(body)
         return NodeAccount(
-            lease_id=int(body["lease"]),
-            price=int(body["price"]),
-            units=int(body["units"]),
-            escrow=int(body["escrow"]),
-            state=UsageState(
-                int(body["revision"]), int(body["fuel_paid"]), int(body["cumulative"])
-            ),
+            lease_id=book.lease_id,
+            price=book.price,
+            units=book.units,
+            escrow=book.escrow,
+            state=book.state,
             consumer_signature=bytes.fromhex(body["consumer_signature"]),
             provider_signature=bytes.fromhex(body["provider_signature"]),
-            pending={
-                bytes.fromhex(p["job"]): PendingJob(int(p["fuel_used"]), bool(p["deterministic"]))
-                for p in body["pending"]
-            },
+            pending=book.pending,
             running=int(body["running"]),
-            jobs_paid=int(body["jobs_paid"]),
-            jobs_declined=int(body["jobs_declined"]),
+            jobs_paid=book.jobs_paid,
+            jobs_declined=book.jobs_declined,
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (UsageError, KeyError, TypeError, ValueError) as exc:
         raise IntegrityError(f"malformed compute account from the node: {exc!r}") from None
 
 

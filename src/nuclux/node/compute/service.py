@@ -156,7 +156,7 @@ class ComputeService:
         if self.corrupt_results:
             result = _corrupt(result)
         account.finish(spec.job_id, result.fuel_used, spec.deterministic)
-        self.accounts.save(account, self.accounts.signatures(lease.id))
+        self.accounts.save(account)  # the signatures stay as they are
         self.jobs_run += 1
         receipt = sign_receipt(
             self.operator_key, spec.job_id, lease.id, result.fuel_used, result.result_hash
