@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from nuclux.core.reference import Reference
+from nuclux.net.client import NodeClient
 from nuclux.sdk import NotEnoughProviders, StorageClient
 from nuclux.sdk.leases import Placement
 from nuclux.sdk.nodeapi import block_object_id
@@ -162,17 +163,50 @@ async def hung(net: Network, provider: str) -> AsyncIterator[None]:
         await net.start(i)
 
 
-async def test_hung_providers_are_hedged(net: Network, tmp_path: Path) -> None:
+async def test_hung_providers_are_never_asked_for_a_block(net: Network, tmp_path: Path) -> None:
+    """Hung before the download starts: the roots race finds the k that answer, and no block
+    request waits on a hung provider (no hedge needed)."""
     acct = net.world.consumers[1].account
     async with net.client(acct, BLOCKS) as client:
         ref, data = await _put(client, tmp_path / "f", 200_000)
         shares = await _providers(client, ref)
-    settings = dataclasses.replace(BLOCKS, request_timeout=30.0)  # only hedging helps
+    settings = dataclasses.replace(BLOCKS, request_timeout=30.0)  # only the race helps
     async with AsyncExitStack() as stack:
-        for provider in shares[:3]:  # n - k of them, the data shares a reader asks first
+        for provider in shares[:3]:  # n - k of them, the data shares a reader would ask first
             await stack.enter_async_context(hung(net, provider))
         async with net.client(acct, settings) as client:
             got = await client.get(ref, tmp_path / "out")
+    assert (tmp_path / "out").read_bytes() == data
+    assert got.hedges == 0
+
+
+async def test_providers_hanging_mid_download_are_hedged(
+    net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Providers that answered the roots request and then stop answering block requests:
+    each overdue block is asked of another provider after hedge_delay."""
+    acct = net.world.consumers[1].account
+    async with net.client(acct, BLOCKS) as client:
+        ref, data = await _put(client, tmp_path / "f", 200_000)
+        shares = await _providers(client, ref)
+    ports = {net.configs[net.index_of(p)].listen_port for p in shares[:3]}
+    real_get, real_shares = NodeClient.get, NodeClient.shares
+
+    async def get_or_hang(self: NodeClient, *args: Any, **kwargs: Any) -> bytes:
+        if self.base.port in ports:
+            await asyncio.Event().wait()  # cancelled by the hedge's winner
+        return await real_get(self, *args, **kwargs)
+
+    async def shares_first(self: NodeClient, *args: Any, **kwargs: Any) -> Any:
+        if self.base.port not in ports:  # the doomed ones win the roots race
+            await asyncio.sleep(0.2)
+        return await real_shares(self, *args, **kwargs)
+
+    monkeypatch.setattr(NodeClient, "get", get_or_hang)
+    monkeypatch.setattr(NodeClient, "shares", shares_first)
+    settings = dataclasses.replace(BLOCKS, request_timeout=30.0)  # only hedging helps
+    async with net.client(acct, settings) as client:
+        got = await client.get(ref, tmp_path / "out")
     assert (tmp_path / "out").read_bytes() == data
     assert got.hedges >= 3
 

@@ -5,12 +5,15 @@ Theory of operation
 Each share is a *source* (its provider, lease and, for a grantee, the read capability). Before
 its first block is used, a source's block-root list is fetched and checked once against the
 share root in the owner-signed manifest (``shares.md`` §4); then every block it serves is
-hashed and compared with its root. Up to ``segments_in_flight`` segments are read at once; for
-each, ``k`` sources are asked for their block, ranked by observed latency (data shares first
-while nothing is known: decoding from them is a copy). A request not answered within
-``hedge_delay`` marks its source slow (asked last from then on) and the same block is asked of
-the next source; a failed source (unreachable, refusing, timed out) is dropped; a block that
-fails its check is recorded with the provider's name and replaced by another share's block.
+hashed and compared with its root. Every source is asked for its roots at once when the
+download starts, and the first block requests wait until ``k`` have answered (at most
+``hedge_delay``): those are the ``k`` fastest providers, and a hung one is never among the first
+asked. Up to ``segments_in_flight`` segments are read at once; for each, ``k`` sources are asked
+for their block, ranked: answering sources before ones still silent, then by observed latency
+(data shares first while nothing is known: decoding from them is a copy). A request not
+answered within ``hedge_delay`` marks its source slow (asked last from then on) and the same
+block is asked of the next source; a failed source (unreachable, refusing, timed out) is
+dropped; a block that fails its check is recorded with the provider's name and replaced by another share's block.
 
 When a client cannot fetch block roots (``nodeapi`` adapter), blocks are still checked by the
 node-reported SHA-256 and, after decoding, by the AES-GCM tag; if the tag fails, more blocks
@@ -60,6 +63,17 @@ class Source:
     latency: float = 0.0
     slow: bool = False
     dead: str | None = None
+
+
+def _silence(src: Source) -> int:
+    """0 for a source that has answered its roots request (or has no roots to give), 1 while
+    it has not answered, 2 if the request failed."""
+    task = src.roots_task
+    if src.roots is not None or task is None:
+        return 0
+    if not task.done():
+        return 1
+    return 2 if task.cancelled() or task.exception() is not None else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +128,7 @@ class Downloader:
                 window.release()
 
         try:
+            await self._race_roots()
             async with asyncio.TaskGroup() as tg:
                 for j in range(self.count):
                     await window.acquire()
@@ -144,7 +159,25 @@ class Downloader:
 
     def _ranked(self) -> list[Source]:
         live = [s for s in self.sources if s.dead is None]
-        return sorted(live, key=lambda s: (s.slow, s.latency, s.share))
+        return sorted(live, key=lambda s: (s.slow, _silence(s), s.latency, s.share))
+
+    async def _race_roots(self) -> None:
+        """Ask every live source for its block roots at once; return when ``k`` have answered
+        or ``hedge_delay`` has passed, whichever is first."""
+        pending: set[asyncio.Task[tuple[bytes, ...] | None]] = set()
+        for src in self.sources:
+            if src.dead is None:
+                pending.add(self._roots_task(src))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.hedge_delay
+        answered = 0
+        while pending and answered < self.layout.k:
+            done, pending = await asyncio.wait(
+                pending, timeout=deadline - loop.time(), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                return
+            answered += sum(1 for t in done if not t.cancelled() and t.exception() is None)
 
     async def _gather(
         self, j: int, have: dict[int, bytes], want: int, *, best_effort: bool = False
@@ -253,13 +286,18 @@ class Downloader:
         src.latency = elapsed if src.latency == 0 else 0.7 * src.latency + 0.3 * elapsed
         return data
 
+    def _roots_task(self, src: Source) -> asyncio.Task[tuple[bytes, ...] | None]:
+        if src.roots_task is None:
+            src.roots_task = asyncio.create_task(self._load_roots(src))
+            # retrieved here so a source never asked for a block leaves no unretrieved error
+            src.roots_task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return src.roots_task
+
     async def _roots(self, src: Source) -> tuple[bytes, ...] | None:
         if src.roots is not None:
             return src.roots
-        if src.roots_task is None:
-            src.roots_task = asyncio.create_task(self._load_roots(src))
         try:
-            return await asyncio.shield(src.roots_task)
+            return await asyncio.shield(self._roots_task(src))
         except IntegrityError as err:
             src.dead = str(err)
             raise
