@@ -43,6 +43,9 @@ before the first put) and ``k=4, n=8``. MB = 10^6 bytes.
 * ``gas_proof``: gas of one storage proof (a lease of 256 shares of 1 MiB) from
   ``bench.gas`` on the embedded EVM (about 10 s); ``--no-gas`` skips it.
 
+``NUCLUX_BENCH_BLOCK_BYTES`` and ``NUCLUX_BENCH_IN_FLIGHT`` in the environment set the SDK's
+``block_bytes`` and ``segments_in_flight`` (here and in the child) to try other settings.
+
 The consumer tunes glibc's allocator as the ``nuclux`` CLI does (``nuclux.allocator``: bulk
 buffers reuse heap memory instead of fresh pages), so the figures are those a CLI user gets.
 
@@ -55,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -122,6 +126,15 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def bench_settings() -> StorageSettings:
+    """The SDK's defaults with posted prices, and the environment's overrides (this process
+    and the child alike)."""
+    base = StorageSettings(use_market=False)
+    block = int(os.environ.get("NUCLUX_BENCH_BLOCK_BYTES") or base.block_bytes)
+    flight = int(os.environ.get("NUCLUX_BENCH_IN_FLIGHT") or base.segments_in_flight)
+    return dataclasses.replace(base, block_bytes=block, segments_in_flight=flight)
+
+
 @contextlib.asynccontextmanager
 async def consumer(
     rpc_url: str, deployment: Path, key: str, settings: StorageSettings | None = None
@@ -130,7 +143,7 @@ async def consumer(
     acct: LocalAccount = Account.from_key(keys.eth_private_key)
     # posted-price leases: the figures are data movement, not an auction's windows (the
     # market's own figures are bench/market.py's)
-    chosen = settings or StorageSettings(use_market=False)
+    chosen = settings or bench_settings()
     async with await ChainConnection.open(rpc_url, tx_timeout=120) as conn:
         client = StorageClient(Ledger(conn, Deployment.load(deployment), acct), keys, chosen)
         try:

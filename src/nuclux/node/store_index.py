@@ -30,6 +30,7 @@ from nuclux.core.merkle import MerkleBuilder
 from nuclux.core.reference import parse_block_id
 from nuclux.errors import IntegrityError, LeaseNotFound, ObjectNotFound, StoreError
 from nuclux.node.store_types import ObjectInfo, blob_relpath
+from nuclux.pagecache import drop_cached
 
 SCHEMA_VERSION = 2  # 1 -> 2: block Merkle roots, revisions (``_migrate_1_to_2``)
 
@@ -128,7 +129,10 @@ def close_after(fd: int, pending: Future[Any] | None) -> None:
 
 
 def pread_exact(fd: int, length: int, offset: int, digest: bytes) -> bytes:
+    """Read from the disk (an I/O thread); the pages read are dropped from the cache after
+    (``pagecache.drop_cached``: stored data is cold, and reused pages are cheaper than new)."""
     data = os.pread(fd, length, offset)
+    drop_cached(fd, offset, length)
     if len(data) != length:
         raise IntegrityError(
             f"blob {digest.hex()} is shorter than its index entry; restart the node so the "

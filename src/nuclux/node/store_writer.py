@@ -5,7 +5,7 @@ goes. Incoming chunks are gathered (by reference, not copied) until ``WRITE_BUFF
 thread hand-offs happen per 4 MiB; a batch is hashed and written (one ``writev``) by two threads
 side by side (both release the GIL), and that overlaps the arrival of the next batch (a pipeline
 of depth one). After each batch the kernel is asked to start writing it to disk
-(``writeback.start_writeback``), so the commit's fsync finds little left to do.
+(``pagecache.start_writeback``), so the commit's fsync finds little left to do.
 
 Every chunk is charged to the lease's in-memory quota before it is accepted. The charge is the
 bytes written minus the size of the object being replaced; that credit is looked up only when
@@ -54,7 +54,7 @@ from nuclux.node.store_types import (
     check_optional_count,
     check_sha256,
 )
-from nuclux.node.writeback import start_writeback
+from nuclux.pagecache import drop_cached, start_writeback
 
 log = logging.getLogger("nuclux.node.store")
 
@@ -276,6 +276,7 @@ class ObjectWriter:
         if fd is not None:
             try:
                 os.fsync(fd)
+                drop_cached(fd)
             finally:
                 os.close(fd)
         return digest, None if self._merkle is None else self._merkle.root()

@@ -13,7 +13,8 @@ for their block, ranked: answering sources before ones still silent, then by obs
 (data shares first while nothing is known: decoding from them is a copy). A request not
 answered within ``hedge_delay`` marks its source slow (asked last from then on) and the same
 block is asked of the next source; a failed source (unreachable, refusing, timed out) is
-dropped; a block that fails its check is recorded with the provider's name and replaced by another share's block.
+dropped; a block that fails its check is recorded with the provider's name and replaced by
+another share's block.
 
 When a client cannot fetch block roots (``nodeapi`` adapter), blocks are still checked by the
 node-reported SHA-256 and, after decoding, by the AES-GCM tag; if the tag fails, more blocks
@@ -21,7 +22,9 @@ are fetched and k-subsets are tried until one opens, and the segment is encoded 
 the providers whose blocks differ.
 
 Decoded, opened segments are written with ``pwrite`` at their offsets into a temporary file
-the caller renames into place once everything is written and synced.
+the caller renames into place once everything is written and synced. Behind the last 64 MiB
+written, the output's pages are written back and dropped from the page cache as the download
+goes (``pagecache.Dropper``): a long download does not fill the cache with a file written once.
 """
 
 from __future__ import annotations
@@ -43,9 +46,12 @@ from nuclux.core.erasure import (
 from nuclux.core.segment import TAG_BYTES, SegmentCipher
 from nuclux.errors import IntegrityError, NucluxError, ObjectNotFound
 from nuclux.net.client import NodeClient
+from nuclux.pagecache import Dropper
 from nuclux.sdk.nodeapi import block_object_id, share_roots
 from nuclux.sdk.peers import PEER_ERRORS
 from nuclux.sdk.settings import NotEnoughProviders, Progress, StorageSettings, first_error
+
+DROP_KEEP = 64 << 20
 
 
 @dataclass(slots=True)
@@ -114,6 +120,9 @@ class Downloader:
         self.report = DownloadReport()
         self._buffer = bytearray(layout.segment_bytes)
         self._lock = threading.Lock()
+        # a long output leaves the page cache behind it (pagecache.Dropper): the last
+        # DROP_KEEP bytes stay cached
+        self._dropper = Dropper(fd, DROP_KEEP)
         self._done = 0
 
     async def run(self) -> DownloadReport:
@@ -327,6 +336,7 @@ class Downloader:
             self.cipher.decrypt_into(j, sealed, out, last=j == self.count - 1)
             if len(out) and os.pwrite(self.fd, out, start) != len(out):
                 raise OSError(f"short write of segment {j}")
+        self._dropper.written(start, len(out))
 
     async def _recover(self, j: int, blocks: dict[int, bytes]) -> None:
         """Segment ``j`` did not open from unverified blocks: read every other block, find a
