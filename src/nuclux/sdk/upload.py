@@ -3,10 +3,11 @@
 Theory of operation
 -------------------
 One producer prepares segments in order on a worker thread (read into a reused buffer, seal
-into a reused buffer, encode into ``n`` blocks, hash each block's Merkle root and SHA-256) and
-hands block ``i`` of each segment to lane ``i``. Each lane is a task that PUTs its blocks, in
-order, as ``f/<fid>/s/<i>/<j>`` to the provider currently holding share ``i``, with up to
-``PUTS_PER_LANE`` requests in flight (outcomes taken in order). A semaphore
+into fresh bytes that the coder takes without a copy, encode into ``n`` blocks, hash each
+block's Merkle root and SHA-256) and hands block ``i`` of each segment to lane ``i``. Each
+lane is a task that PUTs its blocks, in order, as ``f/<fid>/s/<i>/<j>`` to the provider
+currently holding share ``i``, with up to ``PUTS_PER_LANE`` requests in flight (outcomes taken
+in order). A semaphore
 admits at most ``segments_in_flight`` segments between preparation and the moment all ``n``
 lanes have stored them, so memory is bounded by segments, never by the file.
 
@@ -39,7 +40,7 @@ from typing import Any
 
 from nuclux.core.erasure import Layout, block_root, encode_segment, share_root
 from nuclux.core.merkle import leaf_count
-from nuclux.core.segment import TAG_BYTES, SegmentCipher
+from nuclux.core.segment import SegmentCipher
 from nuclux.errors import IntegrityError, NucluxError, QuotaExceeded
 from nuclux.sdk.leases import Placement
 from nuclux.sdk.nodeapi import block_object_id
@@ -52,7 +53,7 @@ Prepared = tuple[Sequence[Block], Sequence[bytes], Sequence[bytes]]
 
 PUTS_PER_LANE = 2
 """Requests a lane keeps in flight: block j + 1 crosses the network while the provider
-fsyncs and commits block j (a 1 MiB PUT spends most of its time in that wait)."""
+fsyncs and commits block j (a block's PUT spends much of its time in that wait)."""
 
 Replace = Callable[[int, Placement, str], Awaitable[Placement]]
 """``replace(share, failed placement, reason)`` -> a placement on another provider."""
@@ -90,7 +91,6 @@ class SegmentEncoder:
         self.count = layout.segment_count(size)
         self._fd = os.open(path, os.O_RDONLY)
         self._plain = bytearray(layout.segment_bytes)
-        self._sealed = bytearray(layout.segment_bytes + TAG_BYTES)
         self._lock = threading.Lock()  # a backfill may run beside the producer
 
     def close(self) -> None:
@@ -106,8 +106,8 @@ class SegmentEncoder:
             got = os.preadv(self._fd, [plain], start) if length else 0
             if got != length:
                 raise IntegrityError(f"the file shrank while it was being uploaded ({got} bytes)")
-            sealed = memoryview(self._sealed)[: length + TAG_BYTES]
-            self.cipher.encrypt_into(index, plain, sealed, last=index == self.count - 1)
+            # fresh bytes, as the coder takes them (a reused buffer would be copied for it)
+            sealed = self.cipher.encrypt(index, plain, last=index == self.count - 1)
             blocks = encode_segment(self.layout, sealed)
         roots = [block_root(b) for b in blocks]
         shas = [hashlib.sha256(b).digest() for b in blocks]
