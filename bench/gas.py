@@ -8,14 +8,16 @@ Claim is measured as the provider's second claim on a storage lease (the common 
 provider already holds NuxCoin), after `advance` confirmed a proven epoch.
 
 Storage proofs are measured on lease trees of three shapes, the challenged leaf a full
-1024-byte leaf of random bytes (ciphertext): ``gas_proof`` a lease of 256 shares of 1 MiB
-(18 path hashes), ``gas_proof_small`` one share of one leaf (no path), ``gas_proof_large``
-65,536 shares of 1 GiB (36 path hashes). The revision and the epoch's seed are already on
-chain. ``gas_proof_calldata`` is the typical proof's calldata cost (16 gas per non-zero
-byte, 4 per zero byte) and ``gas_proof_floor`` the EIP-7623 floor it implies (21000 + 10 gas
-per calldata token): the embedded EVM runs Prague rules, and a proof's gas is that floor,
-its execution hidden under it. ``gas_advance_per_epoch`` is the marginal cost of deciding
-one more epoch in a batched `advance`.
+256-byte leaf (``LEAF_BYTES``) of random bytes (ciphertext): ``gas_proof`` a lease of 256
+shares of 1 MiB (20 path hashes), ``gas_proof_small`` one share of one leaf (no path),
+``gas_proof_large`` 65,536 shares of 1 GiB (38 path hashes). The revision and the epoch's
+seed are already on chain. ``gas_proof_calldata`` is the typical proof's calldata cost (16
+gas per non-zero byte, 4 per zero byte), ``gas_proof_floor`` the EIP-7623 floor it implies
+(21000 + 10 gas per calldata token; the embedded EVM runs Prague rules) and
+``gas_proof_execution`` what the transaction paid beyond 21000 and that calldata cost: a
+proof pays the larger of ``21000 + calldata + execution`` and the floor.
+``gas_advance_per_epoch`` is the marginal cost of deciding one more epoch in a batched
+`advance`.
 """
 
 from __future__ import annotations
@@ -39,11 +41,16 @@ from nuclux.core.challenge import (
     challenged_share,
     seed_from_block_hash,
 )
-from nuclux.core.merkle import LEAF_BYTES, entry_hash, inclusion_proof, leaf_hash, merkle_root
+from nuclux.core.merkle import LEAF_BYTES, entry_hash, leaf_hash, path_root, proof_length
 from nuclux.core.types import ONE_NUX, ResourceClass
 
 GOALS = {"gas_open_lease": 200_000, "gas_claim": 60_000, "gas_proof": 60_000}
-SHAPES = {"gas_proof_small": (1, 1), "gas_proof": (256, 1024), "gas_proof_large": (2**16, 2**20)}
+# name: (shares in the lease, leaves per share)
+SHAPES = {
+    "gas_proof_small": (1, 1),
+    "gas_proof": (256, (1 << 20) // LEAF_BYTES),
+    "gas_proof_large": (2**16, (1 << 30) // LEAF_BYTES),
+}
 
 
 def key(label: str) -> LocalAccount:
@@ -190,18 +197,17 @@ def bench_tree(
 ) -> tuple[bytes, StorageProof]:
     """A lease root of ``shares`` shares of ``leaves`` leaves each and the proof of the leaf a
     challenge with ``seed`` picks (in share ``share`` for a demand); only that leaf's bytes
-    are real, the other hashes are random."""
+    are real, every other hash in the trees is random (so the paths are random hashes and the
+    roots are where they lead)."""
     rng = random.Random(shares * leaves)
     s = challenged_share(seed, lid, shares) if share is None else share
     j = challenged_leaf(seed, lid, leaves)
     leaf = rng.randbytes(LEAF_BYTES)
-    hashes = [rng.randbytes(32) for _ in range(leaves)]
-    hashes[j] = leaf_hash(leaf)
-    share_root = merkle_root(hashes)
-    entries = [rng.randbytes(32) for _ in range(shares)]
-    entries[s] = entry_hash(share_root, leaves)
-    proof = StorageProof(leaves, leaf, inclusion_proof(hashes, j), inclusion_proof(entries, s))
-    return merkle_root(entries), proof
+    share_path = tuple(rng.randbytes(32) for _ in range(proof_length(j, leaves)))
+    lease_path = tuple(rng.randbytes(32) for _ in range(proof_length(s, shares)))
+    share_root = path_root(leaf_hash(leaf), j, leaves, share_path) or _missing()
+    root = path_root(entry_hash(share_root, leaves), s, shares, lease_path) or _missing()
+    return root, StorageProof(leaves, leaf, share_path, lease_path)
 
 
 def calldata_gas(data: bytes) -> int:
@@ -257,6 +263,7 @@ async def storage_figures(
             # EIP-7623 (Prague): a transaction pays at least 21000 + 10 gas per calldata
             # token (a zero byte is one token, a non-zero byte four); proofs are bound by it
             out["gas_proof_floor"] = 21_000 + 10 * out["gas_proof_calldata"] // 4
+            out["gas_proof_execution"] = out[name] - 21_000 - out["gas_proof_calldata"]
             out["gas_proof_path_hashes"] = len(proof.share_path) + len(proof.lease_path)
 
     # the provider brings a newer co-signed revision along with its proof
@@ -287,7 +294,7 @@ async def storage_figures(
     block = await conn.w3.eth.get_block(demand_target)
     root, proof = bench_tree(seed_from_block_hash(bytes(block["hash"])), lid, shares, leaves, 5)
     await op.submit_revision(signed(root, shares, leaves))
-    out["gas_answer_demand"] = await gas(op, "answerDemand", [lid, proof.as_args()])
+    out["gas_answer_demand"] = await gas(op, "answerDemand", [lid, proof.encode()])
     # a demand left unanswered: reported as a fault
     await next_epoch(conn, p)
     await gas(cons, "demand", [lid, 7])

@@ -22,9 +22,10 @@ import {ProviderRegistry} from "./ProviderRegistry.sol";
 ///
 /// Sampling: epoch `e` of lease `id` is sampled when keccak(seed, id) is 0 mod `sampleOneIn`,
 /// and the last epoch of a term always is. The provider answers a sampled epoch with one
-/// leaf (chosen by the seed), its path to the share root and the share's path to the lease
-/// root of the latest revision, before the end of the epoch after the one in which the seed
-/// was recorded.
+/// 256-byte leaf (chosen by the seed), its path to the share root and the share's path to the
+/// lease root of the latest revision, before the end of the epoch after the one in which the
+/// seed was recorded. Proofs are packed bytes, not ABI structs (`_verify` gives the layout):
+/// under EIP-7623 a proof's gas is its calldata.
 ///
 /// Pay: `advance` walks a lease's epochs in order, at most `maxEpochs` per call. An unsampled
 /// epoch joins the current run; a proven sampled epoch pays itself and the run before it; a
@@ -41,7 +42,7 @@ contract StorageSettlement is ISettlementModule, EIP712 {
     bytes32 public constant REVISION_TYPEHASH = keccak256(
         "Revision(uint256 leaseId,uint64 revision,uint64 usedBytes,uint64 shareCount,bytes32 root)"
     );
-    uint256 public constant LEAF_BYTES = 1024;
+    uint256 public constant LEAF_BYTES = 256;
     /// Proven epochs are kept as bits relative to the cursor: at most this far ahead of it.
     uint256 public constant PROOF_WINDOW = 56;
     uint256 internal constant SAMPLE_TAG = 0;
@@ -53,19 +54,13 @@ contract StorageSettlement is ISettlementModule, EIP712 {
     uint8 public constant SHARE_PATH = 2;
     uint8 public constant LEASE_PATH = 3;
     uint8 public constant ROOT_MISMATCH = 4;
+    uint8 public constant ENCODING = 5;
 
     struct Revision {
         uint64 revision;
         uint64 usedBytes;
         uint64 shareCount;
         bytes32 root;
-    }
-
-    struct Proof {
-        uint64 leafCount; // leaves of the challenged share (bound by its lease entry)
-        bytes leaf;
-        bytes32[] sharePath; // leaf -> share root, bottom-up (RFC 9162 audit path)
-        bytes32[] leasePath; // share entry -> lease root, bottom-up
     }
 
     /// Per lease: the latest revision and the pay cursor.
@@ -227,9 +222,18 @@ contract StorageSettlement is ISettlementModule, EIP712 {
 
     // ----------------------------------------------------------------- proofs
 
-    /// Prove sampled epoch `e` of lease `id` against the latest revision on chain.
-    function prove(uint256 id, uint256 e, Proof calldata p) external {
-        _prove(id, e, p);
+    /// Prove sampled epoch `e` of lease `id` against the latest revision on chain. The
+    /// calldata is not ABI-encoded: this function's selector, then `uint64 id || uint32 e ||
+    /// proof`, the proof packed as `_verify` reads it (empty for a lease with no shares).
+    function prove() external {
+        if (msg.data.length < 16) revert BadProof(0, ENCODING);
+        uint256 id;
+        uint256 e;
+        assembly ("memory-safe") {
+            id := shr(192, calldataload(4))
+            e := shr(224, calldataload(12))
+        }
+        _prove(id, e, 16, msg.data.length - 16);
     }
 
     /// Submit a newer co-signed revision, then prove against it, in one transaction.
@@ -239,10 +243,10 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         Revision calldata r,
         bytes calldata consumerSig,
         bytes calldata providerSig,
-        Proof calldata p
+        bytes calldata proof
     ) external {
         _submit(id, r, consumerSig, providerSig);
-        _prove(id, e, p);
+        _prove(id, e, _offset(proof), proof.length);
     }
 
     /// Decide up to `maxEpochs` more epochs of lease `id` in order, stopping at the first one
@@ -298,8 +302,9 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         d.seed = seed;
     }
 
-    /// Answer the open demand on lease `id` against the latest revision on chain.
-    function answerDemand(uint256 id, Proof calldata p) external {
+    /// Answer the open demand on lease `id` against the latest revision on chain (`proof`
+    /// packed as for `prove`).
+    function answerDemand(uint256 id, bytes calldata proof) external {
         Demand memory d = demands[id];
         if (d.deadline == 0) revert NoDemand(id);
         if (block.timestamp > d.deadline) revert ProofTooLate(id, d.deadline);
@@ -308,7 +313,8 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         uint256 share = d.shareIndex;
         if (b.shareCount != 0) {
             share %= b.shareCount;
-            _verify(id, b.root, share, b.shareCount, _draw(CHALLENGE_TAG, seed, id), p);
+            uint256 c = _draw(CHALLENGE_TAG, seed, id);
+            _verify(id, b.root, share, b.shareCount, c, _offset(proof), proof.length);
         }
         demands[id] = Demand(0, 0, 0, 0, d.lastEpoch);
         emit DemandAnswered(id, b.revision, share);
@@ -459,7 +465,8 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         return first;
     }
 
-    function _prove(uint256 id, uint256 e, Proof calldata p) internal {
+    /// Prove epoch `e` of lease `id` with the packed proof at calldata `[off, off + len)`.
+    function _prove(uint256 id, uint256 e, uint256 off, uint256 len) internal {
         (uint64 seed, uint256 recordedEpoch) = _seed(e);
         if (epoch() > recordedEpoch + 1) revert ProofTooLate(id, e);
         Book memory b = books[id];
@@ -472,7 +479,7 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         if (e - cursor >= PROOF_WINDOW) revert AdvanceFirst(id, cursor);
         if (b.shareCount != 0) {
             uint256 c = _draw(CHALLENGE_TAG, seed, id);
-            _verify(id, b.root, (c >> 128) % b.shareCount, b.shareCount, c, p);
+            _verify(id, b.root, (c >> 128) % b.shareCount, b.shareCount, c, off, len);
         }
         books[id].proven = b.proven | uint56(1 << (e - cursor));
         emit EpochProven(id, e, b.revision);
@@ -511,37 +518,62 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         }
     }
 
-    /// Check `p` proves the challenged leaf of share `share` (of `shareCount`) under `root`.
-    /// The leaf index is the low 128 bits of `c` modulo the share's leaf count.
+    /// Check the packed proof at calldata `[off, off + len)` proves the challenged leaf of
+    /// share `share` (of `shareCount`) under `root`; the leaf index is the low 128 bits of `c`
+    /// modulo the share's leaf count. The proof, every integer big-endian:
+    ///
+    ///     uint64 leafCount || uint16 leafLength || leaf || sharePath || leasePath
+    ///
+    /// `leafCount`: the share's leaves (bound by its lease entry); the leaf: LEAF_BYTES bytes,
+    /// 1 to LEAF_BYTES if it is the share's last; `sharePath`: the leaf's RFC 9162 audit path
+    /// to the share root, `leasePath` the share entry's to the lease root, 32-byte hashes
+    /// bottom-up, each exactly as many as the tree's shape has siblings (no lengths sent).
     function _verify(
         uint256 id,
         bytes32 root,
         uint256 share,
         uint256 shareCount,
         uint256 c,
-        Proof calldata p
+        uint256 off,
+        uint256 len
     ) internal view {
-        uint256 leafCount = p.leafCount;
+        if (len < 10) revert BadProof(id, ENCODING);
+        uint256 leafCount;
+        uint256 n;
+        assembly ("memory-safe") {
+            leafCount := shr(192, calldataload(off))
+            n := shr(240, calldataload(add(off, 8)))
+        }
         if (leafCount == 0) revert BadProof(id, LEAF_SIZE);
         uint256 leafIndex = uint128(c) % leafCount;
-        uint256 n = p.leaf.length;
         if (n == 0 || n > LEAF_BYTES || (n != LEAF_BYTES && leafIndex + 1 != leafCount)) {
             revert BadProof(id, LEAF_SIZE);
         }
-        (bytes32 h, bool ok) = _climb(_leafHash(p.leaf), leafIndex, leafCount, p.sharePath);
-        if (!ok) revert BadProof(id, SHARE_PATH);
-        (h, ok) = _climb(_entryHash(h, leafCount), share, shareCount, p.leasePath);
-        if (!ok) revert BadProof(id, LEASE_PATH);
+        uint256 end = off + len;
+        uint256 p = off + 10 + n;
+        if (p > end) revert BadProof(id, ENCODING);
+        bytes32 h;
+        (h, p) = _climb(_leafHash(off + 10, n), leafIndex, leafCount, p);
+        if (p > end) revert BadProof(id, SHARE_PATH);
+        (h, p) = _climb(_entryHash(h, leafCount), share, shareCount, p);
+        if (p != end) revert BadProof(id, LEASE_PATH);
         if (h != root) revert BadProof(id, ROOT_MISMATCH);
     }
 
-    /// sha256(0x00 || leaf)
-    function _leafHash(bytes calldata leaf) internal view returns (bytes32 h) {
+    /// Where `b` starts in calldata.
+    function _offset(bytes calldata b) internal pure returns (uint256 off) {
+        assembly ("memory-safe") {
+            off := b.offset
+        }
+    }
+
+    /// sha256(0x00 || leaf), the leaf at calldata `[off, off + n)`
+    function _leafHash(uint256 off, uint256 n) internal view returns (bytes32 h) {
         assembly ("memory-safe") {
             let buf := mload(0x40)
             mstore8(buf, 0)
-            calldatacopy(add(buf, 1), leaf.offset, leaf.length)
-            if iszero(staticcall(gas(), 2, buf, add(leaf.length, 1), 0, 32)) { revert(0, 0) }
+            calldatacopy(add(buf, 1), off, n)
+            if iszero(staticcall(gas(), 2, buf, add(n, 1), 0, 32)) { revert(0, 0) }
             h := mload(0)
         }
     }
@@ -558,47 +590,47 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         }
     }
 
-    /// The root an RFC 9162 (section 2.1.3.2) audit path leads to from entry `index` of
-    /// `count`, with node hashes sha256(0x01 || left || right); `ok` is false when the path
-    /// does not fit the tree's shape.
-    function _climb(bytes32 h, uint256 index, uint256 count, bytes32[] calldata path)
+    /// Climb from entry `index` (< `count`) with hash `h` to the root, node hashes
+    /// sha256(0x01 || left || right), taking the audit path's hashes from calldata at `p`:
+    /// one per level where the entry's subtree has a sibling (RFC 9162, section 2.1.3.2: the
+    /// sibling is on the left when `fn` is odd, on the right when `fn < sn`, and a last node
+    /// with none moves up unchanged). Returns the root and where the path ended; the caller
+    /// checks that lies within the proof (a hash read past it is rejected there).
+    function _climb(bytes32 h, uint256 index, uint256 count, uint256 p)
         internal
         view
-        returns (bytes32 r, bool ok)
+        returns (bytes32 r, uint256 q)
     {
-        if (index >= count) return (h, false);
         assembly ("memory-safe") {
             let buf := mload(0x40)
             mstore8(buf, 1)
+            let left := add(buf, 1)
+            let right := add(buf, 33)
             let fn := index
             let sn := sub(count, 1)
             r := h
-            ok := 1
-            let p := path.offset
-            for { let end := add(p, shl(5, path.length)) } lt(p, end) { p := add(p, 32) } {
-                if iszero(sn) {
-                    ok := 0
-                    break
-                }
-                switch or(and(fn, 1), eq(fn, sn))
-                case 0 {
-                    mstore(add(buf, 1), r)
-                    mstore(add(buf, 33), calldataload(p))
+            q := p
+            for {} sn {} {
+                switch and(fn, 1)
+                case 1 {
+                    mstore(left, calldataload(q))
+                    mstore(right, r)
+                    if iszero(staticcall(gas(), 2, buf, 65, 0, 32)) { revert(0, 0) }
+                    r := mload(0)
+                    q := add(q, 32)
                 }
                 default {
-                    mstore(add(buf, 1), calldataload(p))
-                    mstore(add(buf, 33), r)
-                    for {} and(iszero(and(fn, 1)), iszero(iszero(fn))) {} {
-                        fn := shr(1, fn)
-                        sn := shr(1, sn)
+                    if lt(fn, sn) {
+                        mstore(left, r)
+                        mstore(right, calldataload(q))
+                        if iszero(staticcall(gas(), 2, buf, 65, 0, 32)) { revert(0, 0) }
+                        r := mload(0)
+                        q := add(q, 32)
                     }
                 }
-                if iszero(staticcall(gas(), 2, buf, 65, 0, 32)) { revert(0, 0) }
-                r := mload(0)
                 fn := shr(1, fn)
                 sn := shr(1, sn)
             }
-            if sn { ok := 0 }
         }
     }
 }

@@ -120,7 +120,47 @@ def test_build_proof_checks_its_inputs() -> None:
     with pytest.raises(UsageError):
         build_proof(entries, 0, 0, leaf_hashes(share)[:1], share[:LEAF_BYTES])
     proof = build_proof(entries, 0, 1, leaf_hashes(share), share[LEAF_BYTES:])
-    assert proof.as_args() == (2, share[LEAF_BYTES:], list(proof.share_path), [])
+    assert proof.encode() == (
+        (2).to_bytes(8, "big") + LEAF_BYTES.to_bytes(2, "big") + share[LEAF_BYTES:]
+    ) + b"".join(proof.share_path)
+
+
+def test_packed_encoding_vector() -> None:
+    """The packed proof the contract reads (docs/spec/storage-proofs.md section 5): the
+    golden vector of docs/spec/shares.md (four leaves, the last 100 bytes), its leaf 3 in a
+    lease of two shares, share 0 challenged."""
+    data = bytes(i % 251 for i in range(3 * 256 + 100))
+    small = b"nuclux"
+    entries = [(root_of_bytes(data), 4), (root_of_bytes(small), 1)]
+    proof = build_proof(entries, 0, 3, leaf_hashes(data), data[768:])
+    packed = proof.encode()
+    assert packed[:10].hex() == "0000000000000004" + "0064"
+    assert packed[10:110] == data[768:]
+    assert packed[110:].hex() == (
+        "2062c6c4d70b93bd1ad1455b0d0a0df08432c47a221c98ce987808c4402ac132"  # leaf 2's hash
+        "e07b495cd803df735e4ee6628ac7277d35af55b24499baca93af0a07ac1c2891"  # node(0, 1)
+        + entry_hash(entries[1][0], 1).hex()  # the other share's entry
+    )
+    assert len(packed) == 10 + 100 + 3 * 32
+    assert StorageProof.decode(packed, 3, 0, 2) == proof
+
+
+def test_packed_decoding_checks_the_shape() -> None:
+    share = bytes(range(256)) * 5
+    entries = [(root_of_bytes(share), 5)] * 3
+    proof = build_proof(entries, 1, 2, leaf_hashes(share), share[512:768])
+    packed = proof.encode()
+    assert StorageProof.decode(packed, 2, 1, 3) == proof
+    for bad, args in (
+        (packed[:9], (2, 1, 3)),  # no header
+        (packed[:-1], (2, 1, 3)),  # a byte short
+        (packed + bytes(32), (2, 1, 3)),  # a hash too many
+        (packed, (4, 1, 3)),  # leaf 4 has a shorter path (it is the lone last leaf)
+        (packed, (5, 1, 3)),  # no leaf 5 of 5
+        (packed, (2, 3, 3)),  # no share 3 of 3
+    ):
+        with pytest.raises(UsageError):
+            StorageProof.decode(bad, *args)
 
 
 def test_proofs_are_bounded() -> None:

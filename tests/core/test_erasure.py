@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from nuclux.core.erasure import (
     MAX_SHARES,
+    MIN_BLOCK_BYTES,
     Layout,
     block_root,
     decode_segment,
@@ -69,14 +70,14 @@ def test_blocks_are_the_spec_bytes(k: int, n: int) -> None:
     rng = random.Random(k * 100 + n)
     for size in (TAG_BYTES, 17, 50, 101):
         sealed = rng.randbytes(size)
-        layout = Layout(k, n, LEAF_BYTES)
+        layout = Layout(k, n, MIN_BLOCK_BYTES)
         blocks = [bytes(b) for b in encode_segment(layout, sealed)]
         assert blocks == spec_blocks(k, n, sealed)
 
 
 def test_golden_vector() -> None:
     """Pinned in docs/spec/shares.md: RS(2,4) of the sealed bytes 00..13."""
-    blocks = encode_segment(Layout(2, 4, LEAF_BYTES), bytes(range(20)))
+    blocks = encode_segment(Layout(2, 4, MIN_BLOCK_BYTES), bytes(range(20)))
     assert [bytes(b).hex() for b in blocks] == [
         "00010203040506070809",
         "0a0b0c0d0e0f10111213",
@@ -91,7 +92,7 @@ def test_golden_vector() -> None:
 @pytest.mark.parametrize(("k", "n"), [(1, 3), (2, 4), (3, 10), (4, 8), (5, 12), (6, 12), (10, 16)])
 def test_every_k_subset_decodes(k: int, n: int) -> None:
     """Exhaustive: the Cauchy code is MDS where the Vandermonde one is not (e.g. (10, 16))."""
-    layout = Layout(k, n, LEAF_BYTES)
+    layout = Layout(k, n, MIN_BLOCK_BYTES)
     sealed = random.Random(n).randbytes(3 * k + TAG_BYTES)
     blocks = encode_segment(layout, sealed)
     for subset in itertools.combinations(range(n), k):
@@ -99,8 +100,8 @@ def test_every_k_subset_decodes(k: int, n: int) -> None:
 
 
 def test_widest_layout_decodes_from_parity_only() -> None:
-    layout = Layout(MAX_SHARES // 2, MAX_SHARES, LEAF_BYTES)
-    sealed = random.Random(1).randbytes(layout.k * LEAF_BYTES)
+    layout = Layout(MAX_SHARES // 2, MAX_SHARES, MIN_BLOCK_BYTES)
+    sealed = random.Random(1).randbytes(layout.k * MIN_BLOCK_BYTES)
     blocks = encode_segment(layout, sealed)
     parity = {i: blocks[i] for i in range(layout.k, layout.n)}
     assert decode_segment(layout, parity, len(sealed)) == sealed
@@ -158,7 +159,9 @@ def download(layout: Layout, size: int, shares: dict[int, bytes], roots: list[by
 def cases(draw: st.DrawFn) -> tuple[Layout, int, list[int]]:
     n = draw(st.integers(2, 10))
     k = draw(st.integers(1, n - 1))
-    layout = Layout(k, n, draw(st.sampled_from([LEAF_BYTES, 2 * LEAF_BYTES, 4 * LEAF_BYTES])))
+    layout = Layout(
+        k, n, draw(st.sampled_from([MIN_BLOCK_BYTES, 2 * MIN_BLOCK_BYTES, 4 * MIN_BLOCK_BYTES]))
+    )
     seg = layout.segment_bytes
     edges = [0, 1, LEAF_BYTES - 1, LEAF_BYTES, LEAF_BYTES + 1, seg - 1, seg, seg + 1, 2 * seg]
     size = draw(st.one_of(st.sampled_from(edges), st.integers(0, 3 * seg + 7)))
@@ -180,7 +183,7 @@ def test_any_k_shares_give_back_the_file(case: tuple[Layout, int, list[int]]) ->
 
 
 def test_a_flipped_bit_names_its_share_and_segment() -> None:
-    layout = Layout(2, 4, LEAF_BYTES)
+    layout = Layout(2, 4, MIN_BLOCK_BYTES)
     size = 2 * layout.segment_bytes + 300  # three segments, the last one short
     data = random.Random(7).randbytes(size)
     shares, roots = upload(layout, data)
@@ -207,7 +210,7 @@ def test_a_flipped_bit_names_its_share_and_segment() -> None:
 
 
 def test_block_roots_lists_are_checked() -> None:
-    layout = Layout(2, 3, LEAF_BYTES)
+    layout = Layout(2, 3, MIN_BLOCK_BYTES)
     size = 3 * layout.segment_bytes
     _, roots = upload(layout, bytes(size))
     root = share_root(roots[0])
@@ -223,7 +226,7 @@ def test_block_roots_lists_are_checked() -> None:
 def test_a_leaf_path_is_its_block_path_then_the_block_roots_path() -> None:
     """Block roots are interior nodes: a challenge answer for a leaf is its path inside the
     block followed by the block's path among the share's block roots."""
-    layout = Layout(2, 3, 4 * LEAF_BYTES)
+    layout = Layout(2, 3, 4 * MIN_BLOCK_BYTES)
     size = 4 * layout.segment_bytes + 5000
     shares, roots = upload(layout, random.Random(3).randbytes(size))
     leaves = leaf_hashes(shares[1])
@@ -245,7 +248,7 @@ def test_empty_and_tiny_files() -> None:
             layout, size, {i: shares[i] for i in (4, 5, 6, 7)}, [share_root(r) for r in roots]
         )
         assert got == b"z" * size
-    wide = Layout(40, 64, LEAF_BYTES)  # more data blocks than sealed bytes: 1-byte blocks
+    wide = Layout(40, 64, MIN_BLOCK_BYTES)  # more data blocks than sealed bytes: 1-byte blocks
     shares, roots = upload(wide, b"")
     assert {len(s) for s in shares} == {1}
     got = download(wide, 0, {i: shares[i] for i in range(24, 64)}, [share_root(r) for r in roots])
@@ -256,12 +259,13 @@ def test_empty_and_tiny_files() -> None:
 
 
 def test_default_layouts() -> None:
+    assert MIN_BLOCK_BYTES % LEAF_BYTES == 0  # every full block is whole leaves
     assert default_layout(4, 8) == Layout(4, 8, 1 << 20)
     assert default_layout(4, 8).segment_bytes == (4 << 20) - TAG_BYTES
     assert default_layout(3, 10).block_bytes == 1 << 20
     assert default_layout(10, 16).block_bytes == 256 << 10
     assert default_layout(63, 64).block_bytes == 64 << 10
-    assert default_layout(2, 3, target_segment=1).block_bytes == LEAF_BYTES
+    assert default_layout(2, 3, target_segment=1).block_bytes == MIN_BLOCK_BYTES
     for k in range(1, MAX_SHARES):
         layout = default_layout(k, k + 1)
         assert layout.segment_bytes + TAG_BYTES <= 4 << 20
@@ -286,13 +290,13 @@ def test_bad_layouts(k: int, n: int, block: int) -> None:
 
 
 def test_bad_codec_arguments() -> None:
-    layout = Layout(2, 4, LEAF_BYTES)
+    layout = Layout(2, 4, MIN_BLOCK_BYTES)
     with pytest.raises(UsageError):
         default_layout(0, 1)
     with pytest.raises(UsageError):
         encode_segment(layout, b"x" * (TAG_BYTES - 1))
     with pytest.raises(UsageError):
-        encode_segment(layout, b"x" * (2 * LEAF_BYTES + 1))
+        encode_segment(layout, b"x" * (2 * MIN_BLOCK_BYTES + 1))
     sealed = bytes(range(40))
     blocks = encode_segment(layout, bytearray(sealed))
     assert decode_segment(layout, {0: blocks[0], 3: blocks[3]}, 40) == sealed
@@ -304,4 +308,4 @@ def test_bad_codec_arguments() -> None:
     with pytest.raises(UsageError, match="not 20"):
         decode_segment(layout, {0: blocks[0], 1: bytes(blocks[1])[:-1]}, 40)
     with pytest.raises(UsageError):
-        decode_segment(layout, {0: blocks[0], 1: blocks[1]}, 2 * LEAF_BYTES + 1)
+        decode_segment(layout, {0: blocks[0], 1: blocks[1]}, 2 * MIN_BLOCK_BYTES + 1)

@@ -211,7 +211,7 @@ def test_vector_follows_the_spec() -> None:
     assert int.from_bytes(plaintext[1:9], "big") == 1_000_000_000
     assert plaintext[9:41].hex() == V2["body"]["data_id"]
     assert int.from_bytes(plaintext[41:45], "big") == 2**20  # block bytes
-    assert plaintext[45:50] == bytes([2, 3, 1, 1, 1])  # k, n, suites
+    assert plaintext[45:50] == bytes([2, 3, 1, 1, 2])  # k, n, suites (Merkle suite 2)
     assert to_address(plaintext[50:70]) == V2["body"]["shares"][0]["provider"]
 
 
@@ -351,7 +351,7 @@ def test_decode_body_rejects_bad_layouts() -> None:
         46: b"\x41",  # n > 64
         47: b"\x02",  # cipher suite
         48: b"\x02",  # erasure suite
-        49: b"\x02",  # merkle suite
+        49: b"\x01",  # Merkle suite 1 (1 KiB leaves): retired
         50 + 20: bytes(32),  # lease id 0
     }
     for offset, value in offsets.items():

@@ -95,26 +95,28 @@ def test_tiny_trees_by_hand() -> None:
 
 
 def test_golden_vector() -> None:
-    """Pinned (docs/spec/shares.md) so the contract's tests can use the same numbers. The
-    data is ``bytes(i % 251 for i in range(3 * 1024 + 100))``: four leaves, the last short."""
-    data = bytes(i % 251 for i in range(3 * LEAF_BYTES + 100))
+    """Pinned (docs/spec/shares.md section 1.5, Merkle suite 2) so the contract's tests can
+    use the same numbers. The data is ``bytes(i % 251 for i in range(3 * 256 + 100))``: four
+    256-byte leaves, the last short."""
+    assert LEAF_BYTES == 256
+    data = bytes(i % 251 for i in range(3 * 256 + 100))
     assert leaf_count(len(data)) == 4
     root = root_of_bytes(data)
-    lh = [sha(b"\x00" + data[i : i + LEAF_BYTES]) for i in range(0, len(data), LEAF_BYTES)]
+    lh = [sha(b"\x00" + data[i : i + 256]) for i in range(0, len(data), 256)]
     assert root == ref_mth(lh)
-    assert root.hex() == "bf97033f00fedd648d84fbd250d2a9bd5df0185bebd0d42f9cd1377dfdec2b21"
-    assert lh[2].hex() == "e083577bcbab85b7f73f19aab46ea8f488f31aad4cfa7a51f9eab16a70599e9d"
+    assert root.hex() == "ffef9b99bddc89a9350cd156e459def595a889a96f0c8c82dc81e9f8ad5edb01"
+    assert lh[2].hex() == "2062c6c4d70b93bd1ad1455b0d0a0df08432c47a221c98ce987808c4402ac132"
     assert [p.hex() for p in inclusion_proof(lh, 2)] == [
-        "f335f5bb3f557cd94cd883e35a9449be16b78c36a32c5904dbe5c0d76deff112",
-        "99007acf42ce9d9396e48147c28256b05bfa2c8f8a4f331415ecec7eb42e36ff",
+        "71d5bbfb363db11ce4e5030d48a2195394e3fe0d53bab78681d8c0951e502a7e",
+        "e07b495cd803df735e4ee6628ac7277d35af55b24499baca93af0a07ac1c2891",
     ]
-    entry = "c6998cc8f68c2d305f4ec275230e20c0b2ece6682ee6858ae9a4639ecd35c91f"
+    entry = "cfc62f36f633232471e9dcf996db58a6466d014a9b33d100c1c1a4e23f6ceaa6"
     assert entry_hash(root, 4).hex() == entry
     assert lease_root([(root, 4)]).hex() == entry
     small = root_of_bytes(b"nuclux")
     assert small.hex() == "3d8d857531dc9f32286aed885d69d94b4843d9ace0a6ba9199e44cef8d29247b"
     assert lease_root([(root, 4), (small, 1)]).hex() == (
-        "1418b11d7852aba174e353039f92941fb4a495ccd386952ae39ed20dc3eca122"
+        "eddb8d59740a1707c058debf8678f0e867cc697cbaac7ce6ac20b2ecc01a2944"
     )
 
 

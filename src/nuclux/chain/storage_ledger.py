@@ -4,9 +4,10 @@ events, and the batched time-stamp anchor (``docs/spec/storage-proofs.md``)."""
 
 from __future__ import annotations
 
+from eth_typing import HexStr
 from web3.contract import AsyncContract
 from web3.logs import DISCARD
-from web3.types import TxReceipt
+from web3.types import TxParams, TxReceipt
 
 from nuclux.chain.ledger_base import LedgerBase
 from nuclux.chain.logs import event_topics
@@ -72,12 +73,22 @@ class StorageLedger(LedgerBase):
         revision: SignedRevision | None = None,
     ) -> TxReceipt:
         """Answer sampled ``epoch`` against the latest revision on chain, or against
-        ``revision`` submitted in the same transaction. An empty lease needs no proof."""
-        args = proof.as_args() if proof is not None else (0, b"", [], [])
+        ``revision`` submitted in the same transaction. An empty lease needs no proof.
+
+        ``prove`` takes no ABI arguments: its selector is followed by ``uint64 lease_id ||
+        uint32 epoch || proof``, packed (``StorageProof.encode``), since a proof's gas is its
+        calldata (``docs/spec/storage-proofs.md`` section 5)."""
+        packed = proof.encode() if proof is not None else b""
         if revision is None:
-            return await self._send(
-                self._storage(), "prove", [lease_id, epoch, args], f"prove lease {lease_id}"
-            )
+            if not 0 <= lease_id < 2**64 or not 0 <= epoch < 2**32:
+                raise UsageError(
+                    "a packed proof names a lease id below 2**64, an epoch below 2**32"
+                )
+            storage = self._storage()
+            head = bytes.fromhex(storage.encode_abi("prove", args=[])[2:])
+            data = head + lease_id.to_bytes(8, "big") + epoch.to_bytes(4, "big") + packed
+            tx: TxParams = {"to": storage.address, "data": HexStr("0x" + data.hex())}
+            return await self.conn.queue(self.account).send(tx, context=f"prove lease {lease_id}")
         if revision.revision.lease_id != lease_id:
             raise UsageError("the revision is for another lease")
         return await self._send(
@@ -89,7 +100,7 @@ class StorageLedger(LedgerBase):
                 revision.revision.as_args(),
                 revision.consumer_sig,
                 revision.provider_sig,
-                args,
+                packed,
             ],
             f"prove lease {lease_id} with revision {revision.revision.revision}",
         )
@@ -124,9 +135,9 @@ class StorageLedger(LedgerBase):
         )
 
     async def answer_demand(self, lease_id: int, proof: StorageProof | None) -> TxReceipt:
-        args = proof.as_args() if proof is not None else (0, b"", [], [])
+        packed = proof.encode() if proof is not None else b""
         return await self._send(
-            self._storage(), "answerDemand", [lease_id, args], f"answer demand on {lease_id}"
+            self._storage(), "answerDemand", [lease_id, packed], f"answer demand on {lease_id}"
         )
 
     async def report_missed_demand(self, lease_id: int) -> bool:

@@ -15,7 +15,14 @@ becomes 1). Every choice is a keccak-256 draw over two 32-byte words::
   entry.
 
 A proof is the leaf's bytes, its RFC 9162 audit path to the share root and the share entry's
-path to the lease root (``nuclux.core.merkle`` defines the hashes).
+path to the lease root (``nuclux.core.merkle`` defines the hashes). On chain it travels packed,
+not as an ABI struct (``StorageProof.encode``; ``docs/spec/storage-proofs.md`` section 5)::
+
+    uint64 leaf_count || uint16 len(leaf) || leaf || share_path || lease_path
+
+every integer big-endian, every path hash 32 bytes, bottom-up, no counts: each path has as
+many hashes as the tree's shape gives (``nuclux.core.merkle.proof_length``), which the contract
+derives from the challenged indices and the counts it trusts.
 """
 
 from __future__ import annotations
@@ -29,10 +36,12 @@ from Crypto.Hash import keccak
 from nuclux.core.merkle import (
     HASH_BYTES,
     LEAF_BYTES,
+    MAX_LEAVES,
     entry_hash,
     inclusion_proof,
     leaf_count,
     leaf_hashes,
+    proof_length,
 )
 from nuclux.errors import UsageError
 
@@ -86,7 +95,7 @@ def challenged_leaf(seed: int, lease_id: int, leaf_count: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class StorageProof:
-    """What ``StorageSettlement.prove`` and ``answerDemand`` take (the ``Proof`` struct)."""
+    """What ``StorageSettlement.prove`` and ``answerDemand`` check, packed by ``encode``."""
 
     leaf_count: int
     leaf: bytes
@@ -94,14 +103,46 @@ class StorageProof:
     lease_path: tuple[bytes, ...]
 
     def __post_init__(self) -> None:
-        if not 0 < self.leaf_count < 2**64 or not 0 < len(self.leaf) <= LEAF_BYTES:
-            raise UsageError("a proof has a leaf of 1 to 1024 bytes of a share with leaves")
+        if not 0 < self.leaf_count <= MAX_LEAVES or not 0 < len(self.leaf) <= LEAF_BYTES:
+            raise UsageError(
+                f"a proof has a leaf of 1 to {LEAF_BYTES} bytes of a share with 1 to "
+                f"{MAX_LEAVES} leaves"
+            )
         if any(len(h) != HASH_BYTES for h in (*self.share_path, *self.lease_path)):
             raise UsageError("path entries are 32-byte hashes")
 
-    def as_args(self) -> tuple[int, bytes, list[bytes], list[bytes]]:
-        """The ABI tuple."""
-        return (self.leaf_count, self.leaf, list(self.share_path), list(self.lease_path))
+    def encode(self) -> bytes:
+        """The packed form the contract reads: ``uint64 leaf_count || uint16 len(leaf) ||
+        leaf || share_path || lease_path``."""
+        return b"".join(
+            (
+                self.leaf_count.to_bytes(8, "big"),
+                len(self.leaf).to_bytes(2, "big"),
+                self.leaf,
+                *self.share_path,
+                *self.lease_path,
+            )
+        )
+
+    @classmethod
+    def decode(
+        cls, data: bytes, leaf_index: int, share_index: int, share_count: int
+    ) -> StorageProof:
+        """Read a packed proof for leaf ``leaf_index`` of share ``share_index`` of
+        ``share_count`` (the path lengths follow from them, as on chain); ``UsageError`` if it
+        does not have exactly that shape."""
+        if len(data) < 10:
+            raise UsageError("a packed proof has at least 10 bytes")
+        count = int.from_bytes(data[:8], "big")
+        n = int.from_bytes(data[8:10], "big")
+        if not 0 <= leaf_index < count or not 0 <= share_index < share_count:
+            raise UsageError("the challenged leaf or share is not in the proof's shape")
+        ns, nl = proof_length(leaf_index, count), proof_length(share_index, share_count)
+        if len(data) != 10 + n + HASH_BYTES * (ns + nl):
+            raise UsageError("the packed proof's length does not fit its shape")
+        hashes = data[10 + n :]
+        path = tuple(hashes[i : i + HASH_BYTES] for i in range(0, len(hashes), HASH_BYTES))
+        return cls(count, data[10 : 10 + n], path[:ns], path[ns:])
 
 
 def build_proof(

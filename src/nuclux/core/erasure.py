@@ -29,8 +29,9 @@ cached per ``(k, n, L)``). pyeclib checks only its header, never the payload: a 
 decodes silently to wrong bytes. Integrity therefore comes from the Merkle check of every block
 *before* decoding (and from the GCM tag after).
 
-Layout: full segments are sized so their blocks are exactly ``B`` bytes, ``B`` a power-of-two
-multiple of ``LEAF_BYTES``: ``segment_bytes = k * B - 16`` (the tag fills the rest). So in every
+Layout: full segments are sized so their blocks are exactly ``B`` bytes, ``B`` a power of two
+from 1 KiB (``MIN_BLOCK_BYTES``, a whole number of ``LEAF_BYTES`` leaves): ``segment_bytes =
+k * B - 16`` (the tag fills the rest). So in every
 share, block ``j`` starts at ``j * B`` and covers whole leaves; only the last segment's blocks
 are shorter (``P`` bytes, with a short final leaf). Every block's Merkle root is then an interior
 node of the share tree, and the share root is the MTH over the block roots (``merkle.py``
@@ -52,13 +53,14 @@ from typing import Final
 
 from pyeclib.ec_iface import ECDriver, ECDriverError
 
-from nuclux.core.merkle import LEAF_BYTES, merkle_root, root_of_bytes
+from nuclux.core.merkle import merkle_root, root_of_bytes
 from nuclux.core.segment import MAX_SEGMENT_BYTES, TAG_BYTES, segment_count, segment_span
 from nuclux.errors import IntegrityError, UsageError
 
 EC_TYPE: Final = "isa_l_rs_cauchy"
 MAX_SHARES: Final = 64
 FRAGMENT_HEADER_BYTES: Final = 80  # pyeclib's; never stored
+MIN_BLOCK_BYTES: Final = 1024  # four 256-byte Merkle leaves (one leaf of Merkle suite 1)
 MAX_BLOCK_BYTES: Final = 16 << 20
 DEFAULT_SEGMENT_TARGET: Final = 4 << 20
 
@@ -68,7 +70,7 @@ Buffer = bytes | bytearray | memoryview
 @dataclass(frozen=True, slots=True)
 class Layout:
     """How a file is cut and coded: ``k`` of ``n`` blocks rebuild a segment; full blocks are
-    ``block_bytes`` (a power-of-two multiple of ``LEAF_BYTES``)."""
+    ``block_bytes`` (a power of two from ``MIN_BLOCK_BYTES``: whole ``LEAF_BYTES`` leaves)."""
 
     k: int
     n: int
@@ -80,9 +82,9 @@ class Layout:
                 f"erasure coding needs 1 <= k < n <= {MAX_SHARES}, not {self.k}-of-{self.n}"
             )
         b = self.block_bytes
-        if not LEAF_BYTES <= b <= MAX_BLOCK_BYTES or b & (b - 1):
+        if not MIN_BLOCK_BYTES <= b <= MAX_BLOCK_BYTES or b & (b - 1):
             raise UsageError(
-                f"block_bytes must be a power of two from {LEAF_BYTES} "
+                f"block_bytes must be a power of two from {MIN_BLOCK_BYTES} "
                 f"to {MAX_BLOCK_BYTES}, not {b}"
             )
         if self.k * b - TAG_BYTES > MAX_SEGMENT_BYTES:
@@ -121,11 +123,11 @@ class Layout:
 
 def default_layout(k: int, n: int, target_segment: int = DEFAULT_SEGMENT_TARGET) -> Layout:
     """The layout with the largest blocks that keep a segment within ``target_segment``
-    (at least one leaf per block). With the 4 MiB default: RS(4,8) has 1 MiB blocks."""
+    (at least ``MIN_BLOCK_BYTES``). With the 4 MiB default: RS(4,8) has 1 MiB blocks."""
     if not 1 <= k < n <= MAX_SHARES:
         raise UsageError(f"erasure coding needs 1 <= k < n <= {MAX_SHARES}, not {k}-of-{n}")
-    leaves = max(1, target_segment // (k * LEAF_BYTES))
-    block = min(LEAF_BYTES << (leaves.bit_length() - 1), MAX_BLOCK_BYTES)
+    units = max(1, target_segment // (k * MIN_BLOCK_BYTES))
+    block = min(MIN_BLOCK_BYTES << (units.bit_length() - 1), MAX_BLOCK_BYTES)
     return Layout(k, n, block)
 
 

@@ -93,7 +93,7 @@ MAX_TIME: Final = 2**64 - 1
 MAX_ENVELOPES: Final = 16
 MAX_SHARES: Final = 64
 INLINE_MAX_BYTES: Final = 4096
-MIN_BLOCK_BYTES: Final = 1024  # one Merkle leaf
+MIN_BLOCK_BYTES: Final = 1024  # erasure.MIN_BLOCK_BYTES
 MAX_BLOCK_BYTES: Final = 16 * 2**20
 MAX_SEGMENT_BYTES: Final = 64 * 2**20
 MAX_SEGMENTS: Final = 2**32
@@ -103,7 +103,8 @@ MAX_MEDIA_TYPE_BYTES: Final = 127
 DATA_ID_BYTES: Final = 32
 CIPHER_SEGMENT_V1: Final = 1  # AES-256-GCM per segment, b"nuclux/segment/v1" (segment.py)
 ERASURE_RS_CAUCHY_V1: Final = 1  # Reed-Solomon over a Cauchy matrix, headerless blocks
-MERKLE_SHA256_V1: Final = 1  # RFC 9162-shaped sha256 tree, 1 KiB leaves (merkle.py)
+MERKLE_SHA256_V1: Final = 1  # RFC 9162-shaped sha256 tree, 1 KiB leaves: retired, refused
+MERKLE_SHA256_V2: Final = 2  # the same tree over 256-byte leaves (merkle.py)
 LAYOUT_INLINE: Final = 0
 LAYOUT_SHARES: Final = 1
 
@@ -147,7 +148,7 @@ class Layout:
     shares: tuple[Share, ...]
     cipher: int = CIPHER_SEGMENT_V1
     erasure: int = ERASURE_RS_CAUCHY_V1
-    merkle: int = MERKLE_SHA256_V1
+    merkle: int = MERKLE_SHA256_V2
 
     @property
     def n(self) -> int:
@@ -248,10 +249,10 @@ def _layout(layout: Layout, size: int) -> bytes:
     for value, known, what in (
         (layout.cipher, CIPHER_SEGMENT_V1, "cipher"),
         (layout.erasure, ERASURE_RS_CAUCHY_V1, "erasure code"),
-        (layout.merkle, MERKLE_SHA256_V1, "Merkle tree"),
+        (layout.merkle, MERKLE_SHA256_V2, "Merkle tree"),
     ):
         if value != known:
-            raise UsageError(f"unsupported {what} suite {value!r}: version 1 knows only {known}")
+            raise UsageError(f"unsupported {what} suite {value!r}: this version knows only {known}")
     out = [
         layout.data_id,
         b.to_bytes(4, "big"),

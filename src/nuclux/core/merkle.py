@@ -19,8 +19,14 @@ largest power of two below n; the MTH of no entries is ``sha256(b"")``. A lease 
 MTH over ``entry_hash(share_root, leaf_count)`` of the lease's shares, in the lease's order
 (the leaf count binds the share's size, so a proof's ``count`` cannot be misstated).
 
-The three one-byte prefixes keep leaves, interior nodes and lease entries apart: no 1-KiB leaf
-can pass for a pair of child hashes, and no share root for a lease entry.
+The three one-byte prefixes keep leaves, interior nodes and lease entries apart: no leaf can
+pass for a pair of child hashes, and no share root for a lease entry.
+
+Leaf size: 256 bytes (Merkle suite 2; suite 1 had 1 KiB leaves). A storage proof posts one
+leaf and its paths as calldata, and under EIP-7623 that calldata is the proof's gas: a 1 KiB
+leaf alone cost 41k gas of it, so the proof of a 1 MiB share in a lease of 256 could not come
+under 60k. 256-byte leaves cost about 1.6 times the hashing of 1 KiB leaves per byte (four leaf
+hashes and four node hashes per KiB instead of one and one: 28 SHA-256 blocks per KiB, not 19).
 
 Computing the shape: the RFC 6962 tree is the left-filled tree, so it is also built level by
 level, pairing neighbours and carrying a lone last node up unchanged. Two consequences used
@@ -33,7 +39,7 @@ Speed: bulk hashing (``leaf_hashes``, ``root_of_bytes``, ``merkle_root``, ``Merk
 goes through ``nuclux._merkle``, a small C extension over OpenSSL's SHA-256 that hashes a whole
 block per call with the GIL released (so hashing on a worker thread runs beside the event
 loop). Without it (not built: no compiler or OpenSSL headers) the same functions run in
-Python: every hash is one ``hashlib`` call, and with 1-KiB leaves the per-call cost, not
+Python: every hash is one ``hashlib`` call, and with 256-byte leaves the per-call cost, not
 SHA-256 itself, is the limit. ``MerkleBuilder`` hashes streamed bytes in bulk and keeps only a
 stack of perfect-subtree roots, O(log n) memory.
 """
@@ -47,13 +53,13 @@ from typing import Final, Protocol
 
 from nuclux.errors import UsageError
 
-LEAF_BYTES: Final = 1024
+LEAF_BYTES: Final = 256
 HASH_BYTES: Final = 32
 EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
 LEAF_PREFIX: Final = b"\x00"
 NODE_PREFIX: Final = b"\x01"
 ENTRY_PREFIX: Final = b"\x02"
-MAX_LEAVES: Final = 2**48  # 256 TiB of 1-KiB leaves: bounds proof length at 48
+MAX_LEAVES: Final = 2**48  # 64 TiB of 256-byte leaves: bounds proof length at 48
 MAX_PROOF_LENGTH: Final = 48
 
 _sha256 = hashlib.sha256
@@ -228,10 +234,19 @@ def verify_inclusion(
         return False
     if len(leaf_hash) != HASH_BYTES or len(root) != HASH_BYTES:
         return False
+    r = path_root(leaf_hash, index, count, path)
+    return r is not None and hmac.compare_digest(r, root)
+
+
+def path_root(leaf_hash: bytes, index: int, count: int, path: Sequence[bytes]) -> bytes | None:
+    """The root ``path`` leads to from entry ``index`` of ``count`` with hash ``leaf_hash``
+    (RFC 9162 section 2.1.3.2), or None when the path does not fit that shape."""
+    if not 0 <= index < count or len(leaf_hash) != HASH_BYTES:
+        return None
     fn, sn, r = index, count - 1, leaf_hash
     for p in path:
         if sn == 0 or len(p) != HASH_BYTES:
-            return False
+            return None
         if fn % 2 or fn == sn:
             r = _sha256(NODE_PREFIX + p + r).digest()
             while fn % 2 == 0 and fn != 0:
@@ -239,7 +254,7 @@ def verify_inclusion(
         else:
             r = _sha256(NODE_PREFIX + r + p).digest()
         fn, sn = fn >> 1, sn >> 1
-    return sn == 0 and hmac.compare_digest(r, root)
+    return r if sn == 0 else None
 
 
 def perfect_root(hashes: Sequence[bytes]) -> bytes:
