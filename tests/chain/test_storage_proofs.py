@@ -239,7 +239,9 @@ async def test_a_member_leaf_proves_and_anything_else_is_refused(sw: World) -> N
     if good.share_path:
         tampered = (bytes(32), *good.share_path[1:])
         cases.append((dataclasses.replace(good, share_path=tampered), "check=4"))
-        cases.append((dataclasses.replace(good, share_path=good.share_path[:-1]), "check=2"))
+        # packed, a share path one hash short takes the lease path's first: the lease path
+        # then runs past the end of the proof
+        cases.append((dataclasses.replace(good, share_path=good.share_path[:-1]), "check=3"))
     cases.append((dataclasses.replace(good, lease_path=(*good.lease_path, bytes(32))), "check=3"))
     zeros = tuple(bytes(32) for _ in good.lease_path)
     cases.append((dataclasses.replace(good, lease_path=zeros), "check=4"))
@@ -260,6 +262,39 @@ async def test_a_member_leaf_proves_and_anything_else_is_refused(sw: World) -> N
     module = w.conn.contract("StorageSettlement", w.deployment.modules["storage"])
     (ev,) = module.events.EpochProven().process_receipt(receipt)
     assert (ev["args"]["id"], ev["args"]["epoch"], ev["args"]["revision"]) == (lid, e, 1)
+    book = await x.storage_book(lid)
+    assert book.proven >> (e - book.cursor) & 1
+
+
+async def test_malformed_packed_proofs_are_refused(sw: World) -> None:
+    """The packed encoding (uint64 leafCount || uint16 leafLength || leaf || paths) read
+    byte by byte: every malformed variant reverts with the check it fails, and the good one
+    still proves afterwards (nothing was recorded)."""
+    w = sw
+    x = w.outsider
+    h = await holding(w, n=5)
+    lid = h.lease_id
+    e, seed = await sampled_epoch(w, lid)
+    good = h.proof(seed).encode()
+    count = good[:8]
+    cases = [
+        (b"", "check=5"),  # no proof for a lease with shares
+        (good[:9], "check=5"),  # shorter than its header
+        (bytes(8) + good[8:], "check=1"),  # no leaves
+        (count + (0).to_bytes(2, "big") + good[10:], "check=1"),  # an empty leaf
+        (count + (LEAF_BYTES + 1).to_bytes(2, "big") + good[10:], "check=1"),  # too long
+        (count + (LEAF_BYTES).to_bytes(2, "big") + bytes(LEAF_BYTES - 1), "check=5"),  # past it
+        (good[:-1], "check=3"),  # the last hash cut short
+        (good + bytes(1), "check=3"),  # a byte too many
+    ]
+    for packed, reason in cases:
+        with pytest.raises(InvalidArgument, match=reason):
+            await x.prove_packed(lid, e, packed)
+    with pytest.raises(InvalidArgument, match=r"BadProof\(id=0, check=5\)"):
+        await x.send_prove_calldata(lid.to_bytes(8, "big") + e.to_bytes(3, "big"), "short")
+    with pytest.raises(UsageError, match=r"below 2\*\*64"):
+        await x.prove_packed(2**64, e, good)
+    await x.prove_packed(lid, e, good)
     book = await x.storage_book(lid)
     assert book.proven >> (e - book.cursor) & 1
 

@@ -80,15 +80,7 @@ class StorageLedger(LedgerBase):
         calldata (``docs/spec/storage-proofs.md`` section 5)."""
         packed = proof.encode() if proof is not None else b""
         if revision is None:
-            if not 0 <= lease_id < 2**64 or not 0 <= epoch < 2**32:
-                raise UsageError(
-                    "a packed proof names a lease id below 2**64, an epoch below 2**32"
-                )
-            storage = self._storage()
-            head = bytes.fromhex(storage.encode_abi("prove", args=[])[2:])
-            data = head + lease_id.to_bytes(8, "big") + epoch.to_bytes(4, "big") + packed
-            tx: TxParams = {"to": storage.address, "data": HexStr("0x" + data.hex())}
-            return await self.conn.queue(self.account).send(tx, context=f"prove lease {lease_id}")
+            return await self.prove_packed(lease_id, epoch, packed)
         if revision.revision.lease_id != lease_id:
             raise UsageError("the revision is for another lease")
         return await self._send(
@@ -104,6 +96,22 @@ class StorageLedger(LedgerBase):
             ],
             f"prove lease {lease_id} with revision {revision.revision.revision}",
         )
+
+    async def prove_packed(self, lease_id: int, epoch: int, packed: bytes) -> TxReceipt:
+        """Send ``prove`` with a proof already packed (``StorageProof.encode``, or b"" for a
+        lease with no shares) as it is: the chain judges it."""
+        if not 0 <= lease_id < 2**64 or not 0 <= epoch < 2**32:
+            raise UsageError("a packed proof names a lease id below 2**64 and an epoch below 2**32")
+        head = lease_id.to_bytes(8, "big") + epoch.to_bytes(4, "big")
+        return await self.send_prove_calldata(head + packed, f"prove lease {lease_id}")
+
+    async def send_prove_calldata(self, body: bytes, context: str) -> TxReceipt:
+        """Send ``prove()``'s selector followed by ``body`` (``uint64 id || uint32 epoch ||
+        proof``)."""
+        storage = self._storage()
+        data = bytes.fromhex(storage.encode_abi("prove", args=[])[2:]) + body
+        tx: TxParams = {"to": storage.address, "data": HexStr("0x" + data.hex())}
+        return await self.conn.queue(self.account).send(tx, context=context)
 
     async def advance(self, lease_id: int, max_epochs: int = 64) -> StorageBook:
         """Decide up to ``max_epochs`` more epochs of a storage lease for pay (anyone may)."""

@@ -9,11 +9,11 @@ as the block is written (``store_writer``), so a share's summary needs only its 
 but the last is ``B`` bytes (a power of two from 1 KiB to 16 MiB) and that the last is 1 to
 ``B`` bytes, and derives
 
-    leaf_count = (S-1)·B/1024 + ceil(last / 1024)
+    leaf_count = (S-1)·B/L + ceil(last / L)          L = LEAF_BYTES = 256
     share_root = MTH(block roots in j order)
 
 which equals the MTH over the share's leaves because each full block is a perfect subtree of
-``B/1024`` leaves (``shares.md`` section 1.2, "runs"). A lease root is the MTH over
+``B/L`` leaves (``shares.md`` section 1.2, "runs"). A lease root is the MTH over
 ``entry_hash(share_root, leaf_count)`` of a revision's shares, in the revision's order.
 
 ``parse_revision_request`` is the strict reader of ``POST /v1/leases/{lease}/revisions``
