@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nuclux.core.merkle import (
+    LEAF_BYTES,
     entry_hash,
     inclusion_proof,
     leaf_count,
@@ -71,7 +72,7 @@ def test_a_leaf_path_is_its_path_in_the_block_then_the_block_path() -> None:
     roots = [r.root for r in rows if r.root is not None]
     share_root = merkle_root(roots)
     leaves = leaf_hashes(data)
-    per_block = b // 1024
+    per_block = b // LEAF_BYTES
     for leaf in range(len(leaves)):
         j, k = divmod(leaf, per_block)
         block = data[j * b : (j + 1) * b]
@@ -116,12 +117,12 @@ def test_lease_root_binds_order_and_leaf_counts() -> None:
     assert lease_root([a, b]) == expected
     assert lease_root([b, a]) != expected
     assert lease_root([]) == merkle_root([])
-    # the golden vector of shares.md section 1.5
-    data = bytes(i % 251 for i in range(3 * 1024 + 100))
+    # the golden vector of shares.md section 1.5 (Merkle suite 2: 256-byte leaves)
+    data = bytes(i % 251 for i in range(3 * 256 + 100))
     one = ShareEntry(FID, 0, root_of_bytes(data), 4, len(data))
     two = ShareEntry(FID, 1, root_of_bytes(b"nuclux"), 1, 6)
     assert lease_root([one, two]).hex() == (
-        "1418b11d7852aba174e353039f92941fb4a495ccd386952ae39ed20dc3eca122"
+        "eddb8d59740a1707c058debf8678f0e867cc697cbaac7ce6ac20b2ecc01a2944"
     )
 
 
