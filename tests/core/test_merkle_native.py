@@ -4,6 +4,9 @@ byte for byte, and the Python fallback still computes the frozen trees."""
 from __future__ import annotations
 
 import hashlib
+import os
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given, settings
@@ -76,3 +79,29 @@ def test_python_fallback_computes_the_same_trees(size: int, cuts: list[int]) -> 
         assert builder.root() == expected[0]
     finally:
         merkle._native = saved
+
+
+def test_the_sha_ni_and_openssl_paths_agree() -> None:
+    """With SHA-NI the extension hashes two leaves or nodes at a time with its own SHA-256;
+    ``NUCLUX_MERKLE_NO_SHANI`` makes it use OpenSSL's for everything. Both give the same
+    bytes for messages of every padding case (and the Python definitions agree with both)."""
+    script = (
+        "import hashlib, sys\n"
+        "from nuclux import _merkle\n"
+        "out = []\n"
+        "for n in (0, 1, 54, 55, 56, 63, 64, 65, 127, 128, 129, 511, 512, 513, 4097):\n"
+        "    d = hashlib.shake_256(n.to_bytes(4, 'big')).digest(n) if n else b''\n"
+        "    for leaf in (1, 31, 32, 54, 55, 56, 63, 64, 65, 256, 1024):\n"
+        "        out.append(_merkle.leaf_hashes(d, leaf).hex())\n"
+        "        out.append(_merkle.root_of_bytes(d, leaf).hex())\n"
+        "sys.stdout.write(hashlib.sha256(' '.join(out).encode()).hexdigest())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUCLUX_MERKLE_NO_SHANI"}
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script], env=e, capture_output=True, text=True, check=True
+        ).stdout
+        for e in (env, {**env, "NUCLUX_MERKLE_NO_SHANI": "1"})
+    ]
+    assert len(runs[0]) == 64
+    assert runs[0] == runs[1]

@@ -25,8 +25,10 @@ pass for a pair of child hashes, and no share root for a lease entry.
 Leaf size: 256 bytes (Merkle suite 2; suite 1 had 1 KiB leaves). A storage proof posts one
 leaf and its paths as calldata, and under EIP-7623 that calldata is the proof's gas: a 1 KiB
 leaf alone cost 41k gas of it, so the proof of a 1 MiB share in a lease of 256 could not come
-under 60k. 256-byte leaves cost about 1.6 times the hashing of 1 KiB leaves per byte (four leaf
-hashes and four node hashes per KiB instead of one and one: 28 SHA-256 blocks per KiB, not 19).
+under 60k. 256-byte leaves mean more hashing per byte (four leaf hashes and four node hashes per
+KiB instead of one and one: 28 SHA-256 blocks per KiB, not 19): with OpenSSL, 1.24 ms per MiB
+instead of 0.74 on this project's machine; the extension's own SHA-NI code (below) brings it to
+0.68.
 
 Computing the shape: the RFC 6962 tree is the left-filled tree, so it is also built level by
 level, pairing neighbours and carrying a lone last node up unchanged. Two consequences used
@@ -36,9 +38,10 @@ MTH over the leaves, so a share made of power-of-two blocks has each block's roo
 interior node (``nuclux.core.erasure`` relies on this).
 
 Speed: bulk hashing (``leaf_hashes``, ``root_of_bytes``, ``merkle_root``, ``MerkleBuilder``)
-goes through ``nuclux._merkle``, a small C extension over OpenSSL's SHA-256 that hashes a whole
-block per call with the GIL released (so hashing on a worker thread runs beside the event
-loop). Without it (not built: no compiler or OpenSSL headers) the same functions run in
+goes through ``nuclux._merkle``, a small C extension that hashes a whole block per call with
+the GIL released (so hashing on a worker thread runs beside the event loop): with the CPU's
+SHA extensions it hashes two leaves or nodes at a time with its own SHA-256, else it uses
+OpenSSL's. Without it (not built: no compiler or OpenSSL headers) the same functions run in
 Python: every hash is one ``hashlib`` call, and with 256-byte leaves the per-call cost, not
 SHA-256 itself, is the limit. ``MerkleBuilder`` hashes streamed bytes in bulk and keeps only a
 stack of perfect-subtree roots, O(log n) memory.
