@@ -40,6 +40,9 @@ before the first put) and ``k=4, n=8``. MB = 10^6 bytes.
   ``small_files_*_cpu_ms_each``: CPU time of this process and of the 8 node processes
   together during that step, per MiB of file or per small file (``/proc/<pid>/stat``):
   with 9 processes on 2 cores, where the time goes.
+* ``idle_nodes_cpu_ms_per_s``: CPU the 8 node processes use together, per second, over
+  ``IDLE_S`` seconds with nothing to serve (chain polling, agents), just before the upload: a
+  step that takes T seconds counts about T times that in its ``nodes_cpu`` figure.
 * ``gas_proof``: gas of one storage proof (a lease of 256 shares of 1 MiB) from
   ``bench.gas`` on the embedded EVM (about 10 s); ``--no-gas`` skips it.
 
@@ -98,6 +101,7 @@ GOALS = {
     "gas_proof": (60_000.0, "<="),
 }
 STEP_TIMEOUT = 1800.0  # one upload or download on a loaded machine
+IDLE_S = 3.0  # the idle nodes measured for this long
 
 
 def emit(name: str, value: float | int | str) -> None:
@@ -351,6 +355,9 @@ async def measure(
             await asyncio.wait_for(client.put(warm, k=K, n=N, days=DAYS), STEP_TIMEOUT)
             await client.flush()
             emit("first_put_opening_leases_s", time.perf_counter() - start)
+            cpu = CpuMeter([n.pid for n in nodes])
+            await asyncio.sleep(IDLE_S)  # what the nodes cost with nothing to serve
+            emit("idle_nodes_cpu_ms_per_s", (cpu.read()[1] - cpu.last[1]) * 1000 / IDLE_S)
             cpu = CpuMeter([n.pid for n in nodes])
             start = time.perf_counter()
             ref = await asyncio.wait_for(client.put(big, k=K, n=N, days=DAYS), STEP_TIMEOUT)

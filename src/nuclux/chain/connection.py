@@ -17,6 +17,7 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.types import Wei as EthWei
 
 from nuclux.chain import abi as artifacts
+from nuclux.chain.rpc_http import KeepAliveHTTPProvider
 from nuclux.chain.txqueue import TxQueue
 from nuclux.errors import ChainError, ChainUnavailable, UsageError
 
@@ -50,7 +51,7 @@ class ChainConnection:
         if url == EMBEDDED:
             w3 = AsyncWeb3(AsyncEthereumTesterProvider())
         elif url.startswith(("http://", "https://")):
-            w3 = AsyncWeb3(AsyncHTTPProvider(url, request_kwargs={"timeout": 30}))
+            w3 = AsyncWeb3(KeepAliveHTTPProvider(url, timeout=30.0))
         else:
             raise UsageError(f"chain {url!r} is neither 'embedded' nor an http(s) RPC URL")
         try:

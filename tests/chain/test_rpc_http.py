@@ -1,0 +1,86 @@
+"""KeepAliveHTTPProvider against a JSON-RPC server on loopback that notes which connection
+each call came on: many calls share a few kept-alive connections, answers and errors are
+web3's as before, and disconnect closes the session."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from web3 import AsyncWeb3
+from web3.exceptions import Web3RPCError
+
+from nuclux.chain.rpc_http import POOL, KeepAliveHTTPProvider
+
+
+class Rpc:
+    def __init__(self) -> None:
+        self.peers: set[object] = set()  # (host, port) of each client connection seen
+        self.calls = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        assert request.transport is not None
+        self.peers.add(request.transport.get_extra_info("peername"))
+        body = json.loads(await request.read())
+        self.calls += 1
+        answer: dict[str, object] = {"jsonrpc": "2.0", "id": body["id"]}
+        if body["method"] == "eth_chainId":
+            answer["result"] = "0x7a69"
+        elif body["method"] == "eth_blockNumber":
+            answer["result"] = hex(self.calls)
+        else:
+            answer["error"] = {"code": -32601, "message": "no such method"}
+        return web.json_response(answer)
+
+
+@pytest.fixture
+async def rpc() -> AsyncIterator[tuple[Rpc, str]]:
+    state = Rpc()
+    app = web.Application()
+    app.router.add_post("/", state.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield state, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_calls_share_kept_alive_connections(rpc: tuple[Rpc, str]) -> None:
+    state, url = rpc
+    provider = KeepAliveHTTPProvider(url)
+    w3 = AsyncWeb3(provider)
+    try:
+        assert await w3.eth.chain_id == 31337
+        for _ in range(50):  # one after another: one connection
+            await w3.eth.block_number
+        assert len(state.peers) == 1
+        got = await asyncio.gather(*(w3.eth.block_number for _ in range(40)))
+        assert len(set(got)) == 40  # each call answered on its own
+        assert len(state.peers) <= POOL  # concurrent calls: at most the pool
+        with pytest.raises(Web3RPCError, match="no such method"):
+            await w3.eth.gas_price
+    finally:
+        await provider.disconnect()
+    assert state.calls == 1 + 50 + 40 + 1
+
+
+async def test_disconnect_closes_and_a_later_call_reconnects(rpc: tuple[Rpc, str]) -> None:
+    state, url = rpc
+    provider = KeepAliveHTTPProvider(url)
+    w3 = AsyncWeb3(provider)
+    try:
+        await w3.eth.block_number
+        session = provider._sessions.session()
+        await provider.disconnect()
+        assert session.closed
+        await w3.eth.block_number  # a new session
+        assert len(state.peers) == 2
+    finally:
+        await provider.disconnect()
