@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.codec [--mib 128] [--k 4] [--n 8] [--reps 3]
 
 * ``sha256_ceiling_MBps``: one ``hashlib.sha256`` over a 64 MiB buffer (the hash's speed).
-* ``merkle_MBps``: ``root_of_bytes`` of the same 64 MiB as one share (1 KiB leaves: two hash
-  calls per KiB, so per-call overhead, not SHA-256, sets this figure).
+* ``merkle_MBps``: ``root_of_bytes`` of the same 64 MiB as one share (256-byte leaves: 28
+  SHA-256 blocks per KiB, hashed two messages at a time with SHA-NI; ``docs/spec/shares.md``).
 * ``aes_gcm_MBps``: ``SegmentCipher.encrypt_into`` of full segments into one reused buffer.
 * ``rs_encode_MBps`` / ``rs_decode_MBps``: ``encode_segment`` / ``decode_segment`` of a full
   sealed segment, decoding from parity blocks only (the slowest case; from data blocks
