@@ -41,8 +41,8 @@ against the root in the manifest. A manifest is therefore at most ``MAX_MANIFEST
 (7,285 bytes, under 8 KiB) whatever the file's size.
 
 Packing: a file of at most ``INLINE_MAX_BYTES`` (4 KiB) may live inside the body instead of
-as shares. At k = 4 a 4 KiB file would make blocks of about one 1 KiB Merkle leaf, and the share
-table for n = 8 (672 bytes) would be a sixth of the file: below that, one small object
+as shares. At k = 4 a 4 KiB file would make blocks of about 1 KiB (four Merkle leaves), and the
+share table for n = 8 (672 bytes) would be a sixth of the file: below that, one small object
 replicated beats n tiny ones (each a request, an fsync and an index row on a provider).
 
 Decoding is strict and checks the signature before anything else it reads: a changed,
