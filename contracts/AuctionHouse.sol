@@ -26,10 +26,17 @@ interface ILeaseOpener {
 /// at least mMin, a reserve price per unit) and locks m x units x term x reserve. During the
 /// commit window registered providers that serve the class commit
 /// keccak256("nuclux/bid/v1" || price || salt || provider || requestId) with a bid deposit;
-/// during the reveal window they open it (the deposit comes back). After the reveal window
-/// anyone finalises: fewer than mMin revealed bids refund everything; otherwise the
+/// during the reveal window they open it (the deposit comes back). Each window lasts at least
+/// its seconds and at least its blocks (deploy parameters; either may be 0): it is open while
+/// chain time has not passed its end time or the block number its end block, so a window
+/// counted in blocks holds that many blocks however block times jitter, and one counted in
+/// seconds lasts on a chain that mines only when asked. After the reveal window, or as soon
+/// as the commit window is closed and every committed bid is revealed (nothing can change
+/// the outcome any more), anyone finalises: fewer than mMin revealed bids refund everything;
+/// otherwise the
 /// min(m, revealed) lowest bids win (ties by keccak256("nuclux/bid-tie/v1" || seed ||
-/// provider), the seed being the hash of a block fixed by the first reveal) and each winner's
+/// provider), the seed being the hash of a block fixed by the first reveal: its own block or
+/// `seedDelay` blocks after, unknown to every bidder when it committed) and each winner's
 /// lease opens Ticketed in the LeaseManager at one uniform price: the (m+1)-th lowest
 /// revealed bid, or the reserve. The rule is `nuclux.core.auction.clear`. Deposits of bids
 /// never revealed go to the consumer; unspent escrow is refunded. Bids per request are capped
@@ -67,9 +74,13 @@ contract AuctionHouse {
         // slot 1
         uint64 units;
         uint32 term;
+        // commits while block.timestamp <= commitEnd or block.number <= commitEndBlock;
+        // then reveals while block.timestamp <= revealEnd or
+        // block.number <= commitEndBlock + revealBlocks
         uint40 commitEnd;
         uint40 revealEnd;
-        uint64 seedBlock;
+        uint40 seedBlock;
+        uint40 commitEndBlock;
         // slot 2
         uint128 reserve;
         uint128 escrow;
@@ -95,6 +106,7 @@ contract AuctionHouse {
     uint256 public constant MAX_PROVIDERS = 64;
     uint256 public constant REF_WINDOW = 32;
     uint256 public constant REF_MIN_BIDDERS = 3;
+    uint256 public constant MAX_WINDOW = 2 ** 32; // seconds or blocks
     bytes32 internal constant NO_SEED = bytes32(0);
 
     error InvalidClass(uint8 cls);
@@ -104,10 +116,10 @@ contract AuctionHouse {
     error InsufficientEscrow(uint256 escrow, uint256 needed);
     error NotEnoughProviders(uint256 m, uint256 registered);
     error UnknownRequest(uint256 id);
-    error CommitClosed(uint256 id, uint256 commitEnd);
-    error RevealNotOpen(uint256 id, uint256 commitEnd);
-    error RevealClosed(uint256 id, uint256 revealEnd);
-    error RevealOpen(uint256 id, uint256 revealEnd);
+    error CommitClosed(uint256 id, uint256 commitEnd, uint256 commitEndBlock);
+    error RevealNotOpen(uint256 id, uint256 commitEnd, uint256 commitEndBlock);
+    error RevealClosed(uint256 id, uint256 revealEnd, uint256 revealEndBlock);
+    error RevealOpen(uint256 id, uint256 revealEnd, uint256 revealEndBlock);
     error AlreadyFinalized(uint256 id);
     error AlreadyBid(uint256 id, address provider);
     error TooManyBids(uint256 id, uint256 maxBids);
@@ -131,7 +143,9 @@ contract AuctionHouse {
         uint256 reserve,
         uint256 escrow,
         uint256 commitEnd,
-        uint256 revealEnd
+        uint256 revealEnd,
+        uint256 commitEndBlock,
+        uint256 revealEndBlock
     );
     event BidCommitted(uint256 indexed id, address indexed provider, bytes32 commitment);
     event BidRevealed(uint256 indexed id, address indexed provider, uint256 price);
@@ -158,6 +172,8 @@ contract AuctionHouse {
     ILeaseOpener public immutable leaseManager;
     uint256 public immutable commitWindow;
     uint256 public immutable revealWindow;
+    uint256 public immutable commitBlocks;
+    uint256 public immutable revealBlocks;
     uint256 public immutable seedDelay;
     uint256 public immutable bidDeposit;
     uint256 public immutable maxBids;
@@ -180,18 +196,29 @@ contract AuctionHouse {
         ILeaseOpener leaseManager_,
         uint256 commitWindow_,
         uint256 revealWindow_,
+        uint256 commitBlocks_,
+        uint256 revealBlocks_,
         uint256 seedDelay_,
         uint256 bidDeposit_,
         uint256 maxBids_
     ) {
-        if (maxBids_ < 2 || maxBids_ > 255 || seedDelay_ == 0 || seedDelay_ > 200) {
-            revert InvalidConfig(); // maxBids 2..255, seedDelay 1..200
+        // maxBids 2..255, seedDelay 0..200, each window some seconds or some blocks (both
+        // bounded so every end fits its field)
+        if (
+            maxBids_ < 2 || maxBids_ > 255 || seedDelay_ > 200
+                || commitWindow_ + commitBlocks_ == 0 || revealWindow_ + revealBlocks_ == 0
+                || commitWindow_ > MAX_WINDOW || revealWindow_ > MAX_WINDOW
+                || commitBlocks_ > MAX_WINDOW || revealBlocks_ > MAX_WINDOW
+        ) {
+            revert InvalidConfig();
         }
         token = token_;
         registry = registry_;
         leaseManager = leaseManager_;
         commitWindow = commitWindow_;
         revealWindow = revealWindow_;
+        commitBlocks = commitBlocks_;
+        revealBlocks = revealBlocks_;
         seedDelay = seedDelay_;
         bidDeposit = bidDeposit_;
         maxBids = maxBids_;
@@ -222,6 +249,7 @@ contract AuctionHouse {
         id = ++requestCount;
         uint256 commitEnd = block.timestamp + commitWindow;
         uint256 revealEnd = commitEnd + revealWindow;
+        uint256 commitEndBlock = block.number + commitBlocks;
         Request storage r = _requests[id];
         r.consumer = msg.sender;
         r.cls = cls;
@@ -232,11 +260,10 @@ contract AuctionHouse {
         r.term = term;
         r.commitEnd = uint40(commitEnd);
         r.revealEnd = uint40(revealEnd);
+        r.commitEndBlock = uint40(commitEndBlock);
         r.reserve = reserve;
         r.escrow = SafeCast.toUint128(escrow);
-        emit RequestPosted(
-            id, msg.sender, cls, units, term, m, mMin, reserve, escrow, commitEnd, revealEnd
-        );
+        _announce(id, r);
         token.safeTransferFrom(msg.sender, address(this), escrow);
     }
 
@@ -245,7 +272,7 @@ contract AuctionHouse {
     /// Commit a sealed bid for `provider` (sent by its owner or operator), paying the deposit.
     function commit(uint256 id, address provider, bytes32 commitment) external {
         Request storage r = _open(id);
-        if (block.timestamp > r.commitEnd) revert CommitClosed(id, r.commitEnd);
+        if (!_commitOpen(r)) revert CommitClosed(id, r.commitEnd, r.commitEndBlock);
         registry.checkOperator(provider, msg.sender);
         registry.quote(provider, r.cls); // reverts unless it takes new leases of this class
         uint256 capacity = registry.getProvider(provider).capacity[r.cls];
@@ -264,8 +291,8 @@ contract AuctionHouse {
     /// Open a committed bid during the reveal window; the deposit goes back to its payer.
     function reveal(uint256 id, address provider, uint128 price, bytes32 salt) external {
         Request storage r = _open(id);
-        if (block.timestamp <= r.commitEnd) revert RevealNotOpen(id, r.commitEnd);
-        if (block.timestamp > r.revealEnd) revert RevealClosed(id, r.revealEnd);
+        if (_commitOpen(r)) revert RevealNotOpen(id, r.commitEnd, r.commitEndBlock);
+        if (!_revealOpen(r)) revert RevealClosed(id, r.revealEnd, _revealEndBlock(r));
         registry.checkOperator(provider, msg.sender);
         Bid storage b = _bids[id][provider];
         if (b.commitment == bytes32(0)) revert NoBid(id, provider);
@@ -285,12 +312,13 @@ contract AuctionHouse {
 
     // ----------------------------------------------------------------- anyone
 
-    /// After the reveal window: clear, open the winners' leases, refund and forfeit.
+    /// After the reveal window, or once the commit window is closed and every committed bid
+    /// is revealed: clear, open the winners' leases, refund and forfeit.
     /// When the seed block's hash is no longer available (over 256 blocks old), a new seed
     /// block is armed instead and finalising is tried again once it is mined.
     function finalize(uint256 id) external {
         Request storage r = _open(id);
-        if (block.timestamp <= r.revealEnd) revert RevealOpen(id, r.revealEnd);
+        _checkRevealsOver(id, r);
         uint256 forfeited = bidDeposit * (uint256(r.commits) - r.reveals);
         if (r.reveals < r.mMin) {
             uint256 back = uint256(r.escrow) + forfeited;
@@ -477,9 +505,48 @@ contract AuctionHouse {
         for (uint256 i = 0; i < keep; ++i) runners.push(ranked[count + i]);
     }
 
+    function _announce(uint256 id, Request storage r) internal {
+        emit RequestPosted(
+            id,
+            r.consumer,
+            r.cls,
+            r.units,
+            r.term,
+            r.m,
+            r.mMin,
+            r.reserve,
+            r.escrow,
+            r.commitEnd,
+            r.revealEnd,
+            r.commitEndBlock,
+            _revealEndBlock(r)
+        );
+    }
+
+    /// The commit window is open while chain time or the block number has not passed its end.
+    function _commitOpen(Request storage r) internal view returns (bool) {
+        return block.timestamp <= r.commitEnd || block.number <= r.commitEndBlock;
+    }
+
+    /// Finalising waits for the end of the reveal window, unless the commit window is closed
+    /// and every committed bid is revealed already (the outcome is fixed).
+    function _checkRevealsOver(uint256 id, Request storage r) internal view {
+        if (r.reveals == r.commits && !_commitOpen(r)) return;
+        if (_revealOpen(r)) revert RevealOpen(id, r.revealEnd, _revealEndBlock(r));
+    }
+
+    function _revealEndBlock(Request storage r) internal view returns (uint256) {
+        return uint256(r.commitEndBlock) + revealBlocks;
+    }
+
+    /// The reveal window (checked after the commit window closed) likewise.
+    function _revealOpen(Request storage r) internal view returns (bool) {
+        return block.timestamp <= r.revealEnd || block.number <= _revealEndBlock(r);
+    }
+
     function _armSeed(uint256 id, Request storage r) internal {
         uint256 at = block.number + seedDelay;
-        r.seedBlock = uint64(at);
+        r.seedBlock = uint40(at);
         emit SeedArmed(id, at);
     }
 

@@ -295,11 +295,13 @@ async def test_one_bid_per_provider_and_at_most_max_bids(world: World) -> None:
         w.lm_address,
         60,
         60,
+        0,
+        0,
         2,
         DEPOSIT,
         2,
     ]
-    types = ["address", "address", "address"] + ["uint256"] * 5
+    types = ["address", "address", "address"] + ["uint256"] * 7
     small = await _deploy_one(w.conn, d.account, "AuctionHouse", types, params)
     house = w.conn.contract("AuctionHouse", small)
     consumer = market(w.consumers[0])

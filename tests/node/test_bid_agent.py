@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from nuclux.chain.market_ledger import MarketLedger, RequestStatus
+from nuclux.chain.market_ledger import STANDING_ALLOWANCE, MarketLedger, RequestStatus
 from nuclux.core.auction import commitment
 from nuclux.core.lease import LeaseState
 from nuclux.core.types import ONE_NUX, ResourceClass
@@ -397,3 +397,38 @@ async def test_a_runner_up_node_accepts_the_ticket_a_declining_winner_gave_up(
     assert got.state is LeaseState.ACTIVE
     assert got.price == (await market(w.deployer).request(rid)).price == 2 * 10**15
     assert (await w.deployer.provider(cheap.owner)).faults == 1
+
+
+# ------------------------------------------------------------------ latency
+
+
+async def test_the_agent_bids_in_one_transaction_and_its_win_is_accepted_at_once(
+    nodes: Nodes,
+) -> None:
+    """A standing deposit allowance (approved once, so each later bid is one transaction)
+    and the won ticket accepted by the bid agent's own step, before the follower has seen
+    the lease (the lease agent does not tick here)."""
+    w = nodes.world
+    node = await nodes.start(0)
+    await node.view.catch_up()  # the registry, once: the view is not kept up to date here
+    op = market(w.operators[0])
+    first = await post(w)
+    await node.bids.tick()
+    allowance = await op._call(op.coin, "allowance", op.address, op.auctions.address)
+    assert allowance == STANDING_ALLOWANCE  # never drawn down
+    second = await post(w)
+    before = await w.conn.block_number()
+    await node.bids.tick()
+    assert await w.conn.block_number() == before + 1  # the commit alone
+    assert states(node)[second] == "committed"
+    await after_commits(w, second)
+    await node.bids.tick()
+    await after_reveals(w, second)
+    await node.bids.tick()  # finalises both and answers both tickets
+    for rid in (first, second):
+        won = node.book.get(rid)
+        assert won is not None
+        assert won.lease_id is not None
+        assert won.state == "leased"
+        assert (await w.deployer.lease(won.lease_id)).state is LeaseState.ACTIVE
+    assert node.view.lease(won.lease_id) is None  # the follower never looked

@@ -41,7 +41,7 @@ def test_costs_default_to_the_posted_prices(tmp_path: Path) -> None:
     save_config(cfg)
     loaded = load_config(tmp_path)
     assert loaded.costs == (2 * 10**15, 10**15, 3 * 10**15)
-    assert (loaded.bid_script, loaded.bid_poll) == (None, 0.5)
+    assert (loaded.bid_script, loaded.bid_poll) == (None, 0.15)
 
 
 def test_the_market_section_round_trips(tmp_path: Path) -> None:

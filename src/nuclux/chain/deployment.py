@@ -47,13 +47,17 @@ class DeployParams:
     sample_one_in: int = 8
     seed_delay: int = 2
     demand_window: int = 300
-    # auctions: bids are committed within ``auction_commit_window`` seconds of a request and
-    # revealed in the ``auction_reveal_window`` seconds after; a bid locks
-    # ``auction_bid_deposit`` until revealed (forfeited to the consumer if never revealed);
-    # at most ``auction_max_bids`` bids per request; the tie-break seed is the hash of the
-    # block ``auction_seed_delay`` blocks after the first reveal
+    # auctions: bids are committed within ``auction_commit_window`` seconds and
+    # ``auction_commit_blocks`` blocks of a request (the window lasts while either is left)
+    # and revealed in the ``auction_reveal_window`` seconds and ``auction_reveal_blocks``
+    # blocks after; a bid locks ``auction_bid_deposit`` until revealed (forfeited to the
+    # consumer if never revealed); at most ``auction_max_bids`` bids per request; the
+    # tie-break seed is the hash of the block ``auction_seed_delay`` blocks after the first
+    # reveal (0: the first reveal's own block)
     auction_commit_window: int = 60
     auction_reveal_window: int = 60
+    auction_commit_blocks: int = 0
+    auction_reveal_blocks: int = 0
     auction_bid_deposit: int = ONE_NUX
     auction_max_bids: int = 64
     auction_seed_delay: int = 2
@@ -70,12 +74,23 @@ class DeployParams:
             or not 0 < self.suspend_after <= self.slash_after < 256
         ):
             raise ValueError("penalty ladder: 0 < suspend_after <= slash_after < 256")
-        if not 2 <= self.auction_max_bids <= 255 or not 0 < self.auction_seed_delay <= 200:
+        if not 2 <= self.auction_max_bids <= 255 or not 0 <= self.auction_seed_delay <= 200:
             raise ValueError(
-                "auctions: 2 <= auction_max_bids <= 255, 0 < auction_seed_delay <= 200"
+                "auctions: 2 <= auction_max_bids <= 255, 0 <= auction_seed_delay <= 200"
             )
-        if self.auction_commit_window <= 0 or self.auction_reveal_window <= 0:
-            raise ValueError("auctions: commit and reveal windows must be positive")
+        windows = (
+            self.auction_commit_window,
+            self.auction_reveal_window,
+            self.auction_commit_blocks,
+            self.auction_reveal_blocks,
+        )
+        if not all(0 <= x <= 2**32 for x in windows):
+            raise ValueError("auctions: windows are 0..2**32 seconds and blocks")
+        if (
+            self.auction_commit_window + self.auction_commit_blocks == 0
+            or self.auction_reveal_window + self.auction_reveal_blocks == 0
+        ):
+            raise ValueError("auctions: each window needs some seconds or some blocks")
         if self.auction_bid_deposit < 0:
             raise ValueError("auctions: the bid deposit cannot be negative")
 
@@ -218,13 +233,15 @@ async def deploy(
         conn,
         deployer,
         "AuctionHouse",
-        ["address", "address", "address"] + ["uint256"] * 5,
+        ["address", "address", "address"] + ["uint256"] * 7,
         [
             coin,
             reg,
             lm,
             p.auction_commit_window,
             p.auction_reveal_window,
+            p.auction_commit_blocks,
+            p.auction_reveal_blocks,
             p.auction_seed_delay,
             p.auction_bid_deposit,
             p.auction_max_bids,

@@ -7,6 +7,14 @@ computes the same bytes); the clearing the contract performs is
 check an outcome with ``expected_clearing``. What a caller can see is wrong before sending
 (a bid above the reserve, a salt of the wrong size, a request with too little escrow) is a
 ``UsageError`` and sends nothing; the contract's refusals are ``ContractRevert`` subclasses.
+
+A window is open while chain time has not passed its end time *or* the block number its end
+block (``RequestInfo.commit_open`` and friends mirror the contract), so callers can judge a
+step against the next block before sending it; bids, reveals and finalisations are
+estimated against the pending block, the one they are meant for (a node estimates against
+the latest one by default, where a window that closes with it still looks open). An
+operator's bid deposits are drawn from a standing allowance (``ensure_deposit_allowance``:
+approved once, without limit), so a bid is one transaction.
 """
 
 from __future__ import annotations
@@ -16,12 +24,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
+from web3.contract import AsyncContract
 from web3.logs import DISCARD
-from web3.types import TxReceipt
+from web3.types import TxParams, TxReceipt
 
 from nuclux.chain.connection import ChainConnection
 from nuclux.chain.deployment import Deployment
 from nuclux.chain.ledger_base import LedgerBase
+from nuclux.chain.revert import decode_revert, revert_data_from_exception
+from nuclux.chain.txqueue import GAS_MARGIN, GAS_PAD
 from nuclux.core.auction import (
     SALT_BYTES,
     AuctionRequest,
@@ -32,7 +43,9 @@ from nuclux.core.auction import (
 )
 from nuclux.core.market_price import ClearedAuction
 from nuclux.core.types import Address, LeaseId, ResourceClass
-from nuclux.errors import ChainError, UsageError
+from nuclux.errors import ChainError, TransactionError, UsageError
+
+STANDING_ALLOWANCE = 2**256 - 1  # what bid deposits draw on (the house takes only the sender's)
 
 
 class RequestStatus(enum.IntEnum):
@@ -40,6 +53,12 @@ class RequestStatus(enum.IntEnum):
     OPEN = 1
     CLEARED = 2
     FAILED = 3
+
+
+def window_open(end: int, end_block: int, number: int, time: int) -> bool:
+    """Whether a window ending at time ``end`` and block ``end_block`` is open in a block
+    ``number`` at ``time``: until both have passed (as ``AuctionHouse``)."""
+    return time <= end or number <= end_block
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +83,34 @@ class RequestInfo:
     price: int
     winners: int
     replacements: int = 0  # runners-up given a lease after a winner failed to accept
+    commit_end_block: int = 0  # commits also while the block number is at most this
+    reveal_end_block: int = 0  # reveals also while the block number is at most this
+
+    def commit_open(self, number: int, time: int) -> bool:
+        """Whether a block ``number`` at ``time`` still takes commits."""
+        return window_open(self.commit_end, self.commit_end_block, number, time)
+
+    def reveal_open(self, number: int, time: int) -> bool:
+        """Whether a block ``number`` at ``time`` takes reveals."""
+        return not self.commit_open(number, time) and window_open(
+            self.reveal_end, self.reveal_end_block, number, time
+        )
+
+    def revealing_over(self, number: int, time: int) -> bool:
+        """Whether the reveals are over in a block ``number`` at ``time``: the reveal window
+        has passed, or the commit window is closed and every committed bid is revealed."""
+        if self.commit_open(number, time):
+            return False
+        return self.reveals == self.commits or not window_open(
+            self.reveal_end, self.reveal_end_block, number, time
+        )
+
+    def can_finalize(self, number: int, time: int) -> bool:
+        """Whether ``finalize`` succeeds in a block ``number`` at ``time`` (the seed block must
+        be behind it unless the auction fails)."""
+        if self.status is not RequestStatus.OPEN or not self.revealing_over(number, time):
+            return False
+        return self.reveals < self.m_min or number > self.seed_block
 
     def as_core(self) -> AuctionRequest:
         return AuctionRequest(
@@ -94,9 +141,10 @@ class Outcome:
     seed_block: int | None = None
 
 
-def _request_from_raw(rid: int, raw: Any) -> RequestInfo:
+def _request_from_raw(rid: int, raw: Any, reveal_blocks: int) -> RequestInfo:
     (consumer, cls, m, m_min, status, commits, reveals) = raw[:7]
-    (units, term, commit_end, reveal_end, seed_block, reserve, escrow, price, winners) = raw[7:16]
+    (units, term, commit_end, reveal_end, seed_block, commit_end_block) = raw[7:13]
+    (reserve, escrow, price, winners, replacements) = raw[13:18]
     return RequestInfo(
         rid,
         Address(str(consumer)),
@@ -115,7 +163,9 @@ def _request_from_raw(rid: int, raw: Any) -> RequestInfo:
         int(escrow),
         int(price),
         int(winners),
-        int(raw[16]),
+        int(replacements),
+        int(commit_end_block),
+        int(commit_end_block) + reveal_blocks,
     )
 
 
@@ -125,6 +175,8 @@ class MarketLedger(LedgerBase):
     ) -> None:
         super().__init__(conn, deployment, account)
         self.auctions = conn.contract("AuctionHouse", deployment.address("AuctionHouse"))
+        self._deposit: int | None = None  # immutables, read once
+        self._reveal_blocks: int | None = None
 
     def for_account(self, account: LocalAccount) -> MarketLedger:
         return MarketLedger(self.conn, self.deployment, account)
@@ -163,24 +215,49 @@ class MarketLedger(LedgerBase):
 
     # ------------------------------------------------------------------ providers
 
+    async def bid_deposit(self) -> int:
+        if self._deposit is None:
+            self._deposit = int(await self._call(self.auctions, "bidDeposit"))
+        return self._deposit
+
+    async def ensure_deposit_allowance(self) -> None:
+        """Approve the house once, without limit, when the allowance is below one deposit:
+        the house only ever takes a deposit from the account sending a commit, so each later
+        bid is a single transaction."""
+        deposit = await self.bid_deposit()
+        have = int(await self._call(self.coin, "allowance", self.address, self.auctions.address))
+        if deposit and have < deposit:
+            await self._send(
+                self.coin,
+                "approve",
+                [self.auctions.address, STANDING_ALLOWANCE],
+                "approve NuxCoin for bid deposits",
+            )
+
     async def commit_bid(
-        self, request_id: int, price: int, salt: bytes, provider: str | None = None
+        self,
+        request_id: int,
+        price: int,
+        salt: bytes,
+        provider: str | None = None,
+        *,
+        reserve: int | None = None,
     ) -> bytes:
         """Commit a sealed bid of ``price`` per unit for ``provider`` (default: this account;
-        an operator bids for its provider), paying the deposit. Returns the commitment."""
+        an operator bids for its provider), paying the deposit from the standing allowance.
+        ``reserve``: the request's, when the caller has read it. Returns the commitment."""
         bidder = self._cs(provider or self.address)
         if len(salt) != SALT_BYTES:
             raise UsageError(f"a bid salt is {SALT_BYTES} random bytes (keep it to reveal)")
-        info = await self.request(request_id)
-        if not 1 <= price <= info.reserve:
+        if reserve is None:
+            reserve = (await self.request(request_id)).reserve
+        if not 1 <= price <= reserve:
             raise UsageError(
-                f"a bid on request {request_id} is 1..{info.reserve} wei per unit (its reserve)"
+                f"a bid on request {request_id} is 1..{reserve} wei per unit (its reserve)"
             )
         sealed = commitment(price, salt, bidder, request_id)
-        deposit = int(await self._call(self.auctions, "bidDeposit"))
-        if deposit:
-            await self._ensure_allowance(self.auctions.address, deposit)
-        await self._send(
+        await self.ensure_deposit_allowance()
+        await self._send_next(
             self.auctions, "commit", [request_id, bidder, sealed], f"bid on request {request_id}"
         )
         return sealed
@@ -191,7 +268,7 @@ class MarketLedger(LedgerBase):
         bidder = self._cs(provider or self.address)
         if len(salt) != SALT_BYTES:
             raise UsageError(f"a bid salt is {SALT_BYTES} bytes")
-        return await self._send(
+        return await self._send_next(
             self.auctions,
             "reveal",
             [request_id, bidder, price, salt],
@@ -201,7 +278,7 @@ class MarketLedger(LedgerBase):
     # ------------------------------------------------------------------ anyone
 
     async def finalize(self, request_id: int) -> Outcome:
-        receipt = await self._send(
+        receipt = await self._send_next(
             self.auctions, "finalize", [request_id], f"finalise request {request_id}"
         )
         events = self.auctions.events
@@ -235,11 +312,39 @@ class MarketLedger(LedgerBase):
             int(refunded["forfeitedDeposits"]),
         )
 
+    async def _send_next(
+        self, contract: AsyncContract, fn: str, args: list[Any], context: str
+    ) -> TxReceipt:
+        """Send, with gas estimated against the pending block (the embedded EVM, which mines
+        each transaction at once, against its latest)."""
+        tx: TxParams = {
+            "from": self.address,
+            "to": contract.address,
+            "data": contract.encode_abi(fn, args=args),
+        }
+        try:
+            if self.conn.is_embedded:
+                gas = int(await self.conn.w3.eth.estimate_gas(tx))
+            else:
+                gas = int(await self.conn.w3.eth.estimate_gas(tx, "pending"))
+        except Exception as exc:
+            data = revert_data_from_exception(exc)
+            if data is not None:
+                raise decode_revert(data, context) from None
+            raise TransactionError(f"{context}: gas estimation failed: {exc}") from exc
+        tx["gas"] = int(gas * GAS_MARGIN) + GAS_PAD
+        return await self.conn.queue(self.account).send(tx, context=context)
+
     # ------------------------------------------------------------------ reads
+
+    async def reveal_blocks(self) -> int:
+        if self._reveal_blocks is None:
+            self._reveal_blocks = int(await self._call(self.auctions, "revealBlocks"))
+        return self._reveal_blocks
 
     async def request(self, request_id: int) -> RequestInfo:
         raw = await self._call(self.auctions, "getRequest", request_id)
-        info = _request_from_raw(request_id, raw)
+        info = _request_from_raw(request_id, raw, await self.reveal_blocks())
         if info.status is RequestStatus.NONE:
             raise UsageError(f"no auction request {request_id}")
         return info
@@ -292,6 +397,11 @@ class MarketLedger(LedgerBase):
         ``nuclux.core.market_price.reference_price`` over the same clearings."""
         price, count = await self._call(self.auctions, "referencePrice", int(cls))
         return int(price) if int(count) and int(price) else None
+
+    async def head(self) -> tuple[int, int]:
+        """The latest block's number and timestamp (one read)."""
+        block = await self.conn.w3.eth.get_block("latest")
+        return int(block["number"]), int(block["timestamp"])
 
     async def request_count(self) -> int:
         return int(await self._call(self.auctions, "requestCount"))

@@ -156,6 +156,14 @@ class LeaseAgent:
             await self.ledger.settle(lease.id)
             self.stats.settled += 1
 
+    async def answer_ticket(self, lease_id: int) -> None:
+        """Answer Ticketed lease ``lease_id`` now, read from the chain rather than the view:
+        the bid agent calls this for the lease its bid just won, so the winner accepts in the
+        block after the auction's finalisation. Each lease is answered once either way."""
+        lease = await self.ledger.lease(lease_id)
+        if lease.state is LeaseState.TICKETED and await self._once(lease, "answer"):
+            await self._answer(lease, self.view.leases_of_provider(self.owner))
+
     async def _decline(self, lease: Lease, why: str) -> None:
         log.info("declining lease %d: %s", lease.id, why)
         await self.ledger.decline(lease.id)

@@ -2,10 +2,12 @@
 
 Theory of operation
 -------------------
-A dedicated loop (every ``bid_poll`` seconds, 0.5 by default, so it reacts within a block)
-reads the requests posted to ``AuctionHouse`` since it last looked (``requestCount`` and
-``getRequest``; a fresh node looks back at most ``scan_limit`` requests) and, for each one
-still in its commit window:
+A dedicated loop checks the chain's head every ``bid_poll`` seconds (0.15 by default: one
+cheap ``eth_blockNumber``) and does its work only when the head moved (or every
+``FULL_EVERY`` seconds on a chain that mines on demand): it reads the requests posted to
+``AuctionHouse`` since it last looked (``requestCount`` and ``getRequest``; a fresh node looks
+back at most ``scan_limit`` requests) and, for each one whose commit window is still open in
+the next block:
 
 1. skips it unless this node serves the class (storage: a store; compute: compute units;
    bandwidth is not served), is active in the registry with the registered capacity for
@@ -18,16 +20,24 @@ still in its commit window:
    units less those of live and accepted compute leases and of pending bids) and records the
    bid, with a fresh ``os.urandom`` salt, *before* sending its commitment: the record is the
    reservation and survives a restart (``nuclux.node.bid_agent_state``);
-4. commits (the operator pays the bid deposit).
+4. commits: one transaction, the deposit drawn from the operator's standing allowance
+   (approved once when the agent starts).
 
-Every poll it also moves each pending bid on: reveals as soon as chain time is past the
-commit window; after the reveal window finalises the request if nobody has (so a lazy
-consumer cannot strand the deposits), then reads the outcome: a winner's ``WinnerLeased``
-lease id is recorded (``won``) and its reservation kept until the lease agent accepts the
-Ticketed lease (``leased``) or declines it; a lost bid, a failed request or a bid whose
-reveal window passed unrevealed releases its reservation. A refusal by the contract (another
-party moved first, a window closed) is logged and the bid re-read on the next poll; nothing
-is sent twice for one state.
+Every time the head moves it also moves each pending bid on, judging each step against the
+next block (its number is the head's + 1; its time at least the head's): it reveals as soon
+as the next block is past the commit window; once the reveals are over (the reveal window
+passed, or every committed bid is revealed) it reads the outcome, finalising the request
+itself if it was due a block ago and nobody did (the consumer finalises first; so a lazy
+consumer cannot strand the deposits). A winner's ``WinnerLeased`` lease id is recorded
+(``won``) and the lease agent answers that Ticketed lease at once (``LeaseAgent.
+answer_ticket``), so the acceptance lands in the block after the finalisation; the
+reservation is kept until it is accepted (``leased``) or declined. A lost bid, a failed
+request or a bid whose reveal window passed unrevealed releases its reservation.
+
+Each request has at most one step in flight: steps run as tasks, so the loop keeps watching
+the head while a transaction waits for its block (``tick(wait=True)``, as tests call it,
+waits for them). A refusal by the contract (another party moved first, a window closed) is
+logged and the bid re-read when the head moves; nothing is sent twice for one state.
 """
 
 from __future__ import annotations
@@ -36,8 +46,9 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from nuclux.chain.market_ledger import MarketLedger, RequestInfo, RequestStatus
 from nuclux.core.auction import SALT_BYTES, commitment
@@ -55,6 +66,8 @@ log = logging.getLogger("nuclux.node.bids")
 STORAGE, COMPUTE = ResourceClass.STORAGE, ResourceClass.COMPUTE
 LIVE = (LeaseState.ACTIVE, LeaseState.ACTIVE_TICKETED)
 _QUOTE_COUNTERS = {"script": "script_ok", "skip": "script_skip", "fallback": "script_failures"}
+FULL_EVERY = 2.0  # seconds: look even when the head stands still (a chain that mines on demand)
+DRAIN_TIMEOUT = 10.0  # seconds steps in flight get to finish when the agent stops
 
 
 @dataclass
@@ -64,7 +77,10 @@ class BidAgent:
     book: BidBook
     policy: PricePolicy
     scan_limit: int = 64  # requests read per poll (and looked back on a fresh node)
-    _head: int = field(default=0, init=False)
+    _head: int = field(default=0, init=False)  # the latest block seen, and its time
+    _time: int = field(default=0, init=False)
+    _steps: dict[int, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _ready: bool = field(default=False, init=False)  # the standing allowance is in place
 
     def __post_init__(self) -> None:
         self.agent.bids = self
@@ -75,31 +91,65 @@ class BidAgent:
 
     # ------------------------------------------------------------------ loop
 
-    async def tick(self) -> None:
-        conn = self.market.conn
-        now = await conn.now()
-        self._head = await conn.block_number()
-        await self._scan(now)
+    async def tick(self, *, wait: bool = True) -> None:
+        """Read the head, start a step for every new request and pending bid that has one
+        due, and (``wait``) wait for the steps to finish."""
+        if not self._ready:
+            await self.market.ensure_deposit_allowance()
+            self._ready = True
+        self._head, self._time = await self.market.head()
+        await self._scan()
         for bid in self.book.holding():
-            try:
-                await self._advance(bid, now)
-            except NucluxError as exc:
-                self.book.count("errors")
-                log.warning("bid on request %d (%s): %s", bid.request_id, bid.state, exc)
+            self._start(bid.request_id, self._advance(bid), f"bid ({bid.state})")
+        if wait:
+            await self.settle()
 
-    async def run(self, stop: asyncio.Event, interval: float = 0.5) -> None:
-        while not stop.is_set():
-            try:
-                await self.tick()
-            except NucluxError as exc:
-                self.book.count("errors")
-                log.warning("bid agent tick failed: %s", exc)
+    async def settle(self) -> None:
+        """Wait for every step in flight."""
+        while self._steps:
+            await asyncio.gather(*self._steps.values())
+
+    async def run(self, stop: asyncio.Event, interval: float = 0.15) -> None:
+        loop = asyncio.get_running_loop()
+        last = -FULL_EVERY
+        try:
+            while not stop.is_set():
+                try:
+                    head = await self.market.conn.block_number()
+                    if head != self._head or loop.time() - last >= FULL_EVERY:
+                        last = loop.time()
+                        await self.tick(wait=False)
+                except NucluxError as exc:
+                    self.book.count("errors")
+                    log.warning("bid agent tick failed: %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=interval)
+        finally:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(self.settle(), DRAIN_TIMEOUT)
+
+    def _start(self, rid: int, step: Coroutine[Any, Any, None], what: str) -> None:
+        """Run ``step`` for request ``rid`` unless one is in flight for it already."""
+        if rid in self._steps:
+            step.close()
+            return
+        self._steps[rid] = asyncio.create_task(self._guarded(rid, step, what))
+
+    async def _guarded(self, rid: int, step: Coroutine[Any, Any, None], what: str) -> None:
+        try:
+            await step
+        except NucluxError as exc:
+            self.book.count("errors")
+            log.warning("%s on request %d: %s", what, rid, exc)
+        except Exception:  # a step must never take the loop down (an RPC hiccup)
+            self.book.count("errors")
+            log.exception("%s on request %d failed", what, rid)
+        finally:
+            self._steps.pop(rid, None)
 
     # ------------------------------------------------------------------ new requests
 
-    async def _scan(self, now: int) -> None:
+    async def _scan(self) -> None:
         count = await self.market.request_count()
         cursor = self.book.cursor()
         if cursor is None:
@@ -108,7 +158,7 @@ class BidAgent:
             try:
                 info = await self.market.request(rid)
                 if self.book.get(rid) is None:
-                    await self._consider(info, now)
+                    self._start(rid, self._consider(info), "bid")
             except NucluxError as exc:
                 self.book.count("errors")
                 log.warning("request %d: %s", rid, exc)
@@ -132,8 +182,8 @@ class BidAgent:
             return f"{info.units} units exceed the registered capacity {me.capacity[info.cls]}"
         return None
 
-    async def _consider(self, info: RequestInfo, now: int) -> None:
-        if now >= info.commit_end:
+    async def _consider(self, info: RequestInfo) -> None:
+        if not info.commit_open(self._head + 1, self._time + 1):
             return  # the next block is past the commit window
         why = self._serves(info)
         if why is not None:
@@ -172,9 +222,11 @@ class BidAgent:
                 info.commit_end,
                 info.reveal_end,
                 self._head,
+                commit_end_block=info.commit_end_block,
+                reveal_end_block=info.reveal_end_block,
             )
             self.book.add(record)  # the reservation, and the salt, before anything is sent
-        await self._commit(record)
+        await self._commit(record, info.reserve)
 
     async def shortfall(
         self, cls: ResourceClass, units: int, *, except_lease: int | None = None
@@ -196,9 +248,11 @@ class BidAgent:
             return f"{units} compute units on top of {used} in use or bid exceed {a.compute_units}"
         return None
 
-    async def _commit(self, bid: BidRecord) -> None:
+    async def _commit(self, bid: BidRecord, reserve: int) -> None:
         try:
-            await self.market.commit_bid(bid.request_id, bid.price, bid.salt, provider=self.owner)
+            await self.market.commit_bid(
+                bid.request_id, bid.price, bid.salt, provider=self.owner, reserve=reserve
+            )
         except (ContractRevert, UsageError) as exc:  # refused before sending: nothing was sent
             self.book.set_state(bid.request_id, "dropped")
             self.book.count("errors")
@@ -213,18 +267,21 @@ class BidAgent:
 
     # ------------------------------------------------------------------ pending bids
 
-    async def _advance(self, bid: BidRecord, now: int) -> None:
+    async def _advance(self, bid: BidRecord) -> None:
+        """Move ``bid`` on. The next block is ``_head + 1`` at ``_time`` or later: a window
+        closed for that time is closed for it (and this is how a node estimates gas)."""
         rid = bid.request_id
+        after = self._head + 1
         if bid.state == "committing":
             on_chain = await self.market.bid(rid, self.owner)
             if on_chain.commitment and on_chain.commitment == self._sealed(bid):
                 self.book.set_state(rid, "committed")
                 self.book.count("committed")
-            elif now >= bid.commit_end:
+            elif not bid.commit_open(self._head, self._time):  # it can no longer land
                 self.book.set_state(rid, "dropped")
-        elif bid.state == "committed" and now > bid.commit_end:
-            await self._reveal(bid, now)
-        elif bid.state == "revealed" and now > bid.reveal_end:
+        elif bid.state == "committed" and not bid.commit_open(after, self._time):
+            await self._reveal(bid)
+        elif bid.state == "revealed":
             await self._outcome(bid, finalize=True)
         elif bid.state == "won" and bid.lease_id is not None:
             lease = self.agent.view.lease(bid.lease_id)
@@ -234,9 +291,12 @@ class BidAgent:
     def _sealed(self, bid: BidRecord) -> bytes:
         return commitment(bid.price, bid.salt, self.owner, bid.request_id)
 
-    async def _reveal(self, bid: BidRecord, now: int) -> None:
+    async def _reveal(self, bid: BidRecord) -> None:
         rid = bid.request_id
-        if now <= bid.reveal_end:
+        after = self._head + 1
+        if bid.reveal_open(
+            after, self._time
+        ):  # it may still land (the block may keep the head's second)
             try:
                 await self.market.reveal_bid(rid, bid.price, bid.salt, provider=self.owner)
             except ContractRevert as exc:
@@ -250,45 +310,58 @@ class BidAgent:
         if on_chain.revealed:
             self.book.set_state(rid, "revealed")
             self.book.count("revealed")
-        elif now > bid.reveal_end or (await self.market.request(rid)).status is not (
-            RequestStatus.OPEN
+        elif (
+            not bid.reveal_open(after, self._time)
+            or (await self.market.request(rid)).status is not RequestStatus.OPEN
         ):
             self.book.set_state(rid, "unrevealed")
             self.book.count("unrevealed")
             log.warning("request %d: the bid was never revealed (deposit forfeited)", rid)
 
     async def _outcome(self, bid: BidRecord, *, finalize: bool) -> None:
+        """Read how request ``bid.request_id`` ended. Open still: with ``finalize``, finalise
+        it if that could have landed in the latest block already (the consumer, or whoever
+        is first, had its chance); a won lease is answered at once."""
         rid = bid.request_id
         info = await self.market.request(rid)
         if info.status is RequestStatus.OPEN:
-            if not finalize:
+            if not finalize or not info.can_finalize(self._head, self._time):
                 return
             try:
                 out = await self.market.finalize(rid)
             except ContractRevert as exc:  # someone else did, or the seed is not ready yet
                 log.debug("finalise request %d: %s", rid, exc)
-                info = await self.market.request(rid)
             else:
                 if out.status is not RequestStatus.OPEN:
                     self.book.count("finalized")
                     log.info("finalised request %d", rid)
-                info = await self.market.request(rid)
+            info = await self.market.request(rid)
+            if info.status is RequestStatus.OPEN:
+                return
+        current = self.book.get(rid)
+        if current is None or current.state != "revealed":
+            return  # read already (the lease agent asked while this step ran)
         if info.status is RequestStatus.FAILED:
             self.book.set_state(rid, "failed")
             self.book.count("failed_requests")
-        elif info.status is RequestStatus.CLEARED:
-            mine = [
-                lease
-                for who, lease in await self.market.winner_leases(rid, bid.from_block)
-                if who.lower() == self.owner.lower()
-            ]
-            if mine:
-                self.book.set_state(rid, "won", lease_id=int(mine[0]))
-                self.book.count("won")
-                log.info("won request %d at %d wei per unit: lease %d", rid, info.price, mine[0])
-            else:
-                self.book.set_state(rid, "lost")
-                self.book.count("lost")
+            return
+        mine = [
+            lease
+            for who, lease in await self.market.winner_leases(rid, bid.from_block)
+            if who.lower() == self.owner.lower()
+        ]
+        current = self.book.get(rid)
+        if current is None or current.state != "revealed":
+            return
+        if not mine:
+            self.book.set_state(rid, "lost")
+            self.book.count("lost")
+            return
+        self.book.set_state(rid, "won", lease_id=int(mine[0]))
+        self.book.count("won")
+        log.info("won request %d at %d wei per unit: lease %d", rid, info.price, mine[0])
+        if finalize:  # the loop's step (not the lease agent asking): accept in the next block
+            await self.agent.answer_ticket(int(mine[0]))
 
     # ------------------------------------------------------------------ the lease agent's side
 

@@ -10,7 +10,8 @@ could serve, with the request as one JSON object on stdin::
 
     {"request": 7, "class": "storage", "units": 4, "term": 10, "m": 2, "m_min": 2,
      "reserve": "0.002", "reserve_wei": 2000000000000000, "commit_end": 1700000060,
-     "reveal_end": 1700000120, "cost": "0.001", "cost_wei": 1000000000000000}
+     "reveal_end": 1700000120, "commit_end_block": 1042, "reveal_end_block": 1044,
+     "cost": "0.001", "cost_wei": 1000000000000000}
 
 and prints one line: a price in NUX per unit ("0.0015", or "1500wei"), or ``skip`` to not bid.
 A script that fails, exceeds its time limit, or prints anything else is a *failure*: the
@@ -64,6 +65,8 @@ def request_json(info: RequestInfo, cost: int) -> bytes:
         "reserve_wei": info.reserve,
         "commit_end": info.commit_end,
         "reveal_end": info.reveal_end,
+        "commit_end_block": info.commit_end_block,
+        "reveal_end_block": info.reveal_end_block,
         "cost": format_nux(cost),
         "cost_wei": cost,
     }

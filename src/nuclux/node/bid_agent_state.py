@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nuclux.chain.market_ledger import window_open
 from nuclux.core.types import ResourceClass
 
 HOLDING = ("committing", "committed", "revealed", "won")
@@ -54,7 +55,9 @@ CREATE TABLE IF NOT EXISTS bids (
     commit_end INTEGER NOT NULL,
     reveal_end INTEGER NOT NULL,
     from_block INTEGER NOT NULL,
-    lease_id INTEGER
+    lease_id INTEGER,
+    commit_end_block INTEGER NOT NULL DEFAULT 0,
+    reveal_end_block INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
@@ -73,10 +76,21 @@ class BidRecord:
     reveal_end: int
     from_block: int  # the chain's head when the bid was made (where to look for its events)
     lease_id: int | None = None
+    commit_end_block: int = 0  # the windows also last while the block number is at most these
+    reveal_end_block: int = 0
 
     @property
     def holding(self) -> bool:
         return self.state in HOLDING
+
+    def commit_open(self, number: int, time: int) -> bool:
+        """Whether a block ``number`` at ``time`` still takes commits (as the contract)."""
+        return window_open(self.commit_end, self.commit_end_block, number, time)
+
+    def reveal_open(self, number: int, time: int) -> bool:
+        return not self.commit_open(number, time) and window_open(
+            self.reveal_end, self.reveal_end_block, number, time
+        )
 
 
 class BidBook:
@@ -88,6 +102,10 @@ class BidBook:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # a salt must survive a power cut
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(bids)")}
+        for name in ("commit_end_block", "reveal_end_block"):  # books written before them
+            if name not in columns:
+                self._db.execute(f"ALTER TABLE bids ADD COLUMN {name} INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -96,7 +114,7 @@ class BidBook:
 
     def add(self, bid: BidRecord) -> None:
         self._db.execute(
-            "INSERT INTO bids VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO bids VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 bid.request_id,
                 int(bid.cls),
@@ -108,6 +126,8 @@ class BidBook:
                 bid.reveal_end,
                 bid.from_block,
                 bid.lease_id,
+                bid.commit_end_block,
+                bid.reveal_end_block,
             ),
         )
 
@@ -188,7 +208,7 @@ def read_summary(data_dir: Path) -> dict[str, Any] | None:
 
 
 def _record(row: tuple[object, ...]) -> BidRecord:
-    rid, cls, units, price, salt, state, c_end, r_end, block, lease = row
+    rid, cls, units, price, salt, state, c_end, r_end, block, lease, c_block, r_block = row
     return BidRecord(
         int(str(rid)),
         ResourceClass(int(str(cls))),
@@ -200,4 +220,6 @@ def _record(row: tuple[object, ...]) -> BidRecord:
         int(str(r_end)),
         int(str(block)),
         None if lease is None else int(str(lease)),
+        int(str(c_block)),
+        int(str(r_block)),
     )

@@ -60,7 +60,7 @@ class NodeConfig:
     cost_compute: int | None = None
     cost_egress: int | None = None
     bid_script: Path | None = None
-    bid_poll: float = 0.5
+    bid_poll: float = 0.15
 
     @property
     def costs(self) -> tuple[int, int, int]:

@@ -5,10 +5,13 @@ Theory of operation
 ``Market.acquire(cls, units, m, term, reserve)`` posts one request for ``m`` providers
 (locking ``m x units x term x reserve``), then follows it on chain, polling fast:
 
-1. it waits out the commit and reveal windows (providers' bid agents commit and reveal);
-2. once the reveal window is over and the tie-break seed block is mined, it finalises the
-   request itself unless someone (a bid agent) did already; a seed re-armed because its block
-   was too old is simply waited for again;
+1. it waits out the commit window and the reveals (providers' bid agents commit and reveal),
+   reading the request only when the head moves;
+2. as soon as a finalisation can land in the next block (the reveal window is over, or the
+   commit window is closed and every committed bid is revealed, and the tie-break seed block
+   is behind it) it finalises the request itself unless someone did already (bid agents
+   finalise a block later, as a fallback); a seed re-armed because its block was too old is
+   simply waited for again;
 3. a failed auction (fewer revealed bids than ``m_min``) raises ``AuctionFailed`` naming how
    many bids were revealed and how many were wanted; the contract has refunded the escrow
    and forfeited deposits by then, so nothing stays locked;
@@ -168,28 +171,33 @@ class Market:
         return active
 
     async def _settle(self, rid: int) -> RequestInfo:
-        """Follow request ``rid`` until it is cleared or failed, finalising it when due."""
-        conn = self.ledger.conn
+        """Follow request ``rid`` until it is cleared or failed, finalising it when due: judged
+        against the next block (the head's number + 1, at the head's time or later)."""
+        seen = -1
+        settled = False
         while True:
-            info = await self.house.request(rid)
-            if info.status is not RequestStatus.OPEN:
-                return info
-            head = await conn.block_number()
-            now = await conn.now()
-            if now > info.reveal_end and (info.seed_block == 0 or head > info.seed_block):
-                try:
-                    await self.house.finalize(rid)
-                    self.transactions += 1
-                except ContractRevert as err:
-                    if err.error_name in ("RevealOpen", "SeedNotReady"):  # judged on the head
-                        await self._tick()
-                    elif (await self.house.request(rid)).status is RequestStatus.OPEN:
-                        raise
-                    # else a bid agent finalised it first
-                continue
-            # nothing more can happen in this request but time passing: hurry the embedded EVM
-            settled = now > info.commit_end and info.reveals == info.commits
-            await self._tick(fast=settled or now > info.reveal_end)
+            head, now = await self.house.head()
+            if head != seen:  # a request changes only with a block
+                seen = head
+                info = await self.house.request(rid)
+                if info.status is not RequestStatus.OPEN:
+                    return info
+                if info.can_finalize(head + 1, now):
+                    try:
+                        await self.house.finalize(rid)
+                        self.transactions += 1
+                    except ContractRevert as err:
+                        if err.error_name in ("RevealOpen", "SeedNotReady"):
+                            await self._tick(fast=True)  # a chain that estimates on the head
+                        elif (await self.house.request(rid)).status is RequestStatus.OPEN:
+                            raise
+                        # else a bid agent finalised it first
+                    seen = -1
+                    continue
+                # nothing more can happen in this request but time passing: hurry the
+                # embedded EVM
+                settled = info.revealing_over(head + 1, now)
+            await self._tick(fast=settled)
 
     async def _tick(self, *, fast: bool = False) -> None:
         """Wait one poll. A devnet that mines only on transactions (the embedded EVM, anvil
