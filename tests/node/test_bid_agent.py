@@ -431,4 +431,4 @@ async def test_the_agent_bids_in_one_transaction_and_its_win_is_accepted_at_once
         assert won.lease_id is not None
         assert won.state == "leased"
         assert (await w.deployer.lease(won.lease_id)).state is LeaseState.ACTIVE
-    assert node.view.lease(won.lease_id) is None  # the follower never looked
+        assert node.view.lease(won.lease_id) is None  # the follower never looked
