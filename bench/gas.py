@@ -294,7 +294,7 @@ async def storage_figures(
     block = await conn.w3.eth.get_block(demand_target)
     root, proof = bench_tree(seed_from_block_hash(bytes(block["hash"])), lid, shares, leaves, 5)
     await op.submit_revision(signed(root, shares, leaves))
-    out["gas_answer_demand"] = await gas(op, "answerDemand", [lid, proof.encode()])
+    out["gas_answer_demand"] = int((await op.answer_demand(lid, proof))["gasUsed"])
     # a demand left unanswered: reported as a fault
     await next_epoch(conn, p)
     await gas(cons, "demand", [lid, 7])

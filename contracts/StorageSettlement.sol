@@ -302,9 +302,19 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         d.seed = seed;
     }
 
-    /// Answer the open demand on lease `id` against the latest revision on chain (`proof`
-    /// packed as for `prove`).
-    function answerDemand(uint256 id, bytes calldata proof) external {
+    /// Answer the open demand on lease `id` against the latest revision on chain. The calldata
+    /// is packed as for `prove`: this function's selector, then `uint64 id || proof`.
+    function answerDemand() external {
+        if (msg.data.length < 12) revert BadProof(0, ENCODING);
+        uint256 id;
+        assembly ("memory-safe") {
+            id := shr(192, calldataload(4))
+        }
+        _answer(id, 12, msg.data.length - 12);
+    }
+
+    /// Answer the open demand on lease `id` with the packed proof at calldata `[off, off + len)`.
+    function _answer(uint256 id, uint256 off, uint256 len) internal {
         Demand memory d = demands[id];
         if (d.deadline == 0) revert NoDemand(id);
         if (block.timestamp > d.deadline) revert ProofTooLate(id, d.deadline);
@@ -314,7 +324,7 @@ contract StorageSettlement is ISettlementModule, EIP712 {
         if (b.shareCount != 0) {
             share %= b.shareCount;
             uint256 c = _draw(CHALLENGE_TAG, seed, id);
-            _verify(id, b.root, share, b.shareCount, c, _offset(proof), proof.length);
+            _verify(id, b.root, share, b.shareCount, c, off, len);
         }
         demands[id] = Demand(0, 0, 0, 0, d.lastEpoch);
         emit DemandAnswered(id, b.revision, share);

@@ -291,7 +291,9 @@ async def test_malformed_packed_proofs_are_refused(sw: World) -> None:
         with pytest.raises(InvalidArgument, match=reason):
             await x.prove_packed(lid, e, packed)
     with pytest.raises(InvalidArgument, match=r"BadProof\(id=0, check=5\)"):
-        await x.send_prove_calldata(lid.to_bytes(8, "big") + e.to_bytes(3, "big"), "short")
+        await x.send_packed("prove", lid.to_bytes(8, "big") + e.to_bytes(3, "big"), "short")
+    with pytest.raises(InvalidArgument, match=r"BadProof\(id=0, check=5\)"):
+        await x.send_packed("answerDemand", lid.to_bytes(7, "big"), "short")  # no whole id
     with pytest.raises(UsageError, match=r"below 2\*\*64"):
         await x.prove_packed(2**64, e, good)
     await x.prove_packed(lid, e, good)

@@ -103,13 +103,14 @@ class StorageLedger(LedgerBase):
         if not 0 <= lease_id < 2**64 or not 0 <= epoch < 2**32:
             raise UsageError("a packed proof names a lease id below 2**64 and an epoch below 2**32")
         head = lease_id.to_bytes(8, "big") + epoch.to_bytes(4, "big")
-        return await self.send_prove_calldata(head + packed, f"prove lease {lease_id}")
+        return await self.send_packed("prove", head + packed, f"prove lease {lease_id}")
 
-    async def send_prove_calldata(self, body: bytes, context: str) -> TxReceipt:
-        """Send ``prove()``'s selector followed by ``body`` (``uint64 id || uint32 epoch ||
-        proof``)."""
+    async def send_packed(self, fn: str, body: bytes, context: str) -> TxReceipt:
+        """Send the selector of ``fn`` (``prove`` or ``answerDemand``, which take no ABI
+        arguments) followed by ``body``: ``uint64 id || uint32 epoch || proof`` for ``prove``,
+        ``uint64 id || proof`` for ``answerDemand``."""
         storage = self._storage()
-        data = bytes.fromhex(storage.encode_abi("prove", args=[])[2:]) + body
+        data = bytes.fromhex(storage.encode_abi(fn, args=[])[2:]) + body
         tx: TxParams = {"to": storage.address, "data": HexStr("0x" + data.hex())}
         return await self.conn.queue(self.account).send(tx, context=context)
 
@@ -143,10 +144,13 @@ class StorageLedger(LedgerBase):
         )
 
     async def answer_demand(self, lease_id: int, proof: StorageProof | None) -> TxReceipt:
+        """Answer the open demand on the lease (``answerDemand()`` then ``uint64 lease_id ||
+        proof``, packed as for ``prove``); an empty lease needs no proof."""
+        if not 0 <= lease_id < 2**64:
+            raise UsageError("a packed proof names a lease id below 2**64")
         packed = proof.encode() if proof is not None else b""
-        return await self._send(
-            self._storage(), "answerDemand", [lease_id, packed], f"answer demand on {lease_id}"
-        )
+        body = lease_id.to_bytes(8, "big") + packed
+        return await self.send_packed("answerDemand", body, f"answer demand on {lease_id}")
 
     async def report_missed_demand(self, lease_id: int) -> bool:
         """Report a demand that passed its deadline unanswered (a fault); True if the lease
