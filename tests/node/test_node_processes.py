@@ -242,6 +242,9 @@ def test_status_and_drain_by_command(network: dict[str, Any]) -> None:
     assert status["registered_fingerprint_matches"] is True
     assert status["running"]["provider"] == up["accounts"][3]["address"]
     assert status["running"]["storage"]["offered_bytes"] == 4 << 30
+    # configured prices, and where they come from
+    assert status["prices"]["storage"]["source"] == "config"
+    assert status["prices"]["storage"]["price"] > 0
     drained = cli.json("node", "drain", "--data-dir", d, env=SECRETS)
     try:
         _check_drained(cli, up, tmp, drained)

@@ -33,8 +33,9 @@ from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.keys.keystore import DEFAULT_KDF_N, Keystore
 from nuclux.net.tls import NodeIdentity, client_ssl_context
 from nuclux.node.bid_agent_state import read_summary
-from nuclux.node.config import NodeConfig, load_config, parse_endpoint, save_config
+from nuclux.node.config import AUTO, NodeConfig, load_config, parse_endpoint, save_config
 from nuclux.node.daemon import NodeRuntime, identity_paths, register
+from nuclux.node.posted_prices import read_choices
 
 node_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
 
@@ -82,9 +83,15 @@ def init_cmd(
     listen: Annotated[
         str | None, typer.Option(help="HOST:PORT to bind (default: the endpoint's).")
     ] = None,
-    price_storage: Annotated[str, typer.Option(help="NUX per GiB-epoch.")] = "0.001",
-    price_compute: Annotated[str, typer.Option(help="NUX per million fuel.")] = "0.001",
-    price_egress: Annotated[str, typer.Option(help="NUX per GiB of egress.")] = "0.001",
+    price_storage: Annotated[
+        str, typer.Option(help="NUX per GiB-epoch, or 'auto': the market's reference price.")
+    ] = "0.001",
+    price_compute: Annotated[
+        str, typer.Option(help="NUX per million fuel, or 'auto' (the reference price).")
+    ] = "0.001",
+    price_egress: Annotated[
+        str, typer.Option(help="NUX per GiB of egress, or 'auto' (the reference price).")
+    ] = "0.001",
     stake: Annotated[str, typer.Option(help="NuxCoin to stake at registration.")] = "100",
     deployment: DeploymentOpt = None,
     json: JsonFlag = False,
@@ -113,9 +120,10 @@ def init_cmd(
         storage_bytes=storage_bytes,
         compute_units=compute_units,
         egress_bytes=egress_bytes,
-        price_storage=nux_arg(price_storage, "--price-storage"),
-        price_compute=nux_arg(price_compute, "--price-compute"),
-        price_egress=nux_arg(price_egress, "--price-egress"),
+        price_storage=_price_arg(price_storage, "--price-storage"),
+        price_compute=_price_arg(price_compute, "--price-compute"),
+        price_egress=_price_arg(price_egress, "--price-egress"),
+        price_auto=(_is_auto(price_storage), _is_auto(price_compute), _is_auto(price_egress)),
         stake=nux_arg(stake, "--stake"),
         chain=rpc_url(c, dep),
         deployment=dep_path.resolve(),
@@ -244,6 +252,7 @@ def status_cmd(ctx: typer.Context, data_dir: DataDirOpt, json: JsonFlag = False)
             "earned_wei": sum(x.paid for x in leases),
             "running": _running_info(cfg),
             "bids": read_summary(cfg.data_dir),
+            "prices": read_choices(cfg),
         }
 
     data = asyncio.run(go())
@@ -261,8 +270,25 @@ def status_cmd(ctx: typer.Context, data_dir: DataDirOpt, json: JsonFlag = False)
                 ("earned", format_nux(data["earned_wei"])),
                 ("running", bool(data["running"])),
                 ("bids", _bids_line(data["bids"])),
+                ("prices", _prices_line(data["prices"])),
             ]
         ),
+    )
+
+
+def _is_auto(value: str) -> bool:
+    return value.strip().lower() == AUTO
+
+
+def _price_arg(value: str, flag: str) -> int:
+    """A posted price in wei; 0 for 'auto' (``NodeConfig.price_auto`` says so)."""
+    return 0 if _is_auto(value) else nux_arg(value, flag)
+
+
+def _prices_line(prices: dict[str, dict[str, Any]]) -> str:
+    """Each class's posted price and where it came from (``config``, ``reference``, ...)."""
+    return ", ".join(
+        f"{name} {format_nux(p['price'])} ({p['source']})" for name, p in prices.items()
     )
 
 

@@ -4,6 +4,11 @@
 (owner address), the operator account (the only key the daemon holds, in ``keys/``), where to
 listen and what to announce, what is offered and at what posted price, and the chain.
 
+A posted price (``[offer] price_storage`` and so on) is an amount of NUX per unit, or
+``"auto"`` (also what a missing key means): the node posts the market's on-chain reference
+price of the class, never below ``[market] cost_*`` when one is set, and follows it when it
+moves by more than ``[market] price_threshold`` (``nuclux.node.posted_prices``).
+
 Layout of a data directory::
 
     node.toml          this file
@@ -31,6 +36,8 @@ from nuclux.core.units import GIB, parse_size
 from nuclux.errors import ConfigError, UsageError
 
 CONFIG_NAME = "node.toml"
+AUTO = "auto"  # a posted price that follows the market's reference price
+PRICE_KEYS = ("price_storage", "price_compute", "price_egress")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,15 +68,31 @@ class NodeConfig:
     cost_egress: int | None = None
     bid_script: Path | None = None
     bid_poll: float = 0.15
+    # posted prices that follow the market's reference price ("auto"; the price_* field is 0
+    # then), how far the reference may move before the node updates its registry entry
+    # (a fraction of the posted price) and how often it looks (seconds)
+    price_auto: tuple[bool, bool, bool] = (False, False, False)
+    price_threshold: float = 0.05
+    price_poll: float = 30.0
 
     @property
     def costs(self) -> tuple[int, int, int]:
-        """The bid agent's cost per unit of each class (truthful bids), wei."""
+        """The bid agent's cost per unit of each class (truthful bids), wei: the configured
+        cost, else the configured posted price (0 for an "auto" price: see ``floors``)."""
+        return self.costs_given(self.prices)
+
+    def costs_given(self, posted: tuple[int, int, int]) -> tuple[int, int, int]:
+        """The costs when the node posts ``posted``: the configured cost, else the price."""
         return (
-            self.price_storage if self.cost_storage is None else self.cost_storage,
-            self.price_compute if self.cost_compute is None else self.cost_compute,
-            self.price_egress if self.cost_egress is None else self.cost_egress,
+            posted[0] if self.cost_storage is None else self.cost_storage,
+            posted[1] if self.cost_compute is None else self.cost_compute,
+            posted[2] if self.cost_egress is None else self.cost_egress,
         )
+
+    @property
+    def floors(self) -> tuple[int | None, int | None, int | None]:
+        """The least an "auto" price may be per class: the configured cost, if any."""
+        return (self.cost_storage, self.cost_compute, self.cost_egress)
 
     @property
     def bids_path(self) -> Path:
@@ -114,9 +137,9 @@ class NodeConfig:
                 "storage_bytes": self.storage_bytes,
                 "compute_units": self.compute_units,
                 "egress_bytes": self.egress_bytes,
-                "price_storage": format_nux(self.price_storage),
-                "price_compute": format_nux(self.price_compute),
-                "price_egress": format_nux(self.price_egress),
+                "price_storage": self._price_toml(0, self.price_storage),
+                "price_compute": self._price_toml(1, self.price_compute),
+                "price_egress": self._price_toml(2, self.price_egress),
                 "stake": format_nux(self.stake),
             },
             "chain": {
@@ -127,8 +150,15 @@ class NodeConfig:
             **({"testing": {"corrupt_results": True}} if self.corrupt_results else {}),
         }
 
+    def _price_toml(self, cls: int, price: int) -> str:
+        return AUTO if self.price_auto[cls] else format_nux(price)
+
     def _market_toml(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"bid_poll": self.bid_poll}
+        out: dict[str, Any] = {
+            "bid_poll": self.bid_poll,
+            "price_threshold": self.price_threshold,
+            "price_poll": self.price_poll,
+        }
         for name in ("cost_storage", "cost_compute", "cost_egress"):
             value = getattr(self, name)
             if value is not None:
@@ -180,6 +210,7 @@ def load_config(data_dir: Path) -> NodeConfig:
         node, offer, chain = raw["node"], raw["offer"], raw["chain"]
         host, _, port = str(node["listen"]).rpartition(":")
         dep = chain.get("deployment")
+        prices = [_price(offer, key) for key in PRICE_KEYS]
         return NodeConfig(
             data_dir=data_dir,
             owner=str(node["owner"]),
@@ -190,9 +221,10 @@ def load_config(data_dir: Path) -> NodeConfig:
             storage_bytes=_size(offer["storage_bytes"]),
             compute_units=int(offer["compute_units"]),
             egress_bytes=_size(offer["egress_bytes"]),
-            price_storage=parse_nux(str(offer["price_storage"])),
-            price_compute=parse_nux(str(offer["price_compute"])),
-            price_egress=parse_nux(str(offer["price_egress"])),
+            price_storage=prices[0] or 0,
+            price_compute=prices[1] or 0,
+            price_egress=prices[2] or 0,
+            price_auto=(prices[0] is None, prices[1] is None, prices[2] is None),
             stake=parse_nux(str(offer["stake"])),
             chain=str(chain["rpc"]),
             deployment=Path(dep) if dep else None,
@@ -216,6 +248,8 @@ def _market(section: dict[str, Any], data_dir: Path) -> dict[str, Any]:
         "cost_egress",
         "bid_script",
         "bid_poll",
+        "price_threshold",
+        "price_poll",
     }
     if unknown:
         raise ValueError(f"unknown [market] keys: {', '.join(sorted(unknown))}")
@@ -229,7 +263,23 @@ def _market(section: dict[str, Any], data_dir: Path) -> dict[str, Any]:
         out["bid_script"] = data_dir / Path(str(section["bid_script"]))
     if "bid_poll" in section:
         out["bid_poll"] = float(section["bid_poll"])
+    if "price_threshold" in section:
+        out["price_threshold"] = float(section["price_threshold"])
+        if not 0 <= out["price_threshold"] < 1:
+            raise ValueError("[market] price_threshold is a fraction: 0 <= it < 1")
+    if "price_poll" in section:
+        out["price_poll"] = float(section["price_poll"])
+        if not out["price_poll"] > 0:
+            raise ValueError("[market] price_poll must be positive (seconds)")
     return out
+
+
+def _price(offer: dict[str, Any], key: str) -> int | None:
+    """A posted price in wei, or None for "auto" (the key missing means "auto" too)."""
+    value = offer.get(key, AUTO)
+    if str(value).strip().lower() == AUTO:
+        return None
+    return parse_nux(str(value))
 
 
 def _size(value: object) -> int:

@@ -6,7 +6,9 @@ Theory of operation
 (which checks itself and removes debris from a crash), catches the chain view up, and checks
 the on-chain registration made by the owner (cold) key with ``nuclux node register``: the
 operator must be this node's key, and endpoint, certificate fingerprint, capacities and prices
-are brought in line with the configuration by an ``update`` the operator may sign. Then it
+are brought in line with the configuration by an ``update`` the operator may sign (an "auto"
+posted price is chosen from the market's reference price by ``nuclux.node.posted_prices``,
+which then keeps following it in its own loop). Then it
 serves the API over TLS 1.3 and runs the follower and the lease agent until ``stop``, and, when
 the deployment has an auction house and ``[market] bid_poll`` is positive, the bid agent
 (``nuclux.node.bid_agent``) in its own faster loop.
@@ -43,6 +45,13 @@ from nuclux.node.bid_agent_state import BidBook
 from nuclux.node.compute.service import ComputeService, start_compute
 from nuclux.node.config import NodeConfig
 from nuclux.node.follower import ChainView
+from nuclux.node.posted_prices import (
+    PostedPrices,
+    PriceChoice,
+    choose_all,
+    prices_of,
+    save_choices,
+)
 from nuclux.node.prover import Prover
 from nuclux.node.revisions import RevisionSigner
 from nuclux.node.server import NodeService
@@ -57,14 +66,25 @@ def identity_paths(cfg: NodeConfig) -> tuple[Path, Path]:
     return cfg.tls_dir / "cert.pem", cfg.tls_dir / "key.pem"
 
 
-def offer_for(cfg: NodeConfig, identity: NodeIdentity, x25519_public: bytes) -> ProviderOffer:
+def offer_for(
+    cfg: NodeConfig,
+    identity: NodeIdentity,
+    x25519_public: bytes,
+    prices: tuple[int, int, int] | None = None,
+) -> ProviderOffer:
     return ProviderOffer(
         endpoint=cfg.endpoint,
         cert_fingerprint=identity.fingerprint,
         x25519_key=x25519_public,
         capacity=cfg.capacity,
-        price=cfg.prices,
+        price=cfg.prices if prices is None else prices,
     )
+
+
+def _market(
+    conn: ChainConnection, deployment: Deployment, who: LocalAccount
+) -> MarketLedger | None:
+    return MarketLedger(conn, deployment, who) if "AuctionHouse" in deployment.addresses else None
 
 
 @dataclass
@@ -82,6 +102,7 @@ class NodeRuntime:
     owns_connection: bool = False
     compute: ComputeService | None = None
     bids: BidAgent | None = None
+    prices: PostedPrices | None = None
 
     @property
     def url(self) -> str:
@@ -105,7 +126,7 @@ class NodeRuntime:
         view = ChainView(ledger, cfg.view_path)
         try:
             await view.catch_up()
-            await _check_registration(cfg, ledger, view, identity)
+            choices = await _check_registration(cfg, ledger, view, identity)
         except BaseException:
             view.close()
             raise
@@ -166,12 +187,19 @@ class NodeRuntime:
             compute=compute,
             bids=_bid_agent(cfg, agent, conn, deployment, operator),
         )
+        rt.prices = PostedPrices(cfg, ledger, _market(conn, deployment, operator))
+        if rt.bids is not None:  # bid costs not configured follow the posted prices
+            rt.prices.costs = rt.bids.policy.costs
+        rt.prices.follow(choices)
+        save_choices(cfg.data_dir, choices, updated=False)
         rt.tasks = [
             asyncio.create_task(view.run(rt.stop_event, poll_interval)),
             asyncio.create_task(agent.run(rt.stop_event, poll_interval)),
         ]
         if rt.bids is not None:
             rt.tasks.append(asyncio.create_task(rt.bids.run(rt.stop_event, cfg.bid_poll)))
+        if any(cfg.price_auto):
+            rt.tasks.append(asyncio.create_task(rt.prices.run(rt.stop_event)))
         log.info("node %s serving %s", cfg.owner, rt.url)
         return rt
 
@@ -222,6 +250,7 @@ def _bid_agent(
         log.warning("the deployment has no AuctionHouse: the node does not bid")
         return None
     policy = PricePolicy(dict(zip(ResourceClass, cfg.costs, strict=True)), cfg.bid_script)
+    # (an "auto" price's cost is set from the posted price as soon as it is chosen)
     market = MarketLedger(conn, deployment, operator)
     return BidAgent(agent, market, BidBook(cfg.bids_path), policy)
 
@@ -248,7 +277,7 @@ async def _stop_compute(compute: ComputeService | None) -> None:
 
 async def _check_registration(
     cfg: NodeConfig, ledger: Ledger, view: ChainView, identity: NodeIdentity
-) -> None:
+) -> list[PriceChoice]:
     info = view.provider(cfg.owner)
     if info is None or info.status == "none":
         raise ConfigError(
@@ -260,13 +289,16 @@ async def _check_registration(
             f"the registry names {info.operator} as operator of {cfg.owner}, but this node's "
             f"operator key is {ledger.address}"
         )
-    offer = offer_for(cfg, identity, info.x25519_key)
+    market = _market(ledger.conn, ledger.deployment, ledger.account)
+    choices = await choose_all(cfg, market, info.price)
+    offer = offer_for(cfg, identity, info.x25519_key, prices_of(choices))
     current = (info.endpoint, info.cert_fingerprint, info.capacity, info.price)
     wanted = (offer.endpoint, offer.cert_fingerprint, offer.capacity, offer.price)
     if current != wanted:
         log.info("updating the registration of %s to match the node's configuration", cfg.owner)
         receipt = await ledger.update_provider(offer, provider=cfg.owner)
         await view.wait_for_block(int(receipt["blockNumber"]), timeout=30)
+    return choices
 
 
 async def register(
@@ -282,8 +314,10 @@ async def register(
     identity = NodeIdentity.load(*identity_paths(cfg))
     ledger = Ledger(conn, deployment, owner)
     x25519 = from_private_key(bytes(owner.key)).x25519_public
-    offer = offer_for(cfg, identity, x25519)
     info = await ledger.provider(owner.address)
+    posted = info.price if info.status != "none" else (0, 0, 0)
+    choices = await choose_all(cfg, _market(conn, deployment, owner), posted)
+    offer = offer_for(cfg, identity, x25519, prices_of(choices))
     if info.status == "none":
         await ledger.register_provider(offer, cfg.stake, operator=operator_address)
     else:
