@@ -12,7 +12,12 @@ step:
 - a winner's ticket declined or expired goes to the next runner-up in the core's rank order
   that still serves (same price, same escrow: no balance moves), or back to the consumer;
 - the reference price kept on chain equals ``nuclux.core.market_price.reference_price``
-  over the model's clearings.
+  over the model's clearings;
+- a request is finalised before its reveal window ends only when its commit window is closed
+  and every committed bid is revealed.
+
+It runs twice: with windows of seconds (the default deployment) and with windows of seconds
+and blocks and the seed from the first reveal's own block, where early finalisations happen.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import asyncio
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -31,8 +36,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from nuclux.chain import ChainConnection
+from nuclux.chain.deployment import DeployParams
 from nuclux.chain.ledger import Ledger
-from nuclux.chain.market_ledger import MarketLedger, RequestStatus
+from nuclux.chain.market_ledger import MarketLedger, RequestStatus, window_open
 from nuclux.core.auction import AuctionRequest, Bid, clear, tie_key
 from nuclux.core.market_price import ClearedAuction, reference_price
 from nuclux.core.types import ONE_NUX, Address, ResourceClass
@@ -58,11 +64,16 @@ class Req:
     tickets: dict[int, str] = field(default_factory=dict)  # lease -> provider, not answered
 
 
+BLOCK_WINDOWS = replace(
+    PARAMS, auction_commit_blocks=4, auction_reveal_blocks=4, auction_seed_delay=0
+)
+
+
 class Env:
-    def __init__(self) -> None:
+    def __init__(self, params: DeployParams = PARAMS) -> None:
         self.loop = asyncio.new_event_loop()
         self.conn = self.run(ChainConnection.open("embedded"))
-        self.world: World = self.run(build_world(self.conn))
+        self.world: World = self.run(build_world(self.conn, params=params))
         for op in self.world.operators:  # operators pay deposits when they bid
             self.run(self.world.deployer.transfer(op.address, 100 * ONE_NUX))
 
@@ -78,9 +89,9 @@ SEEN: Counter[str] = Counter()  # outcomes over the run, to show what was exerci
 EXAMPLES = int(os.environ.get("NUCLUX_INVARIANT_EXAMPLES", "6"))
 
 
-@pytest.fixture(scope="module")
-def env() -> Iterator[Env]:
-    e = Env()
+@pytest.fixture(scope="module", params=[PARAMS, BLOCK_WINDOWS], ids=["seconds", "blocks"])
+def env(request: pytest.FixtureRequest) -> Iterator[Env]:
+    e = Env(request.param)
     yield e
     e.close()
 
@@ -211,8 +222,16 @@ class AuctionMachine(RuleBasedStateMachine):
         m: MarketLedger = market(self.w.outsider)
         lm = self.w.lm_address
 
+        head, now = self.run(m.head())
+        before = self.run(m.request(r.id))
+
         def predict(out: Any) -> Deltas:
             forfeited = DEPOSIT * sum(1 for b in r.bids.values() if not b[3])
+            # the block it landed in is the next one: was its reveal window still open?
+            if window_open(before.reveal_end, before.reveal_end_block, head + 1, now):
+                assert not before.commit_open(head + 1, now + 1)
+                assert all(b[3] for b in r.bids.values()), "finalised with a bid still sealed"
+                SEEN["finalized_early"] += 1
             if out.status is RequestStatus.OPEN:  # the seed was re-armed
                 return Counter()
             revealed = [Bid(Address(a), b[0]) for a, b in r.bids.items() if b[3]]
@@ -316,12 +335,14 @@ class AuctionMachine(RuleBasedStateMachine):
         fail: bool | None,
     ) -> None:
         """One request run through its windows: post, commit, reveal (a false reveal stays
-        silent and is forfeited), finalise; then perhaps a winner declines (``fail`` False)
+        silent and is forfeited), finalise at once (refused while a bid is sealed) or after
+        the reveal window; then perhaps a winner declines (``fail`` False)
         or lets its ticket expire (True), and so may its replacement."""
         self.post(consumer, m, m_min, reserve, 0)
         self.commit(0, bidders)
         self.advance(61)
         self.reveal(0, honest)
+        self.finalize(0)  # early: cleared or failed if every bid is open, refused if not
         self.advance(61)
         self.mine(3)
         self.finalize(0)
@@ -383,6 +404,7 @@ class AuctionMachine(RuleBasedStateMachine):
 
 
 def test_auction_invariants(env: Env) -> None:
+    SEEN.clear()
     AuctionMachine.env = env
     run_state_machine_as_test(
         AuctionMachine,
@@ -400,3 +422,4 @@ def test_auction_invariants(env: Env) -> None:
     assert SEEN["revealed"] > SEEN["cleared"], SEEN
     assert SEEN["replaced"] > 0, SEEN
     assert SEEN["replacement_refunded"] > 0, SEEN
+    assert SEEN["finalized_early"] > 0, SEEN
