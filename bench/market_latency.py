@@ -40,7 +40,8 @@ async def lease_latency(
         )
         info = await devnet_up(state, params=params, funded=2, block_time=1)
         try:
-            await start_nodes(state, nodes, poll=0.2)
+            # stores large enough that no node sits an auction out for want of room
+            await start_nodes(state, nodes, poll=0.2, storage_bytes=64 << 30)
             async with await ChainConnection.open(info.rpc_url) as conn:
                 dep = Deployment.load(state / "deployment.json")
                 ledger = Ledger(conn, dep, dev_account(1))

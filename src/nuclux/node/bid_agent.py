@@ -36,8 +36,10 @@ request or a bid whose reveal window passed unrevealed releases its reservation.
 
 Each request has at most one step in flight: steps run as tasks, so the loop keeps watching
 the head while a transaction waits for its block (``tick(wait=True)``, as tests call it,
-waits for them). A refusal by the contract (another party moved first, a window closed) is
-logged and the bid re-read when the head moves; nothing is sent twice for one state.
+waits for them). When a step ends the loop looks again at once rather than at the next
+block (the head may have moved while it waited). A refusal by the contract (another party
+moved first, a window closed) is logged and the bid re-read when the head moves; nothing is
+sent twice for one state.
 """
 
 from __future__ import annotations
@@ -81,6 +83,7 @@ class BidAgent:
     _time: int = field(default=0, init=False)
     _steps: dict[int, asyncio.Task[None]] = field(default_factory=dict, init=False)
     _ready: bool = field(default=False, init=False)  # the standing allowance is in place
+    _dirty: bool = field(default=False, init=False)  # a step ended: look again at once
 
     def __post_init__(self) -> None:
         self.agent.bids = self
@@ -116,8 +119,9 @@ class BidAgent:
             while not stop.is_set():
                 try:
                     head = await self.market.conn.block_number()
-                    if head != self._head or loop.time() - last >= FULL_EVERY:
+                    if head != self._head or self._dirty or loop.time() - last >= FULL_EVERY:
                         last = loop.time()
+                        self._dirty = False
                         await self.tick(wait=False)
                 except NucluxError as exc:
                     self.book.count("errors")
@@ -146,6 +150,10 @@ class BidAgent:
             log.exception("%s on request %d failed", what, rid)
         finally:
             self._steps.pop(rid, None)
+            # the head may have moved while this step waited for its block (a commit's
+            # receipt comes with the block that closes a 1-block window): the next step of
+            # this request must not wait for yet another block
+            self._dirty = True
 
     # ------------------------------------------------------------------ new requests
 
