@@ -105,6 +105,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
                 "4GiB",
                 "--stake",
                 "100",
+                *(["--price-egress", "auto"] if i == 3 else []),  # egress not offered
                 env=SECRETS,
             )
             cli.json("devnet", "fund", made["operator"], "--eth", "5")
@@ -242,9 +243,16 @@ def test_status_and_drain_by_command(network: dict[str, Any]) -> None:
     assert status["registered_fingerprint_matches"] is True
     assert status["running"]["provider"] == up["accounts"][3]["address"]
     assert status["running"]["storage"]["offered_bytes"] == 4 << 30
-    # configured prices, and where they come from
+    # the prices posted, and where they come from: egress follows the market, which has no
+    # reference price for it (nor does this node offer any egress)
     assert status["prices"]["storage"]["source"] == "config"
     assert status["prices"]["storage"]["price"] > 0
+    assert status["prices"]["bandwidth"] == {
+        "price": 0,
+        "source": "unset",
+        "reference": None,
+        "floor": None,
+    }
     drained = cli.json("node", "drain", "--data-dir", d, env=SECRETS)
     try:
         _check_drained(cli, up, tmp, drained)
