@@ -41,7 +41,8 @@ before the first put) and ``k=4, n=8``. MB = 10^6 bytes.
   together during that step, per MiB of file or per small file (``/proc/<pid>/stat``):
   with 9 processes on 2 cores, where the time goes.
 * ``idle_nodes_cpu_ms_per_s``: CPU the 8 node processes use together, per second, over
-  ``IDLE_S`` seconds with nothing to serve (chain polling, agents), just before the upload: a
+  ``IDLE_S`` seconds with nothing to serve (chain polling, agents), just before the upload and
+  ``IDLE_S`` seconds after the first put (so its new leases are settled): a
   step that takes T seconds counts about T times that in its ``nodes_cpu`` figure.
 * ``gas_proof``: gas of one storage proof (a lease of 256 shares of 1 MiB) from
   ``bench.gas`` on the embedded EVM (about 10 s); ``--no-gas`` skips it.
@@ -355,6 +356,7 @@ async def measure(
             await asyncio.wait_for(client.put(warm, k=K, n=N, days=DAYS), STEP_TIMEOUT)
             await client.flush()
             emit("first_put_opening_leases_s", time.perf_counter() - start)
+            await asyncio.sleep(IDLE_S)  # the nodes settle the new leases (events, acceptance)
             cpu = CpuMeter([n.pid for n in nodes])
             await asyncio.sleep(IDLE_S)  # what the nodes cost with nothing to serve
             emit("idle_nodes_cpu_ms_per_s", (cpu.read()[1] - cpu.last[1]) * 1000 / IDLE_S)
