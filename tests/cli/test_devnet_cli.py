@@ -3,6 +3,7 @@ provider registration and a lease driven command by command, with clear failures
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from nuclux.chain import ChainConnection
 from nuclux.cli.main import app
 
 pytestmark = pytest.mark.anvil
@@ -253,3 +255,35 @@ def test_any_erc20_client_uses_nuxcoin_on_the_devnet(cli: Cli) -> None:
     )
     assert receipt["status"] == 1
     assert token.functions.balanceOf(to).call() == before + 7
+
+
+def test_devnet_auction_windows_in_blocks(tmp_path: Path) -> None:
+    """--auction-blocks: refused without --block-time (and a 0-second window without blocks)
+    before anything starts; with it, the house counts its windows in blocks alone and takes
+    the first reveal's block as the seed."""
+    c = Cli(tmp_path)
+    res = c.run("devnet", "up", "--auction-blocks", "2")
+    assert res.exit_code == 2
+    assert "--auction-blocks needs --block-time" in res.output
+    res = c.run("devnet", "up", "--auction-window", "0")
+    assert res.exit_code == 2
+    assert c.json("devnet", "status")["running"] is False
+    c.json("devnet", "up", "--accounts", "1", "--block-time", "1", "--auction-blocks", "2")
+    try:
+        status = c.json("devnet", "status")
+
+        async def read() -> tuple[int, int, int, int, int]:
+            async with await ChainConnection.open(status["rpc_url"]) as conn:
+                house = conn.contract("AuctionHouse", status["addresses"]["AuctionHouse"])
+                f = house.functions
+                return (
+                    await f.commitWindow().call(),
+                    await f.commitBlocks().call(),
+                    await f.revealWindow().call(),
+                    await f.revealBlocks().call(),
+                    await f.seedDelay().call(),
+                )
+
+        assert asyncio.run(read()) == (0, 2, 0, 2, 0)
+    finally:
+        c.json("devnet", "down")

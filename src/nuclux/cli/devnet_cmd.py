@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Annotated
 
 import typer
@@ -48,11 +49,23 @@ def up_cmd(
     nux: Annotated[int, typer.Option(help="NuxCoin per funded account.", min=0)] = 100_000,
     epoch_length: Annotated[int, typer.Option(help="Seconds per epoch.", min=1)] = 60,
     auction_window: Annotated[
+        int | None,
+        typer.Option(
+            help="Seconds of an auction's commit window, and of its reveal window "
+            "(default 4, or 0 with --auction-blocks).",
+            min=0,
+        ),
+    ] = None,
+    auction_blocks: Annotated[
         int,
         typer.Option(
-            help="Seconds of an auction's commit window, and of its reveal window.", min=1
+            help="Blocks of an auction's commit window, and of its reveal window (needs "
+            "--block-time; a window lasts until both its seconds and its blocks have passed; "
+            "the tie-break seed is then the first reveal's block).",
+            min=0,
+            max=100,
         ),
-    ] = 4,
+    ] = 0,
     block_time: Annotated[
         float | None, typer.Option(help="Mine a block every this many seconds (default: per tx).")
     ] = None,
@@ -70,20 +83,34 @@ def up_cmd(
     c = command_ctx(ctx, json=json)
     if port is not None and not 1024 <= port <= 65535:
         raise UsageError("--port must be between 1024 and 65535")
+    if auction_blocks and block_time is None:
+        raise UsageError(
+            "--auction-blocks needs --block-time: without it the devnet mines a block only "
+            "when a transaction arrives, so windows counted in blocks would not end by themselves"
+        )
+    window = auction_window if auction_window is not None else (0 if auction_blocks else 4)
+    if window == 0 and not auction_blocks:
+        raise UsageError("--auction-window 0 needs --auction-blocks (a window must last)")
     try:
         storage_bytes = parse_size(node_storage)
     except ValueError as err:
         raise UsageError(str(err)) from None
 
+    params = DeployParams(
+        epoch_length=epoch_length,
+        auction_commit_window=window,
+        auction_reveal_window=window,
+        auction_commit_blocks=auction_blocks,
+        auction_reveal_blocks=auction_blocks,
+    )
+    if auction_blocks:  # commits are closed before the first reveal's block exists
+        params = dataclasses.replace(params, auction_seed_delay=0)
+
     async def go() -> tuple[DevnetInfo, list[LocalNode]]:
         info = await devnet_up(
             devnet_dir(c),
             port,
-            DeployParams(
-                epoch_length=epoch_length,
-                auction_commit_window=auction_window,
-                auction_reveal_window=auction_window,
-            ),
+            params,
             funded=accounts,
             nux_each=nux * ONE_NUX,
             block_time=block_time,
