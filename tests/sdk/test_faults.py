@@ -170,7 +170,9 @@ async def test_hung_providers_are_never_asked_for_a_block(net: Network, tmp_path
     async with net.client(acct, BLOCKS) as client:
         ref, data = await _put(client, tmp_path / "f", 200_000)
         shares = await _providers(client, ref)
-    settings = dataclasses.replace(BLOCKS, request_timeout=30.0)  # only the race helps
+    # only the race helps; it waits for k answers up to hedge_delay, which the test network's
+    # 0.3 s may not cover on a loaded machine (in-process nodes share the test's loop)
+    settings = dataclasses.replace(BLOCKS, request_timeout=30.0, hedge_delay=3.0)
     async with AsyncExitStack() as stack:
         for provider in shares[:3]:  # n - k of them, the data shares a reader would ask first
             await stack.enter_async_context(hung(net, provider))
