@@ -9,8 +9,9 @@ over half of it.
 
 ``KeepAliveHTTPProvider`` is that provider with its session handling replaced: one
 ``aiohttp`` session per event loop, a pool of keep-alive connections (``POOL`` at most),
-created on first use and closed by ``disconnect``. Requests, batching, retries and error
-handling are web3's own.
+created on first use and closed by ``disconnect``. A call after ``disconnect`` still works,
+on a session and connection of its own closed after it (nothing is left open for a loop
+about to end). Requests, batching, retries and error handling are web3's own.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class _Sessions:
 
     def __init__(self) -> None:
         self._by_loop: dict[int, tuple[asyncio.AbstractEventLoop, ClientSession]] = {}
+        self._closed = False
 
     def session(self) -> ClientSession:
         loop = asyncio.get_running_loop()
@@ -39,12 +41,14 @@ class _Sessions:
         return known[1]
 
     async def async_make_post_request(self, endpoint_uri: str, data: Any, **kwargs: Any) -> bytes:
-        async with self.session().post(endpoint_uri, data=data, **kwargs) as response:
-            response.raise_for_status()
-            return await response.read()
+        if self._closed:  # a late call (a background task finishing): nothing left open after
+            async with ClientSession(connector=TCPConnector(force_close=True)) as once:
+                return await _post(once, endpoint_uri, data, kwargs)
+        return await _post(self.session(), endpoint_uri, data, kwargs)
 
     async def close(self) -> None:
         """Close the sessions of this loop (and forget those of loops that are closed)."""
+        self._closed = True
         loop = asyncio.get_running_loop()
         mine = [s for owner, s in self._by_loop.values() if owner is loop]
         self._by_loop = {k: v for k, v in self._by_loop.items() if not v[0].is_closed()}
@@ -52,6 +56,12 @@ class _Sessions:
         for session in mine:
             if not session.closed:
                 await session.close()
+
+
+async def _post(session: ClientSession, url: str, data: Any, kwargs: dict[str, Any]) -> bytes:
+    async with session.post(url, data=data, **kwargs) as response:
+        response.raise_for_status()
+        return await response.read()
 
 
 class KeepAliveHTTPProvider(AsyncHTTPProvider):

@@ -18,6 +18,7 @@ Progress = Callable[[int, int], None]
 """``progress(done_bytes, total_bytes)``, called from the event loop as data moves."""
 
 MIB = 1 << 20
+SEGMENT_BLOCKS_BUDGET = 16 * MIB  # the n blocks of one segment being uploaded, at most
 MAX_DEFAULT_N = 8
 INLINE_COPIES = 3  # a packed file's manifest lives on up to 3 leases (distinct providers)
 INDEX_COPIES = 5  # the file index: any 4 providers of the account (n - k at 4-of-8) may fail
@@ -40,7 +41,8 @@ class StorageSettings:
     """How the SDK places, moves and checks data."""
 
     # erasure block: a segment is k * block_bytes - 16 bytes. 2 MiB halves the requests (and
-    # the nodes' CPU per MiB) of 1 MiB; 4 MiB saved little more and cost memory (docs/storage.md)
+    # the nodes' CPU per MiB) of 1 MiB; 4 MiB saved little more and cost memory (docs/storage.md).
+    # The largest block: wide codes get smaller ones (``block_bytes_for``)
     block_bytes: int = 2 * MIB
     segments_in_flight: int = 3  # bounded memory: segments prepared but not yet stored
     unit_bytes: int = GIB  # a storage lease reserves units of this many bytes
@@ -68,6 +70,16 @@ class StorageSettings:
     # new leases and replacements through auctions (nuclux.sdk.market); False: open leases
     # directly at providers' posted prices
     use_market: bool = True
+
+    def block_bytes_for(self, n: int) -> int:
+        """The block size of a new file with ``n`` shares: ``block_bytes``, halved until a
+        segment's ``n`` blocks fit in ``SEGMENT_BLOCKS_BUDGET`` (at least 1 KiB), so an
+        upload's memory (segments in flight x n blocks) does not grow with the code's width:
+        RS(4,8) 2 MiB blocks, RS(10,16) 1 MiB, RS(20,32) 512 KiB."""
+        block = self.block_bytes
+        while block > 1024 and n * block > SEGMENT_BLOCKS_BUDGET:
+            block //= 2
+        return block
 
     def __post_init__(self) -> None:
         b = self.block_bytes

@@ -214,7 +214,7 @@ async def _spread(
     settings = ctx.settings
     probes = await ctx.leases.candidates(OVERHEAD_BYTES, max_price)
     k, n = choose_code(k, n, len(probes))
-    layout = Layout(k, n, settings.block_bytes)
+    layout = Layout(k, n, settings.block_bytes_for(n))
     need = layout.share_size(size) + OVERHEAD_BYTES
     probes = [p for p in probes if p.held or (p.free_bytes or 0) >= need]
     if len(probes) < n:
