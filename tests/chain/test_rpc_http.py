@@ -21,14 +21,18 @@ class Rpc:
     def __init__(self) -> None:
         self.peers: set[object] = set()  # (host, port) of each client connection seen
         self.calls = 0
+        self.methods: list[str] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         assert request.transport is not None
         self.peers.add(request.transport.get_extra_info("peername"))
         body = json.loads(await request.read())
         self.calls += 1
+        self.methods.append(body["method"])
         answer: dict[str, object] = {"jsonrpc": "2.0", "id": body["id"]}
-        if body["method"] == "eth_chainId":
+        if body["method"] == "eth_call":
+            answer["result"] = "0x" + "00" * 31 + "2a"
+        elif body["method"] == "eth_chainId":
             answer["result"] = "0x7a69"
         elif body["method"] == "eth_blockNumber":
             answer["result"] = hex(self.calls)
@@ -89,3 +93,21 @@ async def test_disconnect_closes_and_a_later_call_leaves_nothing_open(
         assert provider._sessions._by_loop == {}  # no session kept for them
     finally:
         await provider.disconnect()
+
+
+async def test_a_connection_calls_without_asking_the_chain_id_again(rpc: tuple[Rpc, str]) -> None:
+    """web3's validation middleware asked for the chain id before every eth_call; a
+    ChainConnection reads it once at connect, and builds each contract handle once."""
+    from nuclux.chain import ChainConnection
+
+    state, url = rpc
+    conn = await ChainConnection.open(url)
+    try:
+        assert state.methods == ["eth_chainId"]
+        coin = conn.contract("NuxCoin", "0x" + "11" * 20)
+        assert conn.contract("NuxCoin", "0x" + "11" * 20) is coin
+        for _ in range(3):
+            assert await coin.functions.balanceOf("0x" + "22" * 20).call() == 42
+        assert state.methods == ["eth_chainId"] + ["eth_call"] * 3
+    finally:
+        await conn.close()

@@ -17,7 +17,7 @@ from nuclux.core.capability import capability_to_header, issue_capability
 from nuclux.core.merkle import leaf_count, root_of_bytes
 from nuclux.core.reference import block_object_id, file_prefix
 from nuclux.core.units import GIB
-from nuclux.errors import Forbidden, ObjectNotFound, Unauthenticated
+from nuclux.errors import Forbidden, IntegrityError, ObjectNotFound, Unauthenticated
 from nuclux.net.client import (
     NodeClient,
     NodeRequestError,
@@ -39,6 +39,12 @@ async def put_share(c: NodeClient, lease: int, fid: bytes, i: int, data: bytes) 
     for j in range(0, len(data), B):
         await c.put(lease, block_object_id(fid, i, j // B), data[j : j + B])
     return ShareEntry(fid, i, root_of_bytes(data), leaf_count(len(data)), len(data))
+
+
+def blob(s: Served, digest: bytes) -> Path:
+    """The blob file the node's store keeps under ``digest``."""
+    (path,) = (s.service.store.root / "blobs").rglob(digest.hex())
+    return path
 
 
 def signed(s: Served, entries: list[ShareEntry], revision: int) -> Revision:
@@ -305,3 +311,55 @@ async def test_revisions_survive_a_restart(served: Served, tmp_path: Path) -> No
     finally:
         await s.service.store.close()
         s.service.store = old  # the fixture closes this one (again: a no-op)
+
+
+async def test_a_block_put_signs_its_merkle_root_and_is_stored_under_it(served: Served) -> None:
+    """A share block's PUT signs the block's Merkle root (X-Nuclux-Content-Root), not its
+    SHA-256: the node checks that root, names the blob by it and serves it back under it."""
+    s = served
+    data = os.urandom(3 * B + 77)
+    root = root_of_bytes(data)
+    oid = block_object_id(FB, 1, 0)
+    async with s.client() as c:
+        stored = await c.put(s.lease, oid, data)
+        assert (stored.sha256, stored.size, stored.root_digest) == (root, len(data), True)
+        assert blob(s, root).read_bytes() == data
+        assert await c.get(s.lease, oid) == data  # checked against the root header
+        listed = {o.object_id: o for o in await c.list(s.lease)}
+        assert listed[oid].root_digest and listed[oid].sha256 == root
+        plain = await c.put(s.lease, b"plain", data)  # any other object: its SHA-256
+        assert (plain.sha256, plain.root_digest) == (hashlib.sha256(data).digest(), False)
+
+    url = URL(f"{s.url}/v1/leases/{s.lease}/objects/{block_object_id(FB, 1, 1).hex()}")
+    key = bytes(s.world.consumers[0].account.key)
+    fp = s.identity.fingerprint
+    connector = aiohttp.TCPConnector(ssl=client_ssl_context(fp))
+    async with aiohttp.ClientSession(connector=connector) as raw:
+
+        async def put(target: URL, headers: dict[str, str]) -> tuple[int, str]:
+            async with raw.put(target, data=data, headers=headers) as resp:
+                return resp.status, (await resp.json())["error"]["code"]
+
+        wrong = signed_headers(key, "PUT", url, fingerprint=fp, content_root=bytes(32))
+        assert await put(url, wrong) == (422, "integrity")  # another root: nothing stored
+        both = signed_headers(key, "PUT", url, fingerprint=fp, content_root=root)
+        both["X-Nuclux-Content-SHA256"] = hashlib.sha256(data).hexdigest()
+        assert (await put(url, both))[0] == 401  # one digest is signed, not two
+        other = URL(f"{s.url}/v1/leases/{s.lease}/objects/00ff")
+        not_block = signed_headers(key, "PUT", other, fingerprint=fp, content_root=root)
+        assert await put(other, not_block) == (400, "bad_request")
+    async with s.client() as c:
+        assert {o.object_id for o in await c.list(s.lease)} == {oid, b"plain"}
+
+
+async def test_a_root_addressed_block_that_rots_fails_its_read_check(served: Served) -> None:
+    s = served
+    data = os.urandom(2 * B)
+    oid = block_object_id(FC, 0, 0)
+    async with s.client() as c:
+        stored = await c.put(s.lease, oid, data)
+        path = blob(s, stored.sha256)
+        os.chmod(path, 0o644)
+        path.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+        with pytest.raises(IntegrityError, match="does not match"):
+            await c.get(s.lease, oid)

@@ -100,7 +100,7 @@ async def test_wrong_size_and_bad_content_are_quarantined(tmp_path: Path) -> Non
     async with await open_store(tmp_path) as s:
         r = s.check_report
         assert (r.blobs_quarantined, r.objects_dropped, r.content_verified) == (1, 1, True)
-        assert r.dropped[0].reason == "blob content does not match its sha256"
+        assert r.dropped[0].reason == "blob content does not match its digest"
         assert await s.list_objects(1) == []
         assert await get(s, 2, b"z") == b"zulu"
     quarantined = sorted(p.name for p in (tmp_path / "quarantine").iterdir())
@@ -142,3 +142,25 @@ async def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     sql(tmp_path, "UPDATE schema_version SET version = ?", SCHEMA_VERSION)
     s: ShardStore = await open_store(tmp_path)  # the failed open released the lock
     await s.close()
+
+
+async def test_blocks_stored_under_their_merkle_root_are_verified_by_it(tmp_path: Path) -> None:
+    from nuclux.core.merkle import root_of_bytes
+    from nuclux.core.reference import block_object_id
+
+    good, bad = b"g" * 3000, b"b" * 3000
+    ids = [block_object_id(bytes(16), i, 0) for i in (0, 1)]
+    async with await open_store(tmp_path) as s:
+        await s.set_lease(1, 1 << 20, None)
+        for oid, data in zip(ids, (good, bad), strict=True):
+            async with s.writer(1, oid, size=len(data), merkle_root=root_of_bytes(data)) as w:
+                await w.write(data)
+                info = await w.commit()
+            assert (info.sha256, info.root_digest) == (root_of_bytes(data), True)
+    rotten = tmp_path / blob_relpath(root_of_bytes(bad))
+    rotten.write_bytes(b"B" + bad[1:])
+    async with await open_store(tmp_path) as s:
+        r = s.check_report
+        assert (r.blobs_quarantined, r.objects_dropped) == (1, 1)
+        assert [d.object_id for d in r.dropped] == [ids[1]]
+        assert await get(s, 1, ids[0]) == good  # the intact block passed by its root

@@ -164,3 +164,24 @@ async def test_unknown_and_closed_lease_refuse_writes(store: ShardStore) -> None
             await w.commit()
     with pytest.raises(ObjectNotFound):
         await store.stat(1, b"late")
+
+
+async def test_a_block_written_against_its_root_is_checked_by_it(store: ShardStore) -> None:
+    from nuclux.core.merkle import root_of_bytes
+    from nuclux.core.reference import block_object_id
+    from nuclux.errors import IntegrityError
+
+    await store.set_lease(1, 1 << 20, None)
+    oid, data = block_object_id(bytes(16), 0, 0), os.urandom(5000)
+    with pytest.raises(UsageError, match="share block"):
+        store.writer(1, b"plain", merkle_root=root_of_bytes(data))
+    with pytest.raises(IntegrityError, match="Merkle root"):
+        async with store.writer(1, oid, merkle_root=bytes(32)) as w:
+            await w.write(data)
+            await w.commit()
+    with pytest.raises(ObjectNotFound):
+        await store.stat(1, oid)
+    async with store.writer(1, oid, merkle_root=root_of_bytes(data)) as w:
+        await w.write(data)
+        await w.commit()
+    assert await get(store, 1, oid) == data

@@ -9,7 +9,9 @@ specified in ``docs/spec/auth.md``)::
     lp(b"nuclux/request/v1") lp(method) lp(path) lp(content_sha256) lp(fingerprint)
     lp(timestamp as 8 bytes) lp(nonce)          where lp(x) = len(x) as 2 bytes || x
 
-The path is the raw request target (percent-encoded, with the query). ``fingerprint`` is
+The path is the raw request target (percent-encoded, with the query). ``content_sha256`` is
+the body's digest: its SHA-256, or for a share block PUT the block's Merkle root (the path
+says which, so one cannot stand for the other). ``fingerprint`` is
 the SHA-256 of the server's certificate, so a signature made for one node is useless at any
 other. The signature is ECDSA over sha256(message), 65 bytes ``r || s || recovery id`` with
 low ``s``; the header names the signer, the verifier recovers the public key, derives its
@@ -297,11 +299,12 @@ def encode_content_sha256(digest: bytes) -> str:
 
 
 def decode_content_sha256(value: str | None) -> bytes:
-    """The X-Nuclux-Content-SHA256 header (64 hex digits); absent means the empty body."""
+    """The content digest header, X-Nuclux-Content-SHA256 or X-Nuclux-Content-Root (64 hex
+    digits); absent means the empty body."""
     if value is None:
         return EMPTY_SHA256
     if not isinstance(value, str) or not _HEX64.fullmatch(value):
-        raise Unauthenticated("malformed X-Nuclux-Content-SHA256: expected 64 hex digits")
+        raise Unauthenticated("malformed content digest header: expected 64 hex digits")
     return bytes.fromhex(value)
 
 

@@ -38,7 +38,8 @@ from nuclux.core.compute_account import (
     UsageRejected,
 )
 from nuclux.core.job import ComputeBusy, JobRejected
-from nuclux.core.merkle import merkle_root
+from nuclux.core.merkle import MerkleBuilder, merkle_root, root_of_bytes
+from nuclux.core.reference import parse_block_id
 from nuclux.errors import (
     Forbidden,
     IntegrityError,
@@ -51,7 +52,12 @@ from nuclux.errors import (
     Unauthenticated,
     UsageError,
 )
-from nuclux.net.signing import CAPABILITY_HEADER, CONTENT_SHA256_HEADER, signed_headers
+from nuclux.net.signing import (
+    CAPABILITY_HEADER,
+    CONTENT_ROOT_HEADER,
+    CONTENT_SHA256_HEADER,
+    signed_headers,
+)
 from nuclux.net.tls import client_ssl_context, peer_errors
 
 _BY_CODE: dict[str, type[NucluxError]] = {
@@ -186,9 +192,19 @@ _THREAD_HASH_BYTES = 64 << 10  # smaller chunks are hashed inline (a hand-off co
 
 @dataclass(frozen=True, slots=True)
 class StoredObject:
+    """What the node stored: ``sha256`` is the content digest it reports, the SHA-256, or a
+    share block's Merkle root when ``root_digest`` (block PUTs sign the root)."""
+
     object_id: bytes
     sha256: bytes
     size: int
+    root_digest: bool = False
+
+
+def _stored(object_id: bytes, x: Any) -> StoredObject:
+    if "root" in x:
+        return StoredObject(object_id, bytes.fromhex(x["root"]), int(x["size"]), True)
+    return StoredObject(object_id, bytes.fromhex(x["sha256"]), int(x["size"]))
 
 
 class NodeClient:
@@ -233,10 +249,21 @@ class NodeClient:
         return self.base.with_path(path)
 
     def _headers(
-        self, method: str, url: URL, body_sha: bytes | None = None, capability: str | None = None
+        self,
+        method: str,
+        url: URL,
+        body_sha: bytes | None = None,
+        capability: str | None = None,
+        *,
+        body_root: bytes | None = None,
     ) -> dict[str, str]:
         h = signed_headers(
-            self._key, method, url, fingerprint=self.fingerprint, content_sha256=body_sha
+            self._key,
+            method,
+            url,
+            fingerprint=self.fingerprint,
+            content_sha256=body_sha,
+            content_root=body_root,
         )
         if capability:
             h[CAPABILITY_HEADER] = capability
@@ -321,18 +348,36 @@ class NodeClient:
         object_id: bytes,
         data: bytes | memoryview,
         sha256: bytes | None = None,
+        *,
+        root: bytes | None = None,
     ) -> StoredObject:
-        """Store ``data`` (bytes, or a view of memory nothing writes while the request runs);
-        pass its ``sha256`` if already known (saves hashing it twice)."""
+        """Store ``data`` (bytes, or a view of memory nothing writes while the request runs).
+        A share block (a block id) is signed by its Merkle root, any other object by its
+        SHA-256; pass ``root`` or ``sha256`` if already known (saves hashing it twice)."""
         url = self._url(lease_id, object_id)
-        sha = sha256 if sha256 is not None else hashlib.sha256(data).digest()
+        if parse_block_id(object_id) is not None and sha256 is None:
+            digest = root if root is not None else root_of_bytes(data)
+            headers = self._headers("PUT", url, body_root=digest)
+        else:
+            if root is not None:
+                raise UsageError("root= is the digest of share blocks only")
+            digest = sha256 if sha256 is not None else hashlib.sha256(data).digest()
+            headers = self._headers("PUT", url, digest)
         with peer_errors():
-            headers = self._headers("PUT", url, sha)
             headers["Content-Length"] = str(len(data))
             async with self._session.put(url, data=_chunks(data), headers=headers) as resp:
                 await self._raise_for(resp)
                 body = await _json(resp)
-        return StoredObject(object_id, bytes.fromhex(body["sha256"]), int(body["size"]))
+        try:
+            stored = _stored(object_id, body)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"malformed answer to a PUT: {exc!r}") from None
+        if stored.sha256 != digest or stored.size != len(data):
+            raise IntegrityError(
+                f"the node stored object {object_id.hex()} as {stored.sha256.hex()}"
+                f" ({stored.size} bytes), not what was sent"
+            )
+        return stored
 
     async def put_batch(
         self, lease_id: int, items: Sequence[tuple[bytes, bytes]]
@@ -349,10 +394,7 @@ class NodeClient:
                 await self._raise_for(resp)
                 answer = await _json(resp)
         try:
-            stored = [
-                StoredObject(bytes.fromhex(x["id"]), bytes.fromhex(x["sha256"]), int(x["size"]))
-                for x in answer["objects"]
-            ]
+            stored = [_stored(bytes.fromhex(x["id"]), x) for x in answer["objects"]]
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"malformed batch answer from the node: {exc!r}") from None
         expected = [(oid, hashlib.sha256(data).digest(), len(data)) for oid, data in items]
@@ -438,7 +480,10 @@ class NodeClient:
         with peer_errors():
             async with self._session.get(url, headers=headers) as resp:
                 await self._raise_for(resp)
-                h = hashlib.sha256()
+                expected = resp.headers.get(CONTENT_SHA256_HEADER, "")
+                h: Any = hashlib.sha256()
+                if check and CONTENT_ROOT_HEADER in resp.headers:  # a block stored by its root
+                    expected, h = resp.headers[CONTENT_ROOT_HEADER], _RootHasher()
                 hashing: asyncio.Future[None] | None = None  # the latest chunk handed off
                 loop = asyncio.get_running_loop()
                 async for chunk in resp.content.iter_any():
@@ -451,7 +496,7 @@ class NodeClient:
                     yield chunk
                 if hashing is not None:
                     await hashing
-                if check and h.hexdigest() != resp.headers.get(CONTENT_SHA256_HEADER, ""):
+                if check and h.hexdigest() != expected.lower():
                     raise IntegrityError(
                         f"object {object_id.hex()} of lease {lease_id} "
                         "does not match the hash the node reported"
@@ -473,10 +518,10 @@ class NodeClient:
             async with self._session.get(url, headers=self._headers("GET", url)) as resp:
                 await self._raise_for(resp)
                 body = await _json(resp)
-        return [
-            StoredObject(bytes.fromhex(x["id"]), bytes.fromhex(x["sha256"]), int(x["size"]))
-            for x in body
-        ]
+        try:
+            return [_stored(bytes.fromhex(x["id"]), x) for x in body]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"malformed object list from the node: {exc!r}") from None
 
     async def shares(
         self, lease_id: int, file_id: bytes, index: int, *, capability: str | None = None
@@ -578,6 +623,19 @@ class NodeClient:
                 await self._raise_for(resp)
                 out: dict[str, Any] = await _json(resp)
                 return out
+
+
+class _RootHasher:
+    """A ``hashlib``-like face on ``MerkleBuilder``: a block's Merkle root, in hex."""
+
+    def __init__(self) -> None:
+        self._tree = MerkleBuilder()
+
+    def update(self, data: bytes) -> None:
+        self._tree.update(data)
+
+    def hexdigest(self) -> str:
+        return self._tree.root().hex()
 
 
 async def _parts(parts: Sequence[bytes]) -> AsyncIterator[bytes | memoryview]:

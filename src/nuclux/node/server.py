@@ -60,7 +60,9 @@ from nuclux.errors import (
 from nuclux.net.client import bounded_json
 from nuclux.net.signing import (
     CAPABILITY_HEADER,
+    CONTENT_ROOT_HEADER,
     CONTENT_SHA256_HEADER,
+    Authenticated,
     authenticate,
     check_body,
 )
@@ -77,6 +79,7 @@ from nuclux.node.shares import (
     parse_revision_request,
 )
 from nuclux.node.store import ShardStore
+from nuclux.node.store_types import ObjectInfo
 
 MAX_FIELD_SIZE = 96 << 10  # one header field (a capability can be ~90 KiB)
 READ_BUFSIZE = 1 << 20
@@ -324,10 +327,16 @@ class NodeService:
         return lease
 
     async def _authorise(
-        self, request: web.Request, *, write: bool, object_id: bytes | None = None
-    ) -> tuple[Lease, bytes]:
+        self,
+        request: web.Request,
+        *,
+        write: bool,
+        object_id: bytes | None = None,
+        who: Authenticated | None = None,
+    ) -> tuple[Lease, bytes | None]:
         lease_id, _ = self._ids(request, False)
-        who = authenticate(request, self.verifier, now=self.clock())
+        if who is None:
+            who = authenticate(request, self.verifier, now=self.clock())
         lease = await self.fresh_lease(lease_id)
         if who.address.lower() == lease.consumer.lower():
             await self.store.ensure_lease(lease.id, lease.units * self.unit_bytes)
@@ -398,18 +407,32 @@ class NodeService:
                 "too_large",
                 f"objects are limited to {self.max_object_bytes} bytes on this node",
             )
-        if CONTENT_SHA256_HEADER not in request.headers:
-            raise UsageError(f"PUT needs {CONTENT_SHA256_HEADER}, the signed body hash")
-        _, sha = await self._authorise(request, write=True)
-        if parse_block_id(object_id) is not None:  # refuse at once rather than after the body
+        block = parse_block_id(object_id) is not None
+        if CONTENT_SHA256_HEADER not in request.headers and not (
+            block and CONTENT_ROOT_HEADER in request.headers
+        ):
+            raise UsageError(
+                f"PUT needs {CONTENT_SHA256_HEADER}, the signed body hash"
+                + (f" (or {CONTENT_ROOT_HEADER}, the block's Merkle root)" if block else "")
+            )
+        who = authenticate(request, self.verifier, now=self.clock())
+        if who.content_root is not None and not block:
+            raise UsageError(f"{CONTENT_ROOT_HEADER} is for share blocks only; sign the SHA-256")
+        await self._authorise(request, write=True, who=who)
+        if block:  # refuse at once rather than after the body
             await self.store.check_writable(lease_id, object_id)
         async with self.store.writer(
-            lease_id, object_id, size=size, sha256=sha, created_at=self.clock()
+            lease_id,
+            object_id,
+            size=size,
+            sha256=who.content_sha256,
+            merkle_root=who.content_root,
+            created_at=self.clock(),
         ) as w:
             async for chunk in request.content.iter_any():
                 await w.write(chunk)
             info = await w.commit()
-        return web.json_response({"sha256": info.sha256.hex(), "size": info.size}, status=201)
+        return web.json_response(_stored_json(info), status=201)
 
     async def post_batch(self, request: web.Request) -> web.Response:
         """Many small objects in one body (``nuclux.core.batch``; ``node/batch.py``)."""
@@ -435,7 +458,8 @@ class NodeService:
         partial = request.headers.get("Range") is not None
         resp = web.StreamResponse(status=206 if partial else 200)
         resp.content_length = length
-        resp.headers[CONTENT_SHA256_HEADER] = info.sha256.hex()
+        digest_header = CONTENT_ROOT_HEADER if info.root_digest else CONTENT_SHA256_HEADER
+        resp.headers[digest_header] = info.sha256.hex()
         resp.headers["Accept-Ranges"] = "bytes"
         if partial:
             resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{info.size}"
@@ -465,9 +489,7 @@ class NodeService:
         items = await self.store.list_objects(
             lease_id, after=bytes.fromhex(after_text) if after_text else None, limit=limit
         )
-        body: list[dict[str, Any]] = [
-            {"id": i.object_id.hex(), "sha256": i.sha256.hex(), "size": i.size} for i in items
-        ]
+        body: list[dict[str, Any]] = [{"id": i.object_id.hex()} | _stored_json(i) for i in items]
         return web.json_response(body)
 
     # ------------------------------------------------------------------ storage protocol
@@ -526,6 +548,12 @@ class NodeService:
         if latest is None:
             raise ObjectNotFound(f"lease {lease.id} has no co-signed revision yet")
         return web.json_response(revision_json(latest))
+
+
+def _stored_json(info: ObjectInfo) -> dict[str, Any]:
+    """An object's digest and size as the API reports them: ``root`` for a block stored under
+    its Merkle root, ``sha256`` for everything else."""
+    return {"root" if info.root_digest else "sha256": info.sha256.hex(), "size": info.size}
 
 
 def _lease_number(text: str) -> int:

@@ -2,11 +2,12 @@
 
 Theory of operation
 -------------------
-Layout under ``root``: ``blobs/ab/<sha256 hex>`` holds each distinct content once (files are
-immutable once published), ``tmp/`` holds writes in progress, ``quarantine/`` holds blobs the
-self-check found damaged, and ``index.sqlite3`` (WAL, ``synchronous=FULL``) maps
-``(lease, object id)`` to a content hash and counts references per blob. ``LOCK`` keeps a second
-process out.
+Layout under ``root``: ``blobs/ab/<digest hex>`` holds each distinct content once (files are
+immutable once published; the digest is the SHA-256, or a share block's Merkle root when the
+block was written against its root, as block PUTs are), ``tmp/`` holds writes in progress,
+``quarantine/`` holds blobs the self-check found damaged, and ``index.sqlite3`` (WAL,
+``synchronous=FULL``) maps ``(lease, object id)`` to a content digest and counts references per
+blob. ``LOCK`` keeps a second process out.
 
 A write streams into ``tmp/``, is hashed on the way, fsynced, then published by one index
 transaction on the single database thread: rename into ``blobs/`` (unless the content exists),
@@ -197,6 +198,11 @@ class ShardStore:
 
         return await self._w.db(read)
 
+    @property
+    def root(self) -> Path:
+        """The store's directory."""
+        return self._ix.root
+
     # objects ------------------------------------------------------------------------------
 
     def writer(
@@ -206,9 +212,11 @@ class ShardStore:
         *,
         size: int | None = None,
         sha256: bytes | None = None,
+        merkle_root: bytes | None = None,
         created_at: int = 0,
     ) -> ObjectWriter:
-        """A streaming writer for ``(lease_id, object_id)``; use it with ``async with``."""
+        """A streaming writer for ``(lease_id, object_id)``; use it with ``async with``.
+        ``sha256`` or, for a share block, ``merkle_root`` is the content it must have."""
         return ObjectWriter(
             self._ix,
             self._w,
@@ -217,6 +225,7 @@ class ShardStore:
             object_id,
             size=size,
             sha256=sha256,
+            merkle_root=merkle_root,
             created_at=created_at,
             max_size=self.max_object_size,
         )

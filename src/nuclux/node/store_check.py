@@ -19,6 +19,7 @@ import shutil
 import string
 from pathlib import Path
 
+from nuclux.core.merkle import MerkleBuilder
 from nuclux.node.store_index import Index
 from nuclux.node.store_types import CheckReport, DroppedObject
 
@@ -71,9 +72,17 @@ def _quarantine(ix: Index, digest: bytes) -> None:
     os.replace(src, dest)
 
 
-def _hash_file(path: Path) -> bytes:
+def _content_matches(path: Path, digest: bytes) -> bool:
+    """Whether the file's content has ``digest``: its SHA-256, or (a share block stored
+    under its root) its Merkle root."""
     with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").digest()
+        if hashlib.file_digest(f, "sha256").digest() == digest:
+            return True
+        f.seek(0)
+        tree = MerkleBuilder()
+        while chunk := f.read(1 << 20):
+            tree.update(chunk)
+    return tree.root() == digest
 
 
 def _drop_objects(
@@ -102,10 +111,10 @@ def self_check(ix: Index, *, verify_content: bool) -> CheckReport:
             wrong_size += 1
             _quarantine(ix, digest)
             bad.append((digest, f"blob file has {disk_size} bytes, index says {size}"))
-        elif verify_content and _hash_file(ix.blob_path(digest)) != digest:
+        elif verify_content and not _content_matches(ix.blob_path(digest), digest):
             quarantined += 1
             _quarantine(ix, digest)
-            bad.append((digest, "blob content does not match its sha256"))
+            bad.append((digest, "blob content does not match its digest"))
     for digest in on_disk:
         ix.blob_path(digest).unlink(missing_ok=True)
         orphans += 1
@@ -157,7 +166,7 @@ def self_check(ix: Index, *, verify_content: bool) -> CheckReport:
         log.warning("shard store %s self-check repaired damage: %s", ix.root, report.summary())
         for d in dropped:
             log.warning(
-                "dropped lease %d object 0x%s (sha256 %s): %s",
+                "dropped lease %d object 0x%s (digest %s): %s",
                 d.lease_id,
                 d.object_id.hex(),
                 d.sha256.hex(),

@@ -326,12 +326,13 @@ class Index:
 
     def stat(self, lease_id: int, object_id: bytes) -> ObjectInfo:
         row = self.db.execute(
-            "SELECT sha256, size, created_at FROM objects WHERE lease_id = ? AND object_id = ?",
+            "SELECT sha256, size, created_at, merkle_root IS sha256 FROM objects "
+            "WHERE lease_id = ? AND object_id = ?",
             (lease_id, object_id),
         ).fetchone()
         if row is None:
             raise ObjectNotFound(f"lease {lease_id} has no object {oid_text(object_id)}")
-        return ObjectInfo(lease_id, object_id, row[0], row[1], row[2])
+        return ObjectInfo(lease_id, object_id, row[0], row[1], row[2], bool(row[3]))
 
     def object_size(self, lease_id: int, object_id: bytes) -> int | None:
         try:
@@ -355,11 +356,11 @@ class Index:
 
     def list_objects(self, lease_id: int, after: bytes | None, limit: int) -> list[ObjectInfo]:
         rows = self.db.execute(
-            "SELECT object_id, sha256, size, created_at FROM objects "
+            "SELECT object_id, sha256, size, created_at, merkle_root IS sha256 FROM objects "
             "WHERE lease_id = ? AND object_id > ? ORDER BY object_id LIMIT ?",
             (lease_id, after if after is not None else b"", limit),
         )
-        return [ObjectInfo(lease_id, r[0], r[1], r[2], r[3]) for r in rows]
+        return [ObjectInfo(lease_id, r[0], r[1], r[2], r[3], bool(r[4])) for r in rows]
 
     def unref(self, digest: bytes, count: int = 1) -> bool:
         """Drop ``count`` references to a blob; True when its row went (unlink after commit)."""

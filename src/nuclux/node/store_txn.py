@@ -111,7 +111,9 @@ def commit_object(
 
 
 NewObject = tuple[bytes, bytes, int, Path, bytes | None]
-"""(object id, SHA-256, size, fsynced temp file, Merkle root or None) of one object to commit."""
+"""(object id, content digest, size, fsynced temp file, Merkle root or None) of one object to
+commit. The digest names the blob: the SHA-256, or a block's Merkle root when it was written
+against one (``store_writer``)."""
 
 
 def commit_objects(
@@ -165,7 +167,9 @@ def commit_objects(
                     "created_at = excluded.created_at, merkle_root = excluded.merkle_root",
                     (lease_id, object_id, digest, size, created_at, merkle_root),
                 )
-                infos.append(ObjectInfo(lease_id, object_id, digest, size, created_at))
+                infos.append(
+                    ObjectInfo(lease_id, object_id, digest, size, created_at, merkle_root == digest)
+                )
             for d in dirs:  # the renames are durable before the rows that name them
                 fsync_dir(d)
             ix.db.execute("UPDATE leases SET used_bytes = ? WHERE lease_id = ?", (used, lease_id))

@@ -29,13 +29,16 @@ MAX_SQL_INT = (1 << 63) - 1
 
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
-    """One stored object: its content hash, size and (chain) creation time."""
+    """One stored object: its content digest, size and (chain) creation time. ``sha256`` is
+    the digest: the SHA-256, or, when ``root_digest``, the Merkle root of a share block that
+    was written against its root (a block PUT signs that root, not a SHA-256)."""
 
     lease_id: int
     object_id: bytes
     sha256: bytes
     size: int
     created_at: int
+    root_digest: bool = False
 
     @property
     def sha256_hex(self) -> str:

@@ -14,7 +14,9 @@ writers cannot together overshoot the quota.
 
 A share block (an id ``f/<fid>/s/<i>/<j>``, ``storage-protocol.md`` section 2) is also fed to a
 ``MerkleBuilder`` in the same hashing step, off the event loop, and its root is committed with
-the object. Every other object skips that (a plain object pays for SHA-256 only).
+the object. Every other object skips that (a plain object pays for SHA-256 only). A block
+written against its expected Merkle root (``merkle_root=``, what a block PUT signs) skips the
+SHA-256 instead: its root is its content digest, the name of its blob, so it is hashed once.
 
 ``commit()`` checks the declared size and hash, fsyncs and closes the file, then hands it to the
 index transaction, which renames it into ``blobs/`` (or drops it if that content is stored
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import os
 import tempfile
@@ -100,20 +103,25 @@ class ObjectWriter:
         sha256: bytes | None,
         created_at: int,
         max_size: int,
+        merkle_root: bytes | None = None,
     ) -> None:
         self._lease_id = check_lease_id(lease_id)
         self._object_id = check_object_id(object_id)
         self._size = check_optional_count("size", size)
         self._sha256 = check_sha256(sha256)
+        self._root = check_sha256(merkle_root)
         self._created_at = check_count("created_at", created_at)
         if self._size is not None and self._size > max_size:
             raise UsageError(f"size {self._size} exceeds the maximum object size {max_size}")
+        block = parse_block_id(self._object_id) is not None
+        if self._root is not None and (not block or self._sha256 is not None):
+            raise UsageError("merkle_root= is the digest of a share block, instead of sha256=")
         self._ix, self._w, self._book, self._max_size = ix, workers, book, max_size
         self._state = _NEW
         self._fd: int | None = None
         self._tmp: Path | None = None
-        self._hash = hashlib.sha256()
-        self._merkle = MerkleBuilder() if parse_block_id(self._object_id) is not None else None
+        self._hash = None if self._root is not None else hashlib.sha256()
+        self._merkle = MerkleBuilder() if block else None
         self._batch: list[bytes] = []
         self._batch_bytes = self._file_bytes = 0
         self._written = self._credit = self._charged = 0
@@ -245,8 +253,9 @@ class ObjectWriter:
         self._release()
 
     def _hash_all(self, batch: list[bytes]) -> None:
-        for chunk in batch:
-            self._hash.update(chunk)
+        if self._hash is not None:
+            for chunk in batch:
+                self._hash.update(chunk)
         if self._merkle is not None:
             for chunk in batch:
                 self._merkle.update(chunk)
@@ -264,13 +273,20 @@ class ObjectWriter:
         self._file_bytes += n
 
     def _finish_sync(self, tail: list[bytes]) -> tuple[bytes, bytes | None]:
-        """Write the tail, check the hash, fsync and close; (SHA-256, Merkle root or None)."""
+        """Write the tail, check the digest, fsync and close; (content digest, Merkle root or
+        None). The digest is the SHA-256, or the Merkle root of a block written against one."""
         self._write_sync(tail)
-        digest = self._hash.digest()
-        if self._sha256 is not None and digest != self._sha256:
+        root = None if self._merkle is None else self._merkle.root()
+        if self._hash is None:  # a block written against its root: that is its digest
+            digest = root if root is not None else b""
+            expected, what = self._root, "Merkle root"
+        else:
+            digest = self._hash.digest()
+            expected, what = self._sha256, "SHA-256"
+        if expected is not None and not hmac.compare_digest(digest, expected):
             raise IntegrityError(
-                f"object {oid_text(self._object_id)}: content hashes to {digest.hex()}, "
-                f"expected {self._sha256.hex()}"
+                f"object {oid_text(self._object_id)}: content hashes to {digest.hex()} ({what}), "
+                f"expected {expected.hex()}"
             )
         fd, self._fd = self._fd, None
         if fd is not None:
@@ -279,7 +295,7 @@ class ObjectWriter:
                 drop_cached(fd)
             finally:
                 os.close(fd)
-        return digest, None if self._merkle is None else self._merkle.root()
+        return digest, root
 
     def _cleanup_sync(self) -> None:
         fd, self._fd = self._fd, None

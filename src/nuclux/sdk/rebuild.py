@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -57,15 +56,13 @@ class _Rebuilder(Uploader):
         self.lanes = [lane for lane in self.lanes if lane.share in missing]
         self.open_lanes = len(self.lanes)
 
-    async def _prepare(self, index: int) -> tuple[list[bytes], list[bytes], list[bytes]]:
+    async def _prepare(self, index: int) -> tuple[list[bytes], list[bytes]]:
         blocks = await self.reader.blocks(index)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self._recode, index, blocks)
 
-    def _recode(
-        self, j: int, blocks: dict[int, bytes]
-    ) -> tuple[list[bytes], list[bytes], list[bytes]]:
-        """The missing shares' blocks of segment ``j`` (others empty), roots and SHA-256s."""
+    def _recode(self, j: int, blocks: dict[int, bytes]) -> tuple[list[bytes], list[bytes]]:
+        """The missing shares' blocks of segment ``j`` (others empty) and their roots."""
         layout = self.layout
         chosen = {i: blocks[i] for i in sorted(blocks)[: layout.k]}
         sealed = decode_segment(layout, chosen, layout.sealed_size(self.size, j))
@@ -74,13 +71,11 @@ class _Rebuilder(Uploader):
             self.cipher.decrypt(j, sealed, last=last)  # IntegrityError if a block was bad
         out: list[bytes] = []
         roots: list[bytes] = []
-        shas: list[bytes] = []
         for i, block in enumerate(encode_segment(layout, sealed)):
             data = bytes(block) if i in self.missing else b""
             out.append(data)
             roots.append(block_root(data) if i in self.missing else b"")
-            shas.append(hashlib.sha256(data).digest() if i in self.missing else b"")
-        return out, roots, shas
+        return out, roots
 
 
 @dataclass(frozen=True, slots=True)

@@ -182,7 +182,7 @@ async def _check_file(
     try:
         roots: list[list[bytes]] = [[] for _ in range(code.n)]
         for j in range(encoder.count):
-            _, block_roots, _ = await loop.run_in_executor(ctx.executor, encoder.prepare, j)
+            _, block_roots = await loop.run_in_executor(ctx.executor, encoder.prepare, j)
             for i, r in enumerate(block_roots):
                 roots[i].append(r)
     finally:

@@ -4,10 +4,10 @@ Theory of operation
 -------------------
 One producer prepares segments in order on a worker thread (read into a reused buffer, seal
 into fresh bytes that the coder takes without a copy, encode into ``n`` blocks, hash each
-block's Merkle root and SHA-256) and hands block ``i`` of each segment to lane ``i``. Each
-lane is a task that PUTs its blocks, in order, as ``f/<fid>/s/<i>/<j>`` to the provider
-currently holding share ``i``, with up to ``PUTS_PER_LANE`` requests in flight (outcomes taken
-in order). A semaphore
+block's Merkle root: the digest its PUT signs and the node checks) and hands block ``i`` of
+each segment to lane ``i``. Each lane is a task that PUTs its blocks, in order, as
+``f/<fid>/s/<i>/<j>`` to the provider currently holding share ``i``, with up to
+``PUTS_PER_LANE`` requests in flight (outcomes taken in order). A semaphore
 admits at most ``segments_in_flight`` segments between preparation and the moment all ``n``
 lanes have stored them, so memory is bounded by segments, never by the file.
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import threading
 from collections import deque
@@ -48,8 +47,8 @@ from nuclux.sdk.peers import PEER_ERRORS
 from nuclux.sdk.settings import NotEnoughProviders, Progress, StorageSettings, first_error
 
 Block = bytes | memoryview
-Prepared = tuple[Sequence[Block], Sequence[bytes], Sequence[bytes]]
-"""A segment ready to send: its ``n`` blocks, their Merkle roots and their SHA-256s."""
+Prepared = tuple[Sequence[Block], Sequence[bytes]]
+"""A segment ready to send: its ``n`` blocks and their Merkle roots."""
 
 PUTS_PER_LANE = 2
 """Requests a lane keeps in flight: block j + 1 crosses the network while the provider
@@ -97,7 +96,7 @@ class SegmentEncoder:
         os.close(self._fd)
 
     def prepare(self, index: int) -> Prepared:
-        """(blocks, block roots, block SHA-256s) of segment ``index``. The blocks are views
+        """(blocks, block roots) of segment ``index``. The blocks are views
         of the coder's own output (fresh for every segment, never written again): not copied."""
         start, stop = self.layout.segment_span(self.size, index)
         length = stop - start
@@ -109,15 +108,13 @@ class SegmentEncoder:
             # fresh bytes, as the coder takes them (a reused buffer would be copied for it)
             sealed = self.cipher.encrypt(index, plain, last=index == self.count - 1)
             blocks = encode_segment(self.layout, sealed)
-        roots = [block_root(b) for b in blocks]
-        shas = [hashlib.sha256(b).digest() for b in blocks]
-        return blocks, roots, shas
+        return blocks, [block_root(b) for b in blocks]
 
 
 @dataclass(slots=True)
 class _Segment:
     blocks: list[Block | None]
-    shas: list[bytes]
+    roots: list[bytes]
     pending: int
 
 
@@ -191,10 +188,10 @@ class Uploader:
     async def _produce(self) -> None:
         for j in range(self.encoder.count):
             await self.window.acquire()
-            blocks, roots, shas = await self._prepare(j)
+            blocks, roots = await self._prepare(j)
             for i, root in enumerate(roots):
                 self.roots[i].append(root)
-            self.segments[j] = _Segment(list(blocks), list(shas), len(self.lanes))
+            self.segments[j] = _Segment(list(blocks), list(roots), len(self.lanes))
             for lane in self.lanes:
                 lane.queue.put_nowait(j)
         for lane in self.lanes:
@@ -221,14 +218,14 @@ class Uploader:
                 if block is None:  # pragma: no cover - each lane takes its block once
                     raise NucluxError(f"block {j} of share {lane.share} was already sent")
                 if lane.stored + len(sent) == j:  # everything before j is stored or on its way
-                    put = self._put(lane, j, block, seg.shas[lane.share])
+                    put = self._put(lane, j, block, seg.roots[lane.share])
                     sent.append((j, asyncio.create_task(put)))
                     if len(sent) < PUTS_PER_LANE:
                         continue
                     j, task = sent.popleft()
                     await self._settle(lane, j, task, sent)
                 else:  # pragma: no cover - the queue gives indices in order, none skipped
-                    await self._deliver(lane, j, block, seg.shas[lane.share])
+                    await self._deliver(lane, j, block, seg.roots[lane.share])
                     self._stored(lane, j)
             while sent:
                 j, task = sent.popleft()
@@ -263,7 +260,7 @@ class Uploader:
                 block = seg.blocks[lane.share]
                 if block is None:  # pragma: no cover - released only once stored
                     raise NucluxError(f"block {i} of share {lane.share} was released") from None
-                await self._deliver(lane, i, block, seg.shas[lane.share])
+                await self._deliver(lane, i, block, seg.roots[lane.share])
                 self._stored(lane, i)
             return
         lane.stored = j + 1
@@ -283,22 +280,22 @@ class Uploader:
             if self.progress is not None:
                 self.progress(self.done_bytes, self.size)
 
-    async def _deliver(self, lane: _Lane, j: int, block: Block, sha: bytes) -> None:
+    async def _deliver(self, lane: _Lane, j: int, block: Block, root: bytes) -> None:
         """Store block ``j`` of the lane's share, first rebuilding any earlier blocks a new
         placement lacks; swap the placement when it fails."""
         while True:
             try:
                 while lane.stored < j:
                     old = lane.stored
-                    blocks, roots, shas = await self._prepare(old)
+                    blocks, roots = await self._prepare(old)
                     if roots[lane.share] != self.roots[lane.share][old]:
                         raise IntegrityError(
                             f"segment {old} encodes differently than before: the file changed"
                             " during the upload; upload it again"
                         )
-                    await self._put(lane, old, blocks[lane.share], shas[lane.share])
+                    await self._put(lane, old, blocks[lane.share], roots[lane.share])
                     lane.stored = old + 1
-                await self._put(lane, j, block, sha)
+                await self._put(lane, j, block, root)
                 lane.stored = j + 1
                 return
             except IntegrityError:
@@ -306,13 +303,13 @@ class Uploader:
             except PEER_ERRORS as err:
                 await self._swap(lane, err)
 
-    async def _put(self, lane: _Lane, j: int, block: Block, sha: bytes) -> None:
+    async def _put(self, lane: _Lane, j: int, block: Block, root: bytes) -> None:
         p = lane.placement
         oid = block_object_id(self.file_id, lane.share, j)
         timeout = self.settings.request_timeout
         for attempt in (1, 2):
             busy = asyncio.ensure_future(
-                asyncio.wait_for(p.client.put(p.lease_id, oid, block, sha), timeout)
+                asyncio.wait_for(p.client.put(p.lease_id, oid, block, root=root), timeout)
             )
             lane.busy.add(busy)
             try:

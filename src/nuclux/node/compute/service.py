@@ -98,7 +98,7 @@ class ComputeService:
 
     # ------------------------------------------------------------------ checks
 
-    async def _consumer_lease(self, request: web.Request) -> tuple[Lease, bytes]:
+    async def _consumer_lease(self, request: web.Request) -> tuple[Lease, bytes | None]:
         lease_id = self._lease_id(request.match_info["lease"])
         who = authenticate(request, self.verifier, now=self.clock())
         lease = await self.lease_for(lease_id, ResourceClass.COMPUTE)
@@ -106,7 +106,7 @@ class ComputeService:
             raise Forbidden(f"{who.address} is not the consumer of lease {lease_id}")
         return lease, who.content_sha256
 
-    async def _body(self, request: web.Request, limit: int, sha: bytes) -> bytes:
+    async def _body(self, request: web.Request, limit: int, sha: bytes | None) -> bytes:
         size = request.content_length
         if size is None:
             raise UsageError("POST needs a Content-Length")
