@@ -326,7 +326,8 @@ async def test_a_block_put_signs_its_merkle_root_and_is_stored_under_it(served: 
         assert blob(s, root).read_bytes() == data
         assert await c.get(s.lease, oid) == data  # checked against the root header
         listed = {o.object_id: o for o in await c.list(s.lease)}
-        assert listed[oid].root_digest and listed[oid].sha256 == root
+        assert listed[oid].root_digest
+        assert listed[oid].sha256 == root
         plain = await c.put(s.lease, b"plain", data)  # any other object: its SHA-256
         assert (plain.sha256, plain.root_digest) == (hashlib.sha256(data).digest(), False)
 

@@ -175,9 +175,9 @@ async def test_a_block_written_against_its_root_is_checked_by_it(store: ShardSto
     oid, data = block_object_id(bytes(16), 0, 0), os.urandom(5000)
     with pytest.raises(UsageError, match="share block"):
         store.writer(1, b"plain", merkle_root=root_of_bytes(data))
-    with pytest.raises(IntegrityError, match="Merkle root"):
-        async with store.writer(1, oid, merkle_root=bytes(32)) as w:
-            await w.write(data)
+    async with store.writer(1, oid, merkle_root=bytes(32)) as w:
+        await w.write(data)
+        with pytest.raises(IntegrityError, match="Merkle root"):
             await w.commit()
     with pytest.raises(ObjectNotFound):
         await store.stat(1, oid)
