@@ -32,6 +32,13 @@ class Rpc:
         answer: dict[str, object] = {"jsonrpc": "2.0", "id": body["id"]}
         if body["method"] == "eth_call":
             answer["result"] = "0x" + "00" * 31 + "2a"
+        elif body["method"] == "eth_getBlockByNumber":
+            tag = body["params"][0]
+            answer["result"] = {
+                "0x7": {"number": "0x7", "hash": "0x" + "ab" * 32, "timestamp": "0x64"},
+                "0x8": None,
+                "0x9": {"number": "seven", "hash": "0x00", "timestamp": "0x1"},
+            }.get(tag, {"number": "0xa", "hash": "0x" + "cd" * 32, "timestamp": "0x65"})
         elif body["method"] == "eth_chainId":
             answer["result"] = "0x7a69"
         elif body["method"] == "eth_blockNumber":
@@ -109,5 +116,27 @@ async def test_a_connection_calls_without_asking_the_chain_id_again(rpc: tuple[R
         for _ in range(3):
             assert await coin.functions.balanceOf("0x" + "22" * 20).call() == 42
         assert state.methods == ["eth_chainId"] + ["eth_call"] * 3
+    finally:
+        await conn.close()
+
+
+async def test_block_heads_are_read_raw(rpc: tuple[Rpc, str]) -> None:
+    """Over JSON-RPC, block_number, block_head and now read the raw answer (no web3
+    formatting of whole blocks); a block the chain lacks is None, a malformed one an error."""
+    from nuclux.chain import ChainConnection
+    from nuclux.errors import ChainError
+
+    state, url = rpc
+    conn = await ChainConnection.open(url)
+    try:
+        assert await conn.block_head(7) == (7, bytes([0xAB]) * 32, 100)
+        assert await conn.block_head(8) is None
+        with pytest.raises(ChainError, match="malformed number"):
+            await conn.block_head(9)
+        assert await conn.now() == 101
+        number = await conn.block_number()
+        assert number == state.calls  # the fake answers its call count
+        with pytest.raises(ChainError, match="eth_nothing failed"):
+            await conn._rpc("eth_nothing", [])
     finally:
         await conn.close()

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from eth_account.signers.local import LocalAccount
 from web3.contract import AsyncContract
-from web3.exceptions import BlockNotFound, Web3RPCError
+from web3.exceptions import Web3RPCError
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
@@ -306,11 +306,8 @@ class Ledger(StorageLedger):
 
     async def block_header(self, block: int | Literal["latest"] = "latest") -> BlockHeader | None:
         """A block's number, hash and timestamp; None if the chain has no such block (now)."""
-        try:
-            b = await self.conn.w3.eth.get_block(block)
-        except BlockNotFound:
-            return None
-        return BlockHeader(int(b["number"]), bytes(b["hash"]), int(b["timestamp"]))
+        head = await self.conn.block_head(block)
+        return None if head is None else BlockHeader(*head)
 
     async def lease_at(self, lease_id: int, block: int) -> Lease | None:
         """The lease as it was at ``block``; None if it did not exist then."""
