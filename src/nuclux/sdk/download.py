@@ -9,8 +9,10 @@ hashed and compared with its root. Every source is asked for its roots at once w
 download starts, and the first block requests wait until ``k`` have answered (at most
 ``hedge_delay``): those are the ``k`` fastest providers, and a hung one is never among the first
 asked. Up to ``segments_in_flight`` segments are read at once; for each, ``k`` sources are asked
-for their block, ranked: answering sources before ones still silent, then by observed latency
-(data shares first while nothing is known: decoding from them is a copy). A request not
+for their block, ranked: answering sources before ones still silent, then data shares whose
+latency is within twice the fastest source's (plus ``DATA_SHARE_SLACK``: decoding from data
+blocks is a copy, from parity a Reed-Solomon decode that holds the GIL), then by observed
+latency. A request not
 answered within ``hedge_delay`` marks its source slow (asked last from then on) and the same
 block is asked of the next source; a failed source (unreachable, refusing, timed out) is
 dropped; a block that fails its check is recorded with the provider's name and replaced by
@@ -52,6 +54,7 @@ from nuclux.sdk.peers import PEER_ERRORS
 from nuclux.sdk.settings import NotEnoughProviders, Progress, StorageSettings, first_error
 
 DROP_KEEP = 64 << 20
+DATA_SHARE_SLACK = 0.05  # seconds: a data share this much (plus 2x) slower is still preferred
 
 
 @dataclass(slots=True)
@@ -168,7 +171,22 @@ class Downloader:
 
     def _ranked(self) -> list[Source]:
         live = [s for s in self.sources if s.dead is None]
-        return sorted(live, key=lambda s: (s.slow, _silence(s), s.latency, s.share))
+        # data shares first unless clearly slower than the fastest source: from data blocks a
+        # segment is a concatenation, from any parity block it is a Reed-Solomon decode that
+        # holds the GIL for the whole segment and stalls the event loop meanwhile
+        known = [s.latency for s in live if s.latency > 0 and not s.slow]
+        near = 2 * min(known) + DATA_SHARE_SLACK if known else 0.0
+        k = self.layout.k
+        return sorted(
+            live,
+            key=lambda s: (
+                s.slow,
+                _silence(s),
+                not (s.share < k and s.latency <= near),
+                s.latency,
+                s.share,
+            ),
+        )
 
     async def _race_roots(self) -> None:
         """Ask every live source for its block roots at once; return when ``k`` have answered
