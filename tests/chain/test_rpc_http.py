@@ -124,12 +124,13 @@ async def test_block_heads_are_read_raw(rpc: tuple[Rpc, str]) -> None:
     """Over JSON-RPC, block_number, block_head and now read the raw answer (no web3
     formatting of whole blocks); a block the chain lacks is None, a malformed one an error."""
     from nuclux.chain import ChainConnection
+    from nuclux.chain.records import BlockHeader
     from nuclux.errors import ChainError
 
     state, url = rpc
     conn = await ChainConnection.open(url)
     try:
-        assert await conn.block_head(7) == (7, bytes([0xAB]) * 32, 100)
+        assert await conn.block_head(7) == BlockHeader(7, bytes([0xAB]) * 32, 100)
         assert await conn.block_head(8) is None
         with pytest.raises(ChainError, match="malformed number"):
             await conn.block_head(9)

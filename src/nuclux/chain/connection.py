@@ -18,6 +18,7 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.types import Wei as EthWei
 
 from nuclux.chain import abi as artifacts
+from nuclux.chain.records import BlockHeader
 from nuclux.chain.rpc_http import KeepAliveHTTPProvider
 from nuclux.chain.txqueue import TxQueue
 from nuclux.errors import ChainError, ChainUnavailable, UsageError
@@ -113,21 +114,18 @@ class ChainConnection:
 
     async def now(self) -> int:
         """Chain time: the latest block's timestamp."""
-        if self.is_embedded:
-            block = await self.w3.eth.get_block("latest")
-            return int(block["timestamp"])
         head = await self.block_head("latest")
         if head is None:
             raise ChainError("the chain has no latest block")
-        return head[2]
+        return head.timestamp
 
     async def block_number(self) -> int:
         if self.is_embedded:
             return int(await self.w3.eth.block_number)
         return _quantity(await self._rpc("eth_blockNumber", []), "eth_blockNumber")
 
-    async def block_head(self, block: int | str = "latest") -> tuple[int, bytes, int] | None:
-        """(number, hash, timestamp) of a block; None if the chain has no such block.
+    async def block_head(self, block: int | str = "latest") -> BlockHeader | None:
+        """A block's number, hash and timestamp; None if the chain has no such block.
 
         Over JSON-RPC this is one raw ``eth_getBlockByNumber`` read for three fields: web3's
         ``get_block`` formats every field of the block through its middleware, twice the CPU
@@ -137,13 +135,13 @@ class ChainConnection:
                 b = await self.w3.eth.get_block(block)  # type: ignore[arg-type]
             except BlockNotFound:
                 return None
-            return int(b["number"]), bytes(b["hash"]), int(b["timestamp"])
+            return BlockHeader(int(b["number"]), bytes(b["hash"]), int(b["timestamp"]))
         tag = hex(block) if isinstance(block, int) else block
         raw = await self._rpc("eth_getBlockByNumber", [tag, False])
         if raw is None:
             return None
         try:
-            return (
+            return BlockHeader(
                 _quantity(raw["number"], "number"),
                 bytes.fromhex(str(raw["hash"]).removeprefix("0x")),
                 _quantity(raw["timestamp"], "timestamp"),

@@ -306,8 +306,7 @@ class Ledger(StorageLedger):
 
     async def block_header(self, block: int | Literal["latest"] = "latest") -> BlockHeader | None:
         """A block's number, hash and timestamp; None if the chain has no such block (now)."""
-        head = await self.conn.block_head(block)
-        return None if head is None else BlockHeader(*head)
+        return await self.conn.block_head(block)
 
     async def lease_at(self, lease_id: int, block: int) -> Lease | None:
         """The lease as it was at ``block``; None if it did not exist then."""

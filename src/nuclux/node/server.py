@@ -57,7 +57,7 @@ from nuclux.errors import (
     Unauthenticated,
     UsageError,
 )
-from nuclux.net.client import bounded_json
+from nuclux.net.answers import bounded_json
 from nuclux.net.signing import (
     CAPABILITY_HEADER,
     CONTENT_ROOT_HEADER,

@@ -40,7 +40,7 @@ from nuclux.core.job_wire import MAX_SPEC_BYTES, decode_job_request, encode_job_
 from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.types import ResourceClass
 from nuclux.errors import Forbidden, NucluxError, Unauthenticated, UsageError
-from nuclux.net.client import bounded_json
+from nuclux.net.answers import bounded_json
 from nuclux.net.signing import CONTENT_SHA256_HEADER, authenticate, check_body
 from nuclux.node.compute.accounts import ComputeAccounts
 from nuclux.node.compute.config import PoolLimits
