@@ -8,9 +8,10 @@ bids built beforehand; ``clear_10k_tied_ms`` the same when every bid has the sam
 worst case: every bid's tie-break key is hashed). Goal: ``clear_10k_ms <= 100``.
 
 ``gas_auction_m1``, ``_m8``, ``_m16``: the gas of every transaction of one auction on the
-embedded EVM (``AuctionHouse``) with m winners and m + 1 bidders: the consumer's approval
-and request, each bidder's approval, commit and reveal, and the finalisation that opens the
-m leases; ``gas_auction_finalize_mN`` the finalisation alone.
+embedded EVM (``AuctionHouse``) with m winners and m + 1 bidders: the consumer's request
+(one transaction: its escrow allowed by an EIP-2612 permit), each bidder's approval (its
+first bid only: bid agents keep a standing deposit allowance), commit and reveal, and the
+finalisation that opens the m leases; ``gas_auction_finalize_mN`` the finalisation alone.
 
 ``lease_blocks`` and ``lease_s`` (``bench/market_latency.py``): the median, over
 ``--lease-runs`` auctions, of the time from posting a request to an accepted (Active) lease

@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {NUM_CLASSES} from "./LeaseTypes.sol";
@@ -41,6 +42,13 @@ interface ILeaseOpener {
 /// revealed bid, or the reserve. The rule is `nuclux.core.auction.clear`. Deposits of bids
 /// never revealed go to the consumer; unspent escrow is refunded. Bids per request are capped
 /// at `maxBids`, so finalising is bounded.
+///
+/// A request may name up to MAX_EXCLUDED providers that may not bid on it (a storage file's
+/// replacement excludes the providers already holding its shares), fixed when it is posted,
+/// before any bid exists. Such a *restricted* auction never counts for the reference price:
+/// a party could otherwise exclude every honest provider and let its own staked bidders set
+/// the price. `postWithPermit` takes an EIP-2612 permit of the escrow signed by the consumer,
+/// so a request needs no approval transaction before it.
 ///
 /// A winner that declines its ticket or lets it expire takes the missed-acceptance fault in
 /// the LeaseManager, which hands the ticket's escrow back here (`ticketFailed`): the next
@@ -88,6 +96,19 @@ contract AuctionHouse {
         uint128 price; // the clearing price once cleared
         uint8 winners;
         uint8 replacements; // runners-up given a lease after a winner failed to accept
+        uint8 excluded; // providers the request excludes from bidding
+    }
+
+    /// What a consumer asks for: m providers (at least mMin) of `units` each over `term`
+    /// epochs at no more than `reserve` per unit, locking `escrow`.
+    struct Terms {
+        uint8 cls;
+        uint64 units;
+        uint32 term;
+        uint8 m;
+        uint8 mMin;
+        uint128 reserve;
+        uint256 escrow;
     }
 
     /// One qualifying clearing as the reference price sees it.
@@ -107,6 +128,7 @@ contract AuctionHouse {
     uint256 public constant REF_WINDOW = 32;
     uint256 public constant REF_MIN_BIDDERS = 3;
     uint256 public constant MAX_WINDOW = 2 ** 32; // seconds or blocks
+    uint256 public constant MAX_EXCLUDED = 64;
     bytes32 internal constant NO_SEED = bytes32(0);
 
     error InvalidClass(uint8 cls);
@@ -131,6 +153,8 @@ contract AuctionHouse {
     error BidAboveReserve(uint256 price, uint256 reserve);
     error SeedNotReady(uint256 id, uint256 seedBlock);
     error NotLeaseManager(address sender);
+    error TooManyExclusions(uint256 count, uint256 max);
+    error ProviderExcluded(uint256 id, address provider);
 
     event RequestPosted(
         uint256 indexed id,
@@ -147,6 +171,7 @@ contract AuctionHouse {
         uint256 commitEndBlock,
         uint256 revealEndBlock
     );
+    event ProvidersExcluded(uint256 indexed id, address[] providers);
     event BidCommitted(uint256 indexed id, address indexed provider, bytes32 commitment);
     event BidRevealed(uint256 indexed id, address indexed provider, uint256 price);
     event SeedArmed(uint256 indexed id, uint256 seedBlock);
@@ -157,7 +182,8 @@ contract AuctionHouse {
         uint256 winners,
         uint256 bidders,
         uint256 volume,
-        bytes32 seed
+        bytes32 seed,
+        bool restricted
     );
     event WinnerLeased(uint256 indexed id, address indexed provider, uint256 leaseId);
     event AuctionFailed(uint256 indexed id, uint256 revealed, uint256 refund);
@@ -181,6 +207,8 @@ contract AuctionHouse {
     uint256 public requestCount;
     mapping(uint256 id => Request) internal _requests;
     mapping(uint256 id => mapping(address provider => Bid)) internal _bids;
+    /// Providers a request excludes from bidding.
+    mapping(uint256 id => mapping(address provider => bool)) public excluded;
     mapping(uint256 id => address[]) internal _bidders;
     /// Revealed bids that did not win, in rank order (at most m per request).
     mapping(uint256 id => address[]) internal _runnersUp;
@@ -226,45 +254,29 @@ contract AuctionHouse {
 
     // ----------------------------------------------------------------- consumer
 
-    /// Ask for `m` providers (at least `mMin`) of `units` each over `term` epochs at no more
-    /// than `reserve` per unit, locking `escrow` (at least m x units x term x reserve).
-    function post(
-        uint8 cls,
-        uint64 units,
-        uint32 term,
-        uint8 m,
-        uint8 mMin,
-        uint128 reserve,
-        uint256 escrow
-    ) external returns (uint256 id) {
-        if (cls >= NUM_CLASSES) revert InvalidClass(cls);
-        if (units == 0 || term == 0 || reserve == 0) revert ZeroTerms(units, term, reserve);
-        if (m == 0 || m > MAX_PROVIDERS || m > maxBids || mMin == 0 || mMin > m) {
-            revert BadProviderCount(m, mMin); // 1 <= mMin <= m <= min(64, maxBids)
-        }
-        uint256 known = registry.providerCount();
-        if (m > known) revert NotEnoughProviders(m, known);
-        uint256 needed = uint256(m) * units * term * reserve;
-        if (escrow < needed) revert InsufficientEscrow(escrow, needed);
-        id = ++requestCount;
-        uint256 commitEnd = block.timestamp + commitWindow;
-        uint256 revealEnd = commitEnd + revealWindow;
-        uint256 commitEndBlock = block.number + commitBlocks;
-        Request storage r = _requests[id];
-        r.consumer = msg.sender;
-        r.cls = cls;
-        r.m = m;
-        r.mMin = mMin;
-        r.status = Status.Open;
-        r.units = units;
-        r.term = term;
-        r.commitEnd = uint40(commitEnd);
-        r.revealEnd = uint40(revealEnd);
-        r.commitEndBlock = uint40(commitEndBlock);
-        r.reserve = reserve;
-        r.escrow = SafeCast.toUint128(escrow);
-        _announce(id, r);
-        token.safeTransferFrom(msg.sender, address(this), escrow);
+    /// Ask for `t.m` providers (at least `t.mMin`) of `t.units` each over `t.term` epochs at
+    /// no more than `t.reserve` per unit, locking `t.escrow` (at least m x units x term x
+    /// reserve) from the consumer's allowance; the providers in `exclude` may not bid.
+    function post(Terms calldata t, address[] calldata exclude) external returns (uint256) {
+        return _post(t, exclude);
+    }
+
+    /// `post`, the escrow allowed by the consumer's EIP-2612 permit (`deadline`, `v`, `r`,
+    /// `s`) for exactly `t.escrow`: one transaction, no approval before it. A permit someone
+    /// else submitted first (it is public once sent) has set the same allowance, so its
+    /// failure here is ignored and the transfer decides.
+    function postWithPermit(
+        Terms calldata t,
+        address[] calldata exclude,
+        uint256 deadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external returns (uint256) {
+        try IERC20Permit(address(token)).permit(
+            msg.sender, address(this), t.escrow, deadline, v, r, s
+        ) {} catch {}
+        return _post(t, exclude);
     }
 
     // ----------------------------------------------------------------- providers
@@ -273,6 +285,7 @@ contract AuctionHouse {
     function commit(uint256 id, address provider, bytes32 commitment) external {
         Request storage r = _open(id);
         if (!_commitOpen(r)) revert CommitClosed(id, r.commitEnd, r.commitEndBlock);
+        if (r.excluded != 0 && excluded[id][provider]) revert ProviderExcluded(id, provider);
         registry.checkOperator(provider, msg.sender);
         registry.quote(provider, r.cls); // reverts unless it takes new leases of this class
         uint256 capacity = registry.getProvider(provider).capacity[r.cls];
@@ -472,6 +485,57 @@ contract AuctionHouse {
 
     // ----------------------------------------------------------------- internals
 
+    function _post(Terms calldata t, address[] calldata exclude)
+        internal
+        returns (uint256 id)
+    {
+        if (t.cls >= NUM_CLASSES) revert InvalidClass(t.cls);
+        if (t.units == 0 || t.term == 0 || t.reserve == 0) {
+            revert ZeroTerms(t.units, t.term, t.reserve);
+        }
+        if (t.m == 0 || t.m > MAX_PROVIDERS || t.m > maxBids || t.mMin == 0 || t.mMin > t.m) {
+            revert BadProviderCount(t.m, t.mMin); // 1 <= mMin <= m <= min(64, maxBids)
+        }
+        if (exclude.length > MAX_EXCLUDED) {
+            revert TooManyExclusions(exclude.length, MAX_EXCLUDED);
+        }
+        uint256 needed = uint256(t.m) * t.units * t.term * t.reserve;
+        if (t.escrow < needed) revert InsufficientEscrow(t.escrow, needed);
+        id = ++requestCount;
+        uint256 shut = _exclude(id, exclude);
+        uint256 known = registry.providerCount();
+        uint256 open = known > shut ? known - shut : 0;
+        if (t.m > open) revert NotEnoughProviders(t.m, open);
+        uint256 commitEnd = block.timestamp + commitWindow;
+        Request storage r = _requests[id];
+        r.consumer = msg.sender;
+        r.cls = t.cls;
+        r.m = t.m;
+        r.mMin = t.mMin;
+        r.status = Status.Open;
+        r.units = t.units;
+        r.term = t.term;
+        r.commitEnd = uint40(commitEnd);
+        r.revealEnd = uint40(commitEnd + revealWindow);
+        r.commitEndBlock = uint40(block.number + commitBlocks);
+        r.reserve = t.reserve;
+        r.escrow = SafeCast.toUint128(t.escrow);
+        r.excluded = uint8(shut);
+        _announce(id, r);
+        if (shut != 0) emit ProvidersExcluded(id, exclude);
+        token.safeTransferFrom(msg.sender, address(this), t.escrow);
+    }
+
+    /// Mark `exclude` (duplicates counted once) as barred from request `id`; returns how many.
+    function _exclude(uint256 id, address[] calldata exclude) internal returns (uint256 count) {
+        mapping(address => bool) storage barred = excluded[id];
+        for (uint256 i = 0; i < exclude.length; ++i) {
+            if (barred[exclude[i]]) continue;
+            barred[exclude[i]] = true;
+            ++count;
+        }
+    }
+
     function _open(uint256 id) internal view returns (Request storage r) {
         r = _requests[id];
         if (r.status == Status.None) revert UnknownRequest(id);
@@ -487,8 +551,9 @@ contract AuctionHouse {
         bytes32 seed
     ) internal {
         uint256 volume = winners * r.units * r.term;
-        emit AuctionCleared(id, r.cls, price, winners, r.reveals, volume, seed);
-        if (r.reveals < REF_MIN_BIDDERS) return;
+        bool restricted = r.excluded != 0;
+        emit AuctionCleared(id, r.cls, price, winners, r.reveals, volume, seed, restricted);
+        if (r.reveals < REF_MIN_BIDDERS || restricted) return;
         uint8 cls = r.cls;
         uint256 recorded = clearingsRecorded[cls];
         _ring[cls][recorded % REF_WINDOW] = Clearing(uint128(price), uint128(volume));

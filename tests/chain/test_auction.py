@@ -307,7 +307,7 @@ async def test_one_bid_per_provider_and_at_most_max_bids(world: World) -> None:
     consumer = market(w.consumers[0])
     await consumer._ensure_allowance(small, UNITS * TERM * RESERVE)
     await consumer._send(
-        house, "post", [0, UNITS, TERM, 1, 1, RESERVE, UNITS * TERM * RESERVE], "post"
+        house, "post", [(0, UNITS, TERM, 1, 1, RESERVE, UNITS * TERM * RESERVE), []], "post"
     )
     for i in range(2):
         who = market(w.providers[i])
@@ -336,32 +336,34 @@ async def test_requests_without_enough_escrow_or_providers_are_refused(world: Wo
         w,
         InsufficientFunds,
         "InsufficientEscrow",
-        lambda: c._send(c.auctions, "post", [*args, needed - 1], "post"),
+        lambda: c._send(c.auctions, "post", [(*args, needed - 1), []], "post"),
     )
     await refused(
         w,
         ProviderUnavailable,
         "NotEnoughProviders",
-        lambda: c._send(c.auctions, "post", [0, UNITS, TERM, 4, 1, RESERVE, 4 * needed], "post"),
+        lambda: c._send(
+            c.auctions, "post", [(0, UNITS, TERM, 4, 1, RESERVE, 4 * needed), []], "post"
+        ),
     )
     await refused(
         w,
         InvalidArgument,
         "BadProviderCount",
-        lambda: c._send(c.auctions, "post", [0, UNITS, TERM, 2, 3, RESERVE, needed], "post"),
+        lambda: c._send(c.auctions, "post", [(0, UNITS, TERM, 2, 3, RESERVE, needed), []], "post"),
     )
     await refused(
         w,
         InvalidArgument,
         "InvalidClass",
-        lambda: c._send(c.auctions, "post", [3, UNITS, TERM, 2, 2, RESERVE, needed], "post"),
+        lambda: c._send(c.auctions, "post", [(3, UNITS, TERM, 2, 2, RESERVE, needed), []], "post"),
     )
     poor = market(w.outsider)
     await refused(
         w,
         InsufficientFunds,
         "ERC20InsufficientAllowance",
-        lambda: poor._send(poor.auctions, "post", [*args, needed], "post"),
+        lambda: poor._send(poor.auctions, "post", [(*args, needed), []], "post"),
     )
     await refused(w, UsageError, "", lambda: c.post_request(STORAGE, 0, TERM, 2, RESERVE))
 

@@ -62,6 +62,7 @@ class Req:
     price: int = 0
     runners: list[str] = field(default_factory=list)  # revealed losers in rank order (<= m)
     tickets: dict[int, str] = field(default_factory=dict)  # lease -> provider, not answered
+    excluded: frozenset[str] = frozenset()  # providers barred from bidding
 
 
 BLOCK_WINDOWS = replace(
@@ -154,9 +155,13 @@ class AuctionMachine(RuleBasedStateMachine):
         m_min=st.integers(1, 3),
         reserve=st.sampled_from(RESERVES),
         extra=st.sampled_from([0, 0, 1, 10**12]),
+        barred=st.sampled_from([(), (), (), (0,), (2,), (0, 1)]),
     )
-    def post(self, consumer: int, m: int, m_min: int, reserve: int, extra: int) -> None:
+    def post(
+        self, consumer: int, m: int, m_min: int, reserve: int, extra: int, barred: tuple[int, ...]
+    ) -> None:
         c = market(self.w.consumers[consumer])
+        excluded = frozenset(self.w.providers[i].address for i in barred)
         core = AuctionRequest(0, ResourceClass.STORAGE, 5, 2, m, reserve, min(m_min, m))
         escrow = core.escrow + extra
 
@@ -165,13 +170,21 @@ class AuctionMachine(RuleBasedStateMachine):
 
         rid = self.attempt(
             lambda: c.post_request(
-                core.cls, core.units, core.term, m, reserve, m_min=core.m_min, escrow=escrow
+                core.cls,
+                core.units,
+                core.term,
+                m,
+                reserve,
+                m_min=core.m_min,
+                escrow=escrow,
+                exclude=sorted(excluded),
             ),
             predict,
         )
         if rid is not None:
+            assert m <= len(self.w.providers) - len(excluded)
             core = AuctionRequest(rid, core.cls, core.units, core.term, m, reserve, core.m_min)
-            self.requests.append(Req(rid, c.address, core, escrow))
+            self.requests.append(Req(rid, c.address, core, escrow, excluded=excluded))
 
     @rule(
         i=st.integers(0, 20),
@@ -193,8 +206,11 @@ class AuctionMachine(RuleBasedStateMachine):
                 Counter({who.address: -DEPOSIT, self.house: DEPOSIT}),
             ):
                 assert p.address not in r.bids
+                assert p.address not in r.excluded, "an excluded provider's bid was taken"
                 r.bids[p.address] = (price, s, who.address, False)
                 SEEN["committed"] += 1
+            elif p.address in r.excluded:
+                SEEN["excluded_refused"] += 1
 
     @rule(i=st.integers(0, 20), honest=st.lists(st.booleans(), min_size=3, max_size=3))
     def reveal(self, i: int, honest: list[bool]) -> None:
@@ -249,7 +265,9 @@ class AuctionMachine(RuleBasedStateMachine):
             r.price = out.price
             r.tickets = {int(lid): str(a) for a, lid in out.leases}
             volume = k * r.core.units * r.core.term
-            self.history.append(ClearedAuction(r.core.cls, out.price, volume, len(revealed)))
+            self.history.append(
+                ClearedAuction(r.core.cls, out.price, volume, len(revealed), bool(r.excluded))
+            )
             spent = len(expected.winners) * r.core.cost(expected.price)
             return Counter(
                 {
@@ -323,6 +341,7 @@ class AuctionMachine(RuleBasedStateMachine):
         ),
         honest=st.lists(st.booleans(), min_size=3, max_size=3),
         fail=st.sampled_from([None, False, True]),
+        barred=st.sampled_from([(), (), (), (2,)]),
     )
     def whole_auction(
         self,
@@ -333,12 +352,13 @@ class AuctionMachine(RuleBasedStateMachine):
         bidders: list[tuple[int, bool, int]],
         honest: list[bool],
         fail: bool | None,
+        barred: tuple[int, ...] = (),
     ) -> None:
         """One request run through its windows: post, commit, reveal (a false reveal stays
         silent and is forfeited), finalise at once (refused while a bid is sealed) or after
         the reveal window; then perhaps a winner declines (``fail`` False)
         or lets its ticket expire (True), and so may its replacement."""
-        self.post(consumer, m, m_min, reserve, 0)
+        self.post(consumer, m, m_min, reserve, 0, barred)
         self.commit(0, bidders)
         self.advance(61)
         self.reveal(0, honest)
@@ -423,3 +443,4 @@ def test_auction_invariants(env: Env) -> None:
     assert SEEN["replaced"] > 0, SEEN
     assert SEEN["replacement_refunded"] > 0, SEEN
     assert SEEN["finalized_early"] > 0, SEEN
+    assert SEEN["excluded_refused"] > 0, SEEN

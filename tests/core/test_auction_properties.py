@@ -181,6 +181,14 @@ def test_thin_auctions_and_other_classes_do_not_count() -> None:
     assert reference_price(history, ResourceClass.BANDWIDTH) is None
 
 
+def test_restricted_auctions_do_not_count() -> None:
+    # a party bars every honest provider and lets three staked sybils clear at its price
+    rigged = ClearedAuction(ResourceClass.STORAGE, 10**9, 10**6, 3, restricted=True)
+    history = [auction(10), auction(12), rigged, auction(11)]
+    assert reference_price(history, ResourceClass.STORAGE) == 11
+    assert reference_price([rigged], ResourceClass.STORAGE) is None
+
+
 def test_only_the_window_counts() -> None:
     history = [auction(100, 10)] * 5 + [auction(10)] * 3
     assert reference_price(history, ResourceClass.STORAGE) == 100

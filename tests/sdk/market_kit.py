@@ -63,6 +63,8 @@ async def _bid_on(net: Network, rid: int, prices: Mapping[int, int]) -> None:
         if price > info.reserve:
             continue
         m = house(net, i)
+        if info.excluded and await m.is_excluded(rid, m.address):
+            continue  # as a bid agent does: the contract refuses its bid
         salt = keccak(text=f"market-test/{rid}/{i}")
         await m.commit_bid(rid, price, salt)
         sealed.append((m, price, salt))
@@ -81,7 +83,7 @@ async def _bid_on(net: Network, rid: int, prices: Mapping[int, int]) -> None:
 @contextlib.asynccontextmanager
 async def bidders(net: Network, prices: Mapping[int, int]) -> AsyncIterator[list[int]]:
     """While open: providers ``i`` bid ``prices[i]`` per unit on every new request (those at
-    or below its reserve). Yields the ids of the requests bid on."""
+    or below its reserve, not excluded by it). Yields the ids of the requests bid on."""
     seen = await house(net, 0).request_count()
     bid_on: list[int] = []
     errors: list[BaseException] = []

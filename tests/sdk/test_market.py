@@ -176,14 +176,21 @@ async def test_put_obtains_its_leases_at_auction(mnet: Network, tmp_path: Path) 
     )
     data = os.urandom(200_000)
     (tmp_path / "f").write_bytes(data)
+    # provider NODES runs no node: the file cannot use it, so the request bars it (else it
+    # would win, bidding lowest, and never accept)
     async with (
-        bidders(mnet, {0: 10, 1: 11, 2: 12, 3: 13}) as bid_on,
+        bidders(mnet, {0: 10, 1: 11, 2: 12, 3: 13, NODES: 9}) as bid_on,
         mnet.client(acct, settings) as client,
     ):
         ref = await client.put(tmp_path / "f", k=2, n=3, max_price=100)
         got = await client.get(ref, tmp_path / "out")
         auction = client.ctx.leases.market.last
         assert auction is not None
+        dead = mnet.world.providers[NODES].address
+        market = client.ctx.leases.market
+        assert (await market.house.request(auction.request_id)).excluded == 1
+        assert await market.house.is_excluded(auction.request_id, dead)
+        assert dead not in [a for a, _ in await market.bids(auction.request_id)]
     assert got.path.read_bytes() == data
     assert len(bid_on) == 1  # one auction for the three providers, not one per lease
     ledger = mnet.ledger(acct)

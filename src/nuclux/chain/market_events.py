@@ -73,6 +73,7 @@ def cleared_auctions(events: Sequence[AuctionEvent]) -> list[tuple[int, int, Cle
                 int(e.args["price"]),
                 int(e.args["volume"]),
                 int(e.args["bidders"]),
+                bool(e.args.get("restricted", False)),
             ),
         )
         for e in events

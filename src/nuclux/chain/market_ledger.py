@@ -14,14 +14,21 @@ step against the next block before sending it; bids, reveals and finalisations a
 estimated against the pending block, the one they are meant for (a node estimates against
 the latest one by default, where a window that closes with it still looks open). An
 operator's bid deposits are drawn from a standing allowance (``ensure_deposit_allowance``:
-approved once, without limit), so a bid is one transaction.
+approved once, without limit), so a bid is one transaction. A consumer's request is one
+transaction too: when its allowance is short of the escrow it signs an EIP-2612 permit for
+exactly that escrow (``permit_escrow``), which ``postWithPermit`` applies before taking it, so
+no allowance is left standing.
+
+A request may exclude providers from bidding (``exclude``: at most ``MAX_EXCLUDED``, fixed
+when it is posted); a restricted auction never counts for the reference price.
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from eth_account.signers.local import LocalAccount
 from web3.contract import AsyncContract
@@ -30,6 +37,7 @@ from web3.types import TxParams, TxReceipt
 
 from nuclux.chain.connection import ChainConnection
 from nuclux.chain.deployment import Deployment
+from nuclux.chain.eip712 import module_typed_data, sign_typed
 from nuclux.chain.ledger_base import LedgerBase
 from nuclux.chain.revert import decode_revert, revert_data_from_exception
 from nuclux.chain.txqueue import GAS_MARGIN, GAS_PAD
@@ -46,6 +54,15 @@ from nuclux.core.types import Address, LeaseId, ResourceClass
 from nuclux.errors import ChainError, TransactionError, UsageError
 
 STANDING_ALLOWANCE = 2**256 - 1  # what bid deposits draw on (the house takes only the sender's)
+MAX_EXCLUDED: Final = 64  # AuctionHouse.MAX_EXCLUDED
+PERMIT_TTL: Final = 3600  # seconds of chain time an escrow permit stays valid
+_PERMIT_FIELDS = [
+    ("owner", "address"),
+    ("spender", "address"),
+    ("value", "uint256"),
+    ("nonce", "uint256"),
+    ("deadline", "uint256"),
+]
 
 
 class RequestStatus(enum.IntEnum):
@@ -85,6 +102,7 @@ class RequestInfo:
     replacements: int = 0  # runners-up given a lease after a winner failed to accept
     commit_end_block: int = 0  # commits also while the block number is at most this
     reveal_end_block: int = 0  # reveals also while the block number is at most this
+    excluded: int = 0  # providers the request bars from bidding (restricted auction)
 
     def commit_open(self, number: int, time: int) -> bool:
         """Whether a block ``number`` at ``time`` still takes commits."""
@@ -144,7 +162,7 @@ class Outcome:
 def _request_from_raw(rid: int, raw: Any, reveal_blocks: int) -> RequestInfo:
     (consumer, cls, m, m_min, status, commits, reveals) = raw[:7]
     (units, term, commit_end, reveal_end, seed_block, commit_end_block) = raw[7:13]
-    (reserve, escrow, price, winners, replacements) = raw[13:18]
+    (reserve, escrow, price, winners, replacements, excluded) = raw[13:19]
     return RequestInfo(
         rid,
         Address(str(consumer)),
@@ -166,6 +184,7 @@ def _request_from_raw(rid: int, raw: Any, reveal_blocks: int) -> RequestInfo:
         int(replacements),
         int(commit_end_block),
         int(commit_end_block) + reveal_blocks,
+        int(excluded),
     )
 
 
@@ -193,25 +212,58 @@ class MarketLedger(LedgerBase):
         *,
         m_min: int | None = None,
         escrow: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> int:
-        """Post a request, locking ``escrow`` (default: exactly m x units x term x reserve);
-        returns its id."""
+        """Post a request, locking ``escrow`` (default: exactly m x units x term x reserve),
+        the providers in ``exclude`` barred from bidding; returns its id. One transaction: an
+        allowance short of the escrow is covered by a permit signed here."""
         core = AuctionRequest(0, cls, units, term, m, reserve, m_min)  # checks the ranges
         amount = core.escrow if escrow is None else escrow
         if amount < core.escrow:
             raise UsageError(
                 f"an escrow of {amount} wei is short of m x units x term x reserve = {core.escrow}"
             )
-        await self._ensure_allowance(self.auctions.address, amount)
-        receipt = await self._send(
-            self.auctions,
-            "post",
-            [int(cls), units, term, m, core.minimum, reserve, amount],
-            "post auction request",
-        )
+        barred = sorted({self._cs(a) for a in exclude})
+        if len(barred) > MAX_EXCLUDED:
+            raise UsageError(
+                f"a request excludes at most {MAX_EXCLUDED} providers ({len(barred)} given)"
+            )
+        terms = (int(cls), units, term, m, core.minimum, reserve, amount)
+        have = int(await self._call(self.coin, "allowance", self.address, self.auctions.address))
+        args: list[Any] = [terms, barred]
+        if have >= amount:
+            fn = "post"
+        else:
+            deadline, v, r, sig_s = await self.permit_escrow(amount)
+            fn = "postWithPermit"
+            args += [deadline, v, r, sig_s]
+        receipt = await self._send_next(self.auctions, fn, args, "post auction request")
         for ev in self.auctions.events.RequestPosted().process_receipt(receipt, errors=DISCARD):
             return int(ev["args"]["id"])
         raise ChainError("post auction request: no RequestPosted event in the receipt")
+
+    async def permit_escrow(self, amount: int) -> tuple[int, int, bytes, bytes]:
+        """An EIP-2612 permit letting the house take ``amount`` from this account: (deadline,
+        v, r, s), valid for ``PERMIT_TTL`` seconds of chain time."""
+        nonce = int(await self._call(self.coin, "nonces", self.address))
+        name = str(await self._call(self.coin, "name"))
+        deadline = await self.conn.now() + PERMIT_TTL
+        message = {
+            "owner": self.address,
+            "spender": self.auctions.address,
+            "value": amount,
+            "nonce": nonce,
+            "deadline": deadline,
+        }
+        data = module_typed_data(
+            name, "Permit", _PERMIT_FIELDS, message, self.conn.chain_id, self.coin.address
+        )
+        sig = sign_typed(self.account, data)
+        return deadline, sig[64], sig[:32], sig[32:64]
+
+    async def is_excluded(self, request_id: int, provider: str) -> bool:
+        """Whether request ``request_id`` bars ``provider`` from bidding."""
+        return bool(await self._call(self.auctions, "excluded", request_id, self._cs(provider)))
 
     # ------------------------------------------------------------------ providers
 
@@ -400,8 +452,10 @@ class MarketLedger(LedgerBase):
 
     async def head(self) -> tuple[int, int]:
         """The latest block's number and timestamp (one read)."""
-        block = await self.conn.w3.eth.get_block("latest")
-        return int(block["number"]), int(block["timestamp"])
+        block = await self.conn.block_head()
+        if block is None:
+            raise ChainError("the chain has no latest block")
+        return block.number, block.timestamp
 
     async def request_count(self) -> int:
         return int(await self._call(self.auctions, "requestCount"))

@@ -76,11 +76,13 @@ _CLASS_BY_ERROR: dict[str, type[ContractRevert]] = {
     "NotLeaving": ProviderUnavailable,
     "AlreadyLeaving": ProviderUnavailable,
     "StillBonded": ProviderUnavailable,
-    # auctions (RevealMismatch, BidAboveReserve, TooManyBids, ... are InvalidArgument)
+    # auctions (RevealMismatch, BidAboveReserve, TooManyBids, TooManyExclusions, ... are
+    # InvalidArgument)
     "NotAuctionHouse": NotAuthorized,
     "InsufficientEscrow": InsufficientFunds,
     "NotEnoughProviders": ProviderUnavailable,
     "CapacityTooSmall": ProviderUnavailable,
+    "ProviderExcluded": NotAuthorized,
     "CommitClosed": InvalidLeaseState,
     "RevealNotOpen": InvalidLeaseState,
     "RevealClosed": InvalidLeaseState,

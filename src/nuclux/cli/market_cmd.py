@@ -50,6 +50,7 @@ def request_dict(r: RequestInfo) -> dict[str, Any]:
         "term_epochs": r.term,
         "m": r.m,
         "m_min": r.m_min,
+        "excluded": r.excluded,
         "reserve_wei": r.reserve,
         "escrow_wei": r.escrow,
         "commits": r.commits,
@@ -72,6 +73,7 @@ def price_dict(v: PriceView) -> dict[str, Any]:
                 "price_wei": p.price,
                 "volume": p.volume,
                 "bidders": p.bidders,
+                "restricted": p.restricted,
             }
             for p in v.history
         ],
@@ -168,7 +170,7 @@ def prices_cmd(
     json: JsonFlag = False,
 ) -> None:
     """The reference price per class (a value-weighted median of recent clearing prices in
-    auctions with at least 3 staked bidders) and the clearing prices behind it."""
+    unrestricted auctions with at least 3 staked bidders) and the clearing prices behind it."""
     c = command_ctx(ctx, json=json)
     classes = [_cls(cls)] if cls is not None else list(ResourceClass)
 
@@ -189,6 +191,7 @@ def prices_cmd(
                 out.print(
                     f"  request {p['request']} (block {p['block']}): {p['price_wei']} wei,"
                     f" volume {p['volume']}, {p['bidders']} bidders"
+                    + (" (restricted: not counted)" if p["restricted"] else "")
                 )
 
     emit(c, views if cls is None else views[0], render)

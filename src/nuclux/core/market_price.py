@@ -10,6 +10,9 @@ clearing prices of its most recent qualifying auctions, where
 - only auctions with at least ``min_bidders`` distinct staked bidders qualify, so a party
   trading with itself (one consumer, one provider, or a handful of sybils without stake)
   cannot move the price;
+- a *restricted* auction (its request barred some providers from bidding) never qualifies:
+  a party could otherwise bar every honest provider and let its own staked bidders set the
+  price;
 - an auction weighs its value: ``price x volume``, so a dust auction at an absurd price
   counts for little (a free one not at all);
 - the median is the lower weighted median: the lowest price ``p`` such that the auctions
@@ -42,6 +45,7 @@ class ClearedAuction:
     price: int
     volume: int
     staked_bidders: int
+    restricted: bool = False  # its request barred some providers from bidding
 
     def __post_init__(self) -> None:
         for name in ("price", "volume", "staked_bidders"):
@@ -80,5 +84,7 @@ def reference_price(
         raise UsageError("min_bidders must be at least 2 (one party must not set the price)")
     if type(window) is not int or window < 1:
         raise UsageError("window must be at least 1 auction")
-    qualifying = [a for a in history if a.cls == cls and a.staked_bidders >= min_bidders]
+    qualifying = [
+        a for a in history if a.cls == cls and a.staked_bidders >= min_bidders and not a.restricted
+    ]
     return weighted_median((a.price, a.value) for a in qualifying[-window:])

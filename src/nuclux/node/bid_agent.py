@@ -197,6 +197,10 @@ class BidAgent:
         if why is not None:
             log.debug("not bidding on request %d: %s", info.id, why)
             return
+        if info.excluded and await self.market.is_excluded(info.id, self.owner):
+            self.book.count("skipped_excluded")
+            log.info("not bidding on request %d: its consumer excluded this provider", info.id)
+            return
         quote = await self.policy.quote(info)
         counter = _QUOTE_COUNTERS.get(quote.source)
         if counter is not None:

@@ -38,6 +38,7 @@ COUNTERS = (
     "finalized",
     "skipped_reserve",
     "skipped_capacity",
+    "skipped_excluded",
     "script_ok",
     "script_skip",
     "script_failures",

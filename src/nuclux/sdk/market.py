@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -98,6 +99,7 @@ class PricePoint:
     price: int
     volume: int
     bidders: int
+    restricted: bool = False  # its request barred providers: not counted for the reference
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +118,7 @@ class Market:
         self.house = MarketLedger(ledger.conn, ledger.deployment, ledger.account)
         self.transactions = 0
         self.last: Acquisition | None = None
-        self._lock = asyncio.Lock()  # one request at a time (they share the allowance)
+        self._lock = asyncio.Lock()  # one request at a time (permits share a nonce)
         self._can_mine = True  # a devnet: mine when its chain stands still
 
     # ------------------------------------------------------------------ buying
@@ -129,9 +131,11 @@ class Market:
         term_epochs: int,
         reserve: int,
         m_min: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> list[Lease]:
         """Leases of ``units`` each over ``term_epochs`` from up to ``m`` providers (at least
-        ``m_min``, default ``m``, must bid), at no more than ``reserve`` per unit."""
+        ``m_min``, default ``m``, must bid), at no more than ``reserve`` per unit; the
+        providers in ``exclude`` may not bid (at most ``MAX_EXCLUDED``)."""
         loop = asyncio.get_running_loop()
         escrow = AuctionRequest(0, cls, units, term_epochs, m, reserve, m_min).escrow
         held = await self.ledger.balance()
@@ -144,8 +148,10 @@ class Market:
         async with self._lock:
             started = loop.time()
             first_block = await self.ledger.conn.block_number()
-            rid = await self.house.post_request(cls, units, term_epochs, m, reserve, m_min=m_min)
-            self.transactions += 2  # approval and post (an upper bound on the approval)
+            rid = await self.house.post_request(
+                cls, units, term_epochs, m, reserve, m_min=m_min, exclude=exclude
+            )
+            self.transactions += 1  # the post (a permit covers the escrow: no approval)
             info = await self._settle(rid)
         if info.status is RequestStatus.FAILED:
             wanted = info.m_min
@@ -320,7 +326,7 @@ class Market:
         records: list[ClearedAuction] = [rec for _, _, rec in points]
         ref = reference_price(records, cls, window=self.settings.history_window)
         shown = tuple(
-            PricePoint(block, rid, rec.price, rec.volume, rec.staked_bidders)
+            PricePoint(block, rid, rec.price, rec.volume, rec.staked_bidders, rec.restricted)
             for block, rid, rec in points
         )
         return PriceView(cls, ref, shown if history else ())

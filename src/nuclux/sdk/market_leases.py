@@ -9,17 +9,20 @@ request for ``s`` providers goes to the market (``nuclux.sdk.market``) with unit
 ``max(need, reserve_bytes)`` and the wanted term; the reserve is ``max_price`` or the
 market's default (twice the reference price, else the highest posted price).
 
-The auction, not the consumer, picks the providers, so a winner may be one this file cannot
-use (excluded by the caller, or holding another of its shares already). Such a lease is kept
-(later files use it) and the next round asks for that many more providers, so the cheapest
-unusable bidders are outbid by usable ones; after ``MAX_ROUNDS`` rounds the file fails with
-``NotEnoughProviders``. A round that fails (too few bids) raises ``AuctionFailed``.
+The auction, not the consumer, picks the providers, so the request excludes every serving
+provider this file cannot use (not among the caller's candidates, or given a share in this
+call already), fixed when it is posted: those cannot bid. Past ``MAX_EXCLUDED`` of them (a
+large network), or when the registry changed meanwhile, a winner may still be one the file
+cannot use: that lease is kept (later files use it) and the next round asks for that many
+more providers; after ``MAX_ROUNDS`` rounds the file fails with ``NotEnoughProviders``. A
+round that fails (too few bids) raises ``AuctionFailed``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from nuclux.chain.market_ledger import MAX_EXCLUDED
 from nuclux.core.types import ResourceClass
 from nuclux.sdk.peers import PEER_ERRORS, Probe
 from nuclux.sdk.settings import NotEnoughProviders
@@ -62,13 +65,15 @@ async def market_placements(
         if missing <= 0:
             return out
         active = [p for p in await book.peers.registry() if p.status == "active"]
-        serving = sum(1 for p in active if p.capacity[STORAGE] > 0)
-        m = min(missing + unusable, serving)
+        serving = [p.owner for p in active if p.capacity[STORAGE] > 0]
+        barred = [o for o in serving if o.lower() not in allowed or o.lower() in used]
+        barred = barred[:MAX_EXCLUDED]
+        m = min(missing + unusable, len(serving) - len(barred))
         if m < missing:
             break
         reserve = max_price if max_price is not None else await book.market.default_reserve(STORAGE)
         leases = await book.market.acquire(
-            STORAGE, book.settings.units_for(need), m, want, reserve, m_min=missing
+            STORAGE, book.settings.units_for(need), m, want, reserve, m_min=missing, exclude=barred
         )
         book.transactions += book.market.transactions
         book.market.transactions = 0
