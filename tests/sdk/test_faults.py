@@ -192,12 +192,17 @@ async def test_providers_hanging_mid_download_are_hedged(
         ref, data = await _put(client, tmp_path / "f", 200_000)
         shares = await _providers(client, ref)
     ports = {net.configs[net.index_of(p)].listen_port for p in shares[:3]}
-    real_get, real_shares = NodeClient.get, NodeClient.shares
+    real_get, real_into, real_shares = NodeClient.get, NodeClient.get_into, NodeClient.shares
 
     async def get_or_hang(self: NodeClient, *args: Any, **kwargs: Any) -> bytes:
         if self.base.port in ports:
             await asyncio.Event().wait()  # cancelled by the hedge's winner
         return await real_get(self, *args, **kwargs)
+
+    async def get_into_or_hang(self: NodeClient, *args: Any, **kwargs: Any) -> int:
+        if self.base.port in ports:  # data shares are read into the segment's buffer
+            await asyncio.Event().wait()
+        return await real_into(self, *args, **kwargs)
 
     async def shares_first(self: NodeClient, *args: Any, **kwargs: Any) -> Any:
         if self.base.port not in ports:  # the doomed ones win the roots race
@@ -205,6 +210,7 @@ async def test_providers_hanging_mid_download_are_hedged(
         return await real_shares(self, *args, **kwargs)
 
     monkeypatch.setattr(NodeClient, "get", get_or_hang)
+    monkeypatch.setattr(NodeClient, "get_into", get_into_or_hang)
     monkeypatch.setattr(NodeClient, "shares", shares_first)
     settings = dataclasses.replace(BLOCKS, request_timeout=30.0)  # only hedging helps
     async with net.client(acct, settings) as client:

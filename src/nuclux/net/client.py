@@ -35,7 +35,7 @@ from nuclux.core.compute_account import (
     UsageRejected,
 )
 from nuclux.core.job import ComputeBusy, JobRejected
-from nuclux.core.merkle import MerkleBuilder, merkle_root, root_of_bytes
+from nuclux.core.merkle import merkle_root, root_of_bytes
 from nuclux.core.reference import parse_block_id
 from nuclux.errors import (
     Forbidden,
@@ -60,12 +60,8 @@ from nuclux.net.answers import (
     revision_from_json,
     stored_from_json,
 )
-from nuclux.net.signing import (
-    CAPABILITY_HEADER,
-    CONTENT_ROOT_HEADER,
-    CONTENT_SHA256_HEADER,
-    signed_headers,
-)
+from nuclux.net.bodies import BodyCheck, BufferTooSmall, read_into
+from nuclux.net.signing import CAPABILITY_HEADER, signed_headers
 from nuclux.net.tls import client_ssl_context, peer_errors
 
 _BY_CODE: dict[str, type[NucluxError]] = {
@@ -87,6 +83,7 @@ _BY_CODE: dict[str, type[NucluxError]] = {
 }
 
 __all__ = [
+    "BufferTooSmall",
     "CoSignedRevision",
     "NodeClient",
     "NodeRequestError",
@@ -109,9 +106,6 @@ async def _json(resp: aiohttp.ClientResponse) -> Any:
         raise IntegrityError(f"malformed answer from the node: {exc}") from None
 
 
-_THREAD_HASH_BYTES = 64 << 10  # smaller chunks are hashed inline (a hand-off costs more)
-
-
 class NodeClient:
     def __init__(
         self, endpoint: str, fingerprint: bytes, private_key: bytes, *, timeout: float = 60.0
@@ -125,6 +119,9 @@ class NodeClient:
             read_bufsize=READ_BUFSIZE,
         )
         self._hash_pool: ThreadPoolExecutor | None = None
+        # a request bounded as a whole: no per-read timer (aiohttp re-arms that one for every
+        # chunk received, a tenth of the event loop's work in a bulk download)
+        self._bounded = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=None)
 
     def _hasher(self) -> ThreadPoolExecutor:
         if self._hash_pool is None:
@@ -342,28 +339,72 @@ class NodeClient:
         offset: int = 0,
         length: int | None = None,
         capability: str | None = None,
+        check_sha256: bool = True,
+        timeout: float | None = None,
     ) -> int:
         """Read an object (or a range) into ``buffer`` and return the number of bytes read.
 
-        Reusing one buffer across downloads avoids allocating (and page-faulting) a fresh
-        object-sized one each time. A whole object is checked against the SHA-256 the node
-        reports; a buffer too small for the data raises UsageError (nothing beyond it is
-        written)."""
+        The body is copied once, chunk by chunk, from the HTTP parser into ``buffer``
+        (``bodies.read_into``). Reusing one buffer across downloads avoids allocating (and
+        page-faulting) a fresh object-sized one each time. A whole object is checked against
+        the digest the node reports unless ``check_sha256=False`` (callers that verify the
+        bytes themselves); a buffer too small for the data raises ``BufferTooSmall`` (a
+        ``UsageError``; nothing beyond the buffer is written). ``timeout`` bounds the whole
+        exchange (``TimeoutError``) instead of the session's timeout between reads."""
         view = memoryview(buffer).cast("B")
         if view.readonly:
             raise UsageError("get_into needs a writable buffer")
-        pos = 0
-        async for chunk in self.stream(
-            lease_id, object_id, offset=offset, length=length, capability=capability
-        ):
-            end = pos + len(chunk)
-            if end > len(view):
-                raise UsageError(
-                    f"the buffer of {len(view)} bytes is too small for object {object_id.hex()}"
-                )
-            view[pos:end] = chunk
-            pos = end
-        return pos
+        what = f"object {object_id.hex()} of lease {lease_id}"
+        url, headers, check = self._object_request(
+            lease_id, object_id, offset, length, capability, check_sha256
+        )
+        if timeout is None:
+            return await self._read_into(url, headers, view, check, what, None)
+        async with asyncio.timeout(timeout):
+            return await self._read_into(url, headers, view, check, what, self._bounded)
+
+    async def _read_into(
+        self,
+        url: URL,
+        headers: dict[str, str],
+        view: memoryview,
+        check: bool,
+        what: str,
+        timeout: aiohttp.ClientTimeout | None,
+    ) -> int:
+        with peer_errors():
+            extra: dict[str, Any] = {} if timeout is None else {"timeout": timeout}
+            async with self._session.get(url, headers=headers, **extra) as resp:
+                await self._raise_for(resp)
+                if resp.content_length is not None and resp.content_length > len(view):
+                    raise BufferTooSmall(
+                        f"the buffer of {len(view)} bytes is too small for {what} "
+                        f"({resp.content_length} bytes)"
+                    )
+                body = BodyCheck(resp.headers, self._hasher) if check else None
+                n = await read_into(resp.content, view, body, what)
+                if body is not None:
+                    await body.verify(what)
+                return n
+
+    def _object_request(
+        self,
+        lease_id: int,
+        object_id: bytes,
+        offset: int,
+        length: int | None,
+        capability: str | None,
+        check_sha256: bool,
+    ) -> tuple[URL, dict[str, str], bool]:
+        """URL and signed headers of an object GET, and whether the body is to be checked
+        (a whole object only, against the node's hash)."""
+        url = self._url(lease_id, object_id)
+        headers = self._headers("GET", url, capability=capability)
+        ranged = not (offset == 0 and length is None)
+        if ranged:
+            end = "" if length is None else str(offset + length - 1)
+            headers["Range"] = f"bytes={offset}-{end}"
+        return url, headers, check_sha256 and not ranged
 
     async def stream(
         self,
@@ -375,37 +416,19 @@ class NodeClient:
         capability: str | None = None,
         check_sha256: bool = True,
     ) -> AsyncIterator[bytes]:
-        url = self._url(lease_id, object_id)
-        headers = self._headers("GET", url, capability=capability)
-        ranged = not (offset == 0 and length is None)
-        check = check_sha256 and not ranged  # the whole object, against the node's hash
-        if ranged:
-            end = "" if length is None else str(offset + length - 1)
-            headers["Range"] = f"bytes={offset}-{end}"
+        url, headers, check = self._object_request(
+            lease_id, object_id, offset, length, capability, check_sha256
+        )
         with peer_errors():
             async with self._session.get(url, headers=headers) as resp:
                 await self._raise_for(resp)
-                expected = resp.headers.get(CONTENT_SHA256_HEADER, "")
-                h: Any = hashlib.sha256()
-                if check and CONTENT_ROOT_HEADER in resp.headers:  # a block stored by its root
-                    expected, h = resp.headers[CONTENT_ROOT_HEADER], _RootHasher()
-                hashing: asyncio.Future[None] | None = None  # the latest chunk handed off
-                loop = asyncio.get_running_loop()
+                body = BodyCheck(resp.headers, self._hasher) if check else None
                 async for chunk in resp.content.iter_any():
-                    if not check:
-                        pass
-                    elif len(chunk) < _THREAD_HASH_BYTES and (hashing is None or hashing.done()):
-                        h.update(chunk)  # small, and nothing queued before it: inline is cheaper
-                    else:  # in order (one thread), overlapping the next chunk's arrival
-                        hashing = loop.run_in_executor(self._hasher(), h.update, chunk)
+                    if body is not None:
+                        body.update(chunk)
                     yield chunk
-                if hashing is not None:
-                    await hashing
-                if check and h.hexdigest() != expected.lower():
-                    raise IntegrityError(
-                        f"object {object_id.hex()} of lease {lease_id} "
-                        "does not match the hash the node reported"
-                    )
+                if body is not None:
+                    await body.verify(f"object {object_id.hex()} of lease {lease_id}")
 
     async def delete(self, lease_id: int, object_id: bytes) -> None:
         url = self._url(lease_id, object_id)
@@ -528,19 +551,6 @@ class NodeClient:
                 await self._raise_for(resp)
                 out: dict[str, Any] = await _json(resp)
                 return out
-
-
-class _RootHasher:
-    """A ``hashlib``-like face on ``MerkleBuilder``: a block's Merkle root, in hex."""
-
-    def __init__(self) -> None:
-        self._tree = MerkleBuilder()
-
-    def update(self, data: bytes) -> None:
-        self._tree.update(data)
-
-    def hexdigest(self) -> str:
-        return self._tree.root().hex()
 
 
 async def _parts(parts: Sequence[bytes]) -> AsyncIterator[bytes | memoryview]:

@@ -23,6 +23,12 @@ node-reported SHA-256 and, after decoding, by the AES-GCM tag; if the tag fails,
 are fetched and k-subsets are tried until one opens, and the segment is encoded again to name
 the providers whose blocks differ.
 
+Each segment being read has a buffer of ``k`` full blocks (reused from segment to segment):
+data share ``i``'s block is read straight into its place ``i * P`` (``NodeClient.get_into``),
+so when the ``k`` blocks used are the data shares (the usual case) the buffer *is* the sealed
+segment, verified block by block and decrypted from where it arrived, with no joining copy.
+Parity blocks (and every block of a ``_Reader``, which hands blocks out) are read as ``bytes``.
+
 Decoded, opened segments are written with ``pwrite`` at their offsets into a temporary file
 the caller renames into place once everything is written and synced. Behind the last 64 MiB
 written, the output's pages are written back and dropped from the page cache as the download
@@ -36,7 +42,7 @@ import itertools
 import os
 import threading
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from typing import cast
 
 from nuclux.core.erasure import (
     Layout,
@@ -47,59 +53,18 @@ from nuclux.core.erasure import (
 )
 from nuclux.core.segment import TAG_BYTES, SegmentCipher
 from nuclux.errors import IntegrityError, NucluxError, ObjectNotFound
-from nuclux.net.client import NodeClient
+from nuclux.net.client import BufferTooSmall
 from nuclux.pagecache import Dropper
 from nuclux.sdk.nodeapi import block_object_id, share_roots
 from nuclux.sdk.peers import PEER_ERRORS
 from nuclux.sdk.settings import NotEnoughProviders, Progress, StorageSettings, first_error
+from nuclux.sdk.sources import BlockFault, DownloadReport, Source, silence
+
+__all__ = ["BlockFault", "DownloadReport", "Downloader", "Source"]
 
 DROP_KEEP = 64 << 20
+Block = bytes | memoryview  # a block as read: bytes, or a view of its segment's buffer
 DATA_SHARE_SLACK = 0.05  # seconds: a data share this much (plus 2x) slower is still preferred
-
-
-@dataclass(slots=True)
-class Source:
-    """Share ``share`` of a file as one provider serves it."""
-
-    share: int
-    provider: str
-    lease_id: int
-    client: NodeClient
-    root: bytes  # the share root from the manifest
-    capability: str | None = None
-    roots: tuple[bytes, ...] | None = None
-    roots_task: asyncio.Task[tuple[bytes, ...] | None] | None = None
-    latency: float = 0.0
-    slow: bool = False
-    dead: str | None = None
-
-
-def _silence(src: Source) -> int:
-    """0 for a source that has answered its roots request (or has no roots to give), 1 while
-    it has not answered, 2 if the request failed."""
-    task = src.roots_task
-    if src.roots is not None or task is None:
-        return 0
-    if not task.done():
-        return 1
-    return 2 if task.cancelled() or task.exception() is not None else 0
-
-
-@dataclass(frozen=True, slots=True)
-class BlockFault:
-    """A block (or, with ``segment`` None, a whole share) that could not be used."""
-
-    share: int
-    provider: str
-    segment: int | None
-    reason: str
-
-
-@dataclass(slots=True)
-class DownloadReport:
-    corrupt: list[BlockFault] = field(default_factory=list)
-    unavailable: list[BlockFault] = field(default_factory=list)
-    hedges: int = 0
 
 
 class Downloader:
@@ -127,6 +92,8 @@ class Downloader:
         # DROP_KEEP bytes stay cached
         self._dropper = Dropper(fd, DROP_KEEP)
         self._done = 0
+        self._slots: list[bytearray] = []  # free segment buffers (k blocks each)
+        self._block0 = layout.block_size(size, 0)
 
     async def run(self) -> DownloadReport:
         # a segment being read holds k blocks, not the n of an upload: more fit the same memory
@@ -156,14 +123,20 @@ class Downloader:
     # ------------------------------------------------------------------ one segment
 
     async def _segment(self, j: int) -> None:
-        blocks = await self._gather(j, {}, self.layout.k)
-        loop = asyncio.get_running_loop()
+        k = self.layout.k
+        # the first segment's blocks are the largest (full ones, or the only segment's)
+        slot = self._slots.pop() if self._slots else bytearray(k * self._block0)
         try:
-            await loop.run_in_executor(self.executor, self._finish, j, blocks, None)
-        except IntegrityError:
-            if all(self.sources[i].roots is not None for i in blocks):
-                raise  # verified blocks that do not open: the manifest itself is wrong
-            await self._recover(j, blocks)
+            blocks = await self._gather_into(j, {}, k, slot=slot)
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self.executor, self._finish, j, blocks, None, slot)
+            except IntegrityError:
+                if all(self.sources[i].roots is not None for i in blocks):
+                    raise  # verified blocks that do not open: the manifest itself is wrong
+                await self._recover(j, blocks, slot)
+        finally:  # every request into the slot has ended (_gather cancels and awaits them)
+            self._slots.append(slot)
         start, stop = self.layout.segment_span(self.size, j)
         self._done += stop - start
         if self.progress is not None:
@@ -181,7 +154,7 @@ class Downloader:
             live,
             key=lambda s: (
                 s.slow,
-                _silence(s),
+                silence(s),
                 not (s.share < k and s.latency <= near),
                 s.latency,
                 s.share,
@@ -209,19 +182,33 @@ class Downloader:
     async def _gather(
         self, j: int, have: dict[int, bytes], want: int, *, best_effort: bool = False
     ) -> dict[int, bytes]:
+        """``want`` blocks of segment ``j`` (including ``have``), each its own ``bytes``."""
+        got = await self._gather_into(j, dict(have), want, best_effort=best_effort)
+        return cast(dict[int, bytes], got)  # without a slot, _fetch returns bytes
+
+    async def _gather_into(
+        self,
+        j: int,
+        have: dict[int, Block],
+        want: int,
+        *,
+        best_effort: bool = False,
+        slot: bytearray | None = None,
+    ) -> dict[int, Block]:
         """``want`` blocks of segment ``j`` (including ``have``), hedging slow sources;
-        with ``best_effort``, as many as can be read."""
+        with ``best_effort``, as many as can be read. With ``slot``, data shares' blocks are
+        read into it (``_fetch``)."""
         loop = asyncio.get_running_loop()
         got = dict(have)
         tried = set(got)
-        running: dict[asyncio.Task[bytes], tuple[Source, float]] = {}
-        hedged: set[asyncio.Task[bytes]] = set()  # overdue requests already hedged
+        running: dict[asyncio.Task[Block], tuple[Source, float]] = {}
+        hedged: set[asyncio.Task[Block]] = set()  # overdue requests already hedged
 
         def start_next() -> bool:
             for src in self._ranked():
                 if src.share not in tried:
                     tried.add(src.share)
-                    task = asyncio.create_task(self._fetch(src, j))
+                    task = asyncio.create_task(self._fetch(src, j, slot))
                     running[task] = (src, loop.time())
                     return True
             return False
@@ -288,18 +275,38 @@ class Downloader:
         src.dead = reason
         self._fault(self.report.unavailable, src, None, reason)
 
-    async def _fetch(self, src: Source, j: int) -> bytes:
+    async def _fetch(self, src: Source, j: int, slot: bytearray | None = None) -> Block:
+        """Share ``src``'s block of segment ``j``, checked against its root; a data share's
+        into its place in ``slot`` (a view of it is returned), any other as ``bytes``."""
         roots = await self._roots(src)
         loop = asyncio.get_running_loop()
         started = loop.time()
         oid = block_object_id(self.file_id, src.share, j)
-        data = await asyncio.wait_for(  # with roots, the block's root is the check
-            src.client.get(
-                src.lease_id, oid, capability=src.capability, check_sha256=roots is None
-            ),
-            self.settings.request_timeout,
-        )
         expected = self.layout.block_size(self.size, j)
+        data: Block
+        if slot is not None and src.share < self.layout.k:
+            place = memoryview(slot)[src.share * expected : (src.share + 1) * expected]
+            try:  # with roots, the block's root is the check
+                n = await src.client.get_into(
+                    src.lease_id,
+                    oid,
+                    place,
+                    capability=src.capability,
+                    check_sha256=roots is None,
+                    timeout=self.settings.request_timeout,
+                )
+            except BufferTooSmall:
+                raise IntegrityError(
+                    f"share {src.share}, segment {j}: a block longer than {expected} bytes"
+                ) from None
+            data = place[:n]
+        else:
+            data = await asyncio.wait_for(
+                src.client.get(
+                    src.lease_id, oid, capability=src.capability, check_sha256=roots is None
+                ),
+                self.settings.request_timeout,
+            )
         if len(data) != expected:
             raise IntegrityError(
                 f"share {src.share}, segment {j}: a block of {len(data)} bytes, not {expected}"
@@ -342,12 +349,24 @@ class Downloader:
 
     # ------------------------------------------------------------------ decode and write
 
-    def _finish(self, j: int, blocks: dict[int, bytes], subset: tuple[int, ...] | None) -> None:
+    def _finish(
+        self,
+        j: int,
+        blocks: dict[int, Block],
+        subset: tuple[int, ...] | None,
+        slot: bytearray | None = None,
+    ) -> None:
         """Decode, open and write segment ``j`` (worker thread); IntegrityError if it does
-        not open."""
-        chosen = {i: blocks[i] for i in (subset or sorted(blocks)[: self.layout.k])}
+        not open. When the blocks chosen are the data shares' and were read into ``slot``, in
+        their places, the slot holds the sealed segment: nothing to decode or join."""
+        k = self.layout.k
+        chosen = {i: blocks[i] for i in (subset or sorted(blocks)[:k])}
         sealed_size = self.layout.sealed_size(self.size, j)
-        sealed = decode_segment(self.layout, chosen, sealed_size)
+        sealed: Block
+        if slot is not None and _in_place(chosen, k, slot):
+            sealed = memoryview(slot)[:sealed_size]
+        else:
+            sealed = decode_segment(self.layout, chosen, sealed_size)
         start, _ = self.layout.segment_span(self.size, j)
         with self._lock:
             out = memoryview(self._buffer)[: sealed_size - TAG_BYTES]
@@ -356,10 +375,10 @@ class Downloader:
                 raise OSError(f"short write of segment {j}")
         self._dropper.written(start, len(out))
 
-    async def _recover(self, j: int, blocks: dict[int, bytes]) -> None:
+    async def _recover(self, j: int, blocks: dict[int, Block], slot: bytearray) -> None:
         """Segment ``j`` did not open from unverified blocks: read every other block, find a
         k-subset that opens, and name the providers whose blocks differ from its encoding."""
-        blocks = await self._gather(j, blocks, self.layout.n, best_effort=True)
+        blocks = await self._gather_into(j, blocks, self.layout.n, best_effort=True, slot=slot)
         loop = asyncio.get_running_loop()
         for subset in itertools.combinations(sorted(blocks), self.layout.k):
             try:
@@ -371,7 +390,7 @@ class Downloader:
             )
             expected = encode_segment(self.layout, sealed)
             for i, block in blocks.items():
-                if bytes(expected[i]) != block:
+                if bytes(expected[i]) != bytes(block):
                     src = self.sources[i]
                     reason = f"share {i}, segment {j}: the block does not decode with the others"
                     self._fault(self.report.corrupt, src, j, reason)
@@ -379,3 +398,12 @@ class Downloader:
         raise IntegrityError(
             f"segment {j}: no {self.layout.k} of the {len(blocks)} blocks read open correctly"
         )
+
+
+def _in_place(chosen: dict[int, Block], k: int, slot: bytearray) -> bool:
+    """Whether ``chosen`` is blocks ``0..k-1``, each a view of ``slot``: ``_fetch`` reads a
+    data share ``i``'s block into ``slot`` at ``i * P`` only, so ``slot`` then begins with the
+    sealed segment."""
+    return sorted(chosen) == list(range(k)) and all(
+        isinstance(b, memoryview) and b.obj is slot for b in chosen.values()
+    )
