@@ -18,6 +18,7 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.types import Wei as EthWei
 
 from nuclux.chain import abi as artifacts
+from nuclux.chain.embedded import tune as tune_embedded
 from nuclux.chain.records import BlockHeader
 from nuclux.chain.rpc_http import KeepAliveHTTPProvider
 from nuclux.chain.txqueue import TxQueue
@@ -52,7 +53,9 @@ class ChainConnection:
     ) -> ChainConnection:
         w3: AsyncWeb3[Any]
         if url == EMBEDDED:
-            w3 = AsyncWeb3(AsyncEthereumTesterProvider())
+            tester = AsyncEthereumTesterProvider()
+            tune_embedded(tester)  # quick gas estimates, wall-clock blocks
+            w3 = AsyncWeb3(tester)
         elif url.startswith(("http://", "https://")):
             w3 = AsyncWeb3(KeepAliveHTTPProvider(url, timeout=30.0))
         else:
