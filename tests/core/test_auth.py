@@ -25,7 +25,9 @@ from nuclux.core.auth import (
     encode_authorization,
     encode_content_sha256,
     request_message,
+    sign_message,
     sign_request,
+    signer_of,
     to_address,
     verify_request,
 )
@@ -314,3 +316,14 @@ def test_fields_from_http_fuzz(method: str, path: str, digest: str | None) -> No
     if fields != FIELDS:
         with pytest.raises(Unauthenticated):
             verify(signed(), fields)
+
+
+def test_keys_are_built_once_and_bad_keys_refused() -> None:
+    assert to_address(signer_of(KEY)) == KEY_ADDRESS
+    assert to_address(signer_of(KEY)) == KEY_ADDRESS  # from the cache, the same
+    assert signer_of(OTHER_KEY) != signer_of(KEY)
+    for bad in (b"", b"\x00" * 32, b"\xff" * 32, KEY[:31], bytearray(KEY), KEY.hex()):
+        with pytest.raises(UsageError, match="invalid private key"):
+            signer_of(bad)  # type: ignore[arg-type]
+        with pytest.raises(UsageError, match="invalid private key"):
+            sign_message(bad, b"m")  # type: ignore[arg-type]

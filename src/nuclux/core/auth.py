@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import heapq
 import hmac
@@ -94,15 +95,30 @@ def address_bytes(address: str) -> bytes:
 
 
 def _private_key(private_key: bytes) -> PrivateKey:
+    return _key_pair(private_key)[0]
+
+
+def _key_pair(private_key: bytes) -> tuple[PrivateKey, bytes]:
+    """The key object of ``private_key`` and its 20-byte address, built once per key: a
+    client signs every request and every manifest with the same few keys, and building the
+    key (its public point) cost more than the signature."""
+    if type(private_key) is not bytes or len(private_key) != 32:  # coincurve pads short ones
+        raise UsageError("invalid private key: expected 32 bytes in the secp256k1 range")
+    return _built_key_pair(private_key)
+
+
+@functools.lru_cache(maxsize=8)
+def _built_key_pair(private_key: bytes) -> tuple[PrivateKey, bytes]:
     try:
-        return PrivateKey(private_key)
+        key = PrivateKey(private_key)
     except (ValueError, TypeError):
         raise UsageError("invalid private key: expected 32 bytes in the secp256k1 range") from None
+    return key, keccak256(key.public_key.format(compressed=False)[1:])[12:]
 
 
 def signer_of(private_key: bytes) -> bytes:
     """The 20-byte address of a private key: keccak256(public key)[12:]."""
-    return keccak256(_private_key(private_key).public_key.format(compressed=False)[1:])[12:]
+    return _key_pair(private_key)[1]
 
 
 def sign_message(private_key: bytes, message: bytes) -> bytes:
@@ -237,8 +253,7 @@ def sign_request(
 ) -> RequestAuth:
     """Sign ``fields`` for the server whose certificate has ``fingerprint``."""
     message = request_message(fields, fingerprint=fingerprint, timestamp=timestamp, nonce=nonce)
-    key = _private_key(private_key)
-    signer = keccak256(key.public_key.format(compressed=False)[1:])[12:]
+    key, signer = _key_pair(private_key)
     return RequestAuth(signer, timestamp, nonce, bytes(key.sign_recoverable(message)))
 
 
