@@ -34,6 +34,7 @@ UNITS, TERM = 10, 4
 
 
 async def post(w: World, m: int = 2, m_min: int | None = None, escrow: int | None = None) -> int:
+    await w.conn.mine()  # not the stale first block after an idle spell (test_auction_replace)
     return await market(w.consumers[0]).post_request(
         STORAGE, UNITS, TERM, m, RESERVE, m_min=m_min, escrow=escrow
     )

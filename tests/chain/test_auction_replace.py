@@ -31,6 +31,10 @@ class Cleared:
 
 async def auction(w: World, prices: list[int], m: int = 1) -> Cleared:
     """Post for ``m`` providers; provider i bids ``prices[i]``; clear."""
+    # eth-tester stamps the first block after an idle spell with the time the block before it
+    # was mined, and the next one with the clock: mine that stale block first, so the commit
+    # window is not closed by the time jump between the request and the first bid
+    await w.conn.mine()
     rid = await market(w.consumers[0]).post_request(STORAGE, UNITS, TERM, m, RESERVE)
     for i, price in enumerate(prices):
         await market(w.providers[i]).commit_bid(rid, price, salt(f"r{rid}/{i}"))

@@ -5,8 +5,6 @@ a bid whose commit calls the registry)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from eth.estimators.gas import binary_gas_search_exact
@@ -60,21 +58,3 @@ async def test_estimates_suffice_and_are_near_the_minimum(world: World) -> None:
     commitment = await sealed.call()
     data = bidder.auctions.encode_abi("commit", [1, bidder.address, commitment])
     await check(w, w.providers[0], {"to": bidder.auctions.address, "data": data})
-
-
-async def test_blocks_after_an_idle_spell_carry_the_clock_and_time_travel_stays(
-    world: World,
-) -> None:
-    w = world
-    await w.conn.mine()
-    await asyncio.sleep(2.2)
-    before = int(time.time())
-    await w.conn.mine()  # eth-tester alone would stamp this one with the time of the last
-    assert await w.conn.now() >= before
-    await asyncio.sleep(2.2)
-    before = int(time.time())
-    await w.consumers[0].transfer(w.consumers[1].address, 1)
-    assert await w.conn.now() >= before
-    ahead = await w.conn.advance_time(1_000)
-    await w.conn.mine()
-    assert await w.conn.now() > ahead >= before + 1_000  # never moved back to the clock

@@ -25,6 +25,7 @@ async def one_auction(
     w: World, cls: ResourceClass, prices: list[int], m: int, units: int, term: int
 ) -> ClearedAuction | None:
     """Run an auction where provider i bids prices[i]; its record, or None if it failed."""
+    await w.conn.mine()  # not the stale first block after an idle spell (test_auction_replace)
     rid = await market(w.consumers[0]).post_request(cls, units, term, m, RESERVE)
     for i, price in enumerate(prices):
         await market(w.providers[i]).commit_bid(rid, price, salt(f"ref{rid}/{i}"))

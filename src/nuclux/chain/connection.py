@@ -54,7 +54,7 @@ class ChainConnection:
         w3: AsyncWeb3[Any]
         if url == EMBEDDED:
             tester = AsyncEthereumTesterProvider()
-            tune_embedded(tester)  # quick gas estimates, wall-clock blocks
+            tune_embedded(tester)  # quick gas estimates
             w3 = AsyncWeb3(tester)
         elif url.startswith(("http://", "https://")):
             w3 = AsyncWeb3(KeepAliveHTTPProvider(url, timeout=30.0))

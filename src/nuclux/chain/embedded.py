@@ -1,7 +1,6 @@
 """The embedded EVM (eth-tester's py-evm backend) tuned for Nuclux: gas estimates in two
-executions instead of about thirteen, and blocks that keep wall time.
-
-``tune(provider)`` applies both to a new ``AsyncEthereumTesterProvider``.
+executions instead of about thirteen (``tune(provider)`` installs it in a new
+``AsyncEthereumTesterProvider``).
 
 **Gas.** py-evm estimates by binary search between the intrinsic gas and the block's gas limit, to a
 tolerance of 21,000: about 13 executions of the transaction per estimate, which made the
@@ -14,21 +13,11 @@ little more than it uses) plus a call stipend, and confirms that limit with a se
 execution. Only when that fails (a transaction whose path depends on ``gasleft()``) does it
 fall back to the binary search, between that limit and the block's. An estimate is an
 upper bound either way; ``TxQueue`` adds its margin on top, as for any chain.
-
-**Time.** eth-tester fixes the next block's timestamp when the previous block is mined, so
-after an idle spell the next block carries the old time and the one after it jumps to the
-clock: a request posted after a pause saw its commit window (counted from the stale time)
-closed by the very next block. Before a transaction is applied or a block mined, the
-pending block's timestamp is moved up to the wall clock (never back: a devnet that
-travelled into the future stays there).
 """
 
 from __future__ import annotations
 
-import functools
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 from eth.abc import ComputationAPI, SignedTransactionAPI, StateAPI
 from eth.vm.spoof import SpoofTransaction
@@ -69,29 +58,10 @@ def quick_estimate(state: StateAPI, transaction: SignedTransactionAPI) -> int:
     return high
 
 
-F = TypeVar("F", bound=Callable[..., Any])
-_ADDS_TO_A_BLOCK = ("send_raw_transaction", "send_signed_transaction", "send_transaction")
-
-
 def tune(provider: Any) -> None:
-    """Give ``provider``'s chain (an ``AsyncEthereumTesterProvider``'s) the quick estimate and
-    wall-clock blocks. Its chain class is made per tester, so this changes only this one: the
+    """Give ``provider``'s chain (an ``AsyncEthereumTesterProvider``'s) the quick estimate. Its
+    chain class is made per tester, so this changes only this one: the
     class for the chains a revert to genesis builds, the instance for the one built already."""
-    backend = provider.ethereum_tester.backend
-    chain = backend.chain
+    chain = provider.ethereum_tester.backend.chain
     type(chain).gas_estimator = staticmethod(quick_estimate)
     chain.gas_estimator = quick_estimate
-
-    def fresh(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            pending = backend.chain.header
-            now = int(time.time())
-            if pending.timestamp < now:
-                backend.chain.header = pending.copy(timestamp=now)
-            return fn(*args, **kwargs)
-
-        return cast(F, wrapper)
-
-    for name in (*_ADDS_TO_A_BLOCK, "mine_blocks"):
-        setattr(backend, name, fresh(getattr(backend, name)))
