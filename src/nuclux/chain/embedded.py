@@ -1,8 +1,7 @@
-"""The embedded EVM (eth-tester's py-evm backend) tuned for Nuclux: gas estimates in two
-executions instead of about thirteen (``tune(provider)`` installs it in a new
-``AsyncEthereumTesterProvider``).
+"""Gas estimates for the embedded EVM (eth-tester's py-evm backend) in two executions instead
+of about thirteen (``tune(provider)`` installs them in a new ``AsyncEthereumTesterProvider``).
 
-**Gas.** py-evm estimates by binary search between the intrinsic gas and the block's gas limit, to a
+py-evm estimates by binary search between the intrinsic gas and the block's gas limit, to a
 tolerance of 21,000: about 13 executions of the transaction per estimate, which made the
 estimate most of the cost of every transaction sent to the embedded chain (tests, the demo).
 

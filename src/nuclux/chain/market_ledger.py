@@ -196,6 +196,7 @@ class MarketLedger(LedgerBase):
         self.auctions = conn.contract("AuctionHouse", deployment.address("AuctionHouse"))
         self._deposit: int | None = None  # immutables, read once
         self._reveal_blocks: int | None = None
+        self._coin_name: str | None = None
 
     def for_account(self, account: LocalAccount) -> MarketLedger:
         return MarketLedger(self.conn, self.deployment, account)
@@ -246,7 +247,9 @@ class MarketLedger(LedgerBase):
         """An EIP-2612 permit letting the house take ``amount`` from this account: (deadline,
         v, r, s), valid for ``PERMIT_TTL`` seconds of chain time."""
         nonce = int(await self._call(self.coin, "nonces", self.address))
-        name = str(await self._call(self.coin, "name"))
+        if self._coin_name is None:  # the permit domain's name: immutable, read once
+            self._coin_name = str(await self._call(self.coin, "name"))
+        name = self._coin_name
         deadline = await self.conn.now() + PERMIT_TTL
         message = {
             "owner": self.address,
