@@ -81,6 +81,7 @@ from bench._tls_sink import Sink, sink_processes
 from nuclux.allocator import tune_allocator
 from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger
 from nuclux.chain.devnet import dev_account, devnet_down, devnet_up
+from nuclux.gctune import freeze_startup, tune_gc
 from nuclux.keys.derive import from_private_key, parse_private_key_hex
 from nuclux.net.tls import client_ssl_context
 from nuclux.node.localnet import LocalNode, start_nodes, stop_nodes
@@ -458,6 +459,8 @@ def main() -> None:
     parser.add_argument("--key-env", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     tune_allocator()  # as the `nuclux` CLI does: bulk buffers reuse heap memory
+    tune_gc()  # and as it does, the collector leaves what start-up built alone
+    freeze_startup(collect=False)
     if args.child_put is not None:
         key = os.environ[args.key_env]
         asyncio.run(_child_put(Path(args.child_put), args.rpc, Path(args.deployment), key))

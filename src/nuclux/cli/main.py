@@ -54,6 +54,7 @@ from nuclux.cli.renew_cmd import renew_cmd
 from nuclux.cli.repair_cmd import repair_cmd
 from nuclux.cli.storage import register as register_storage
 from nuclux.errors import NucluxError
+from nuclux.gctune import freeze_startup, tune_gc
 
 
 class NucluxGroup(TyperGroup):
@@ -143,6 +144,8 @@ def run() -> None:
     """Console entry point (``nuclux``)."""
     debug = "--debug" in sys.argv[1:]
     tune_allocator()  # bulk transfers reuse heap memory instead of faulting in fresh pages
+    tune_gc()  # the collector stops re-walking what start-up built (nuclux/gctune.py)
+    freeze_startup(collect=False)
     try:
         app(prog_name="nuclux")  # standalone mode: click usage errors exit 2
     except NucluxError as err:  # raised while parsing options, outside any command

@@ -29,6 +29,7 @@ from nuclux.cli.session import deployment_path, load_deployment, rpc_url, signer
 from nuclux.core.types import format_nux
 from nuclux.core.units import parse_size
 from nuclux.errors import ConfigError, UsageError
+from nuclux.gctune import freeze_startup
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.keys.keystore import DEFAULT_KDF_N, Keystore
 from nuclux.net.tls import NodeIdentity, client_ssl_context
@@ -213,6 +214,7 @@ def run_cmd(
         except BaseException:
             await conn.close()
             raise
+        freeze_startup()  # the runtime lives as long as the process: the collector skips it
         print(f"serving {rt.url} as {cfg.owner}", flush=True)
         await rt.serve_until_signalled()
 
