@@ -14,6 +14,7 @@ from nuclux.core.merkle import (
     MerkleBuilder,
     entry_hash,
     inclusion_proof,
+    inclusion_proofs,
     leaf_count,
     leaf_hash,
     leaf_hashes,
@@ -134,6 +135,14 @@ def test_every_index_and_count_up_to_70() -> None:
             assert list(path) == ref_path(index, entries)
             assert len(path) == proof_length(index, count)
             assert verify_inclusion(entries[index], index, count, path, root)
+
+
+def test_all_paths_at_once_equal_each_path() -> None:
+    all_hashes = hashes(70)
+    for count in range(1, 71):
+        entries = all_hashes[:count]
+        assert inclusion_proofs(entries) == [inclusion_proof(entries, i) for i in range(count)]
+    assert inclusion_proofs([]) == []
 
 
 def test_proofs_fail_for_anything_else() -> None:

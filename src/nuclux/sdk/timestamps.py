@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nuclux.core.erasure import Layout, share_root
-from nuclux.core.merkle import inclusion_proof, merkle_root, verify_inclusion
+from nuclux.core.merkle import inclusion_proofs, merkle_root, verify_inclusion
 from nuclux.core.reference import Reference, file_prefix
 from nuclux.core.segment import SegmentCipher
 from nuclux.errors import IntegrityError, NucluxError, ObjectNotFound, UsageError
@@ -78,13 +78,14 @@ async def anchor(ctx: StorageContext, pending: list[Pending]) -> Anchored | None
     tx, block = bytes(receipt["transactionHash"]).hex(), int(receipt["blockNumber"])
     problems: list[str] = []
     jobs = []
+    paths = inclusion_proofs(digests)  # every path from one tree: not one tree per manifest
     for i, p in enumerate(pending):
         body = json.dumps(
             {
                 "anchor_root": root.hex(),
                 "index": i,
                 "count": len(digests),
-                "path": [h.hex() for h in inclusion_proof(digests, i)],
+                "path": [h.hex() for h in paths[i]],
                 "tx": tx,
                 "block": block,
             },
