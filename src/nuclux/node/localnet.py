@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import random
 import signal
 import socket
 import sys
@@ -127,8 +128,35 @@ class LocalOffer:
     price_compute: int
 
 
+_PORTS_FLOOR = 10_000  # local nodes listen at or above this port ...
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections and port-0 binds."""
+    try:
+        return int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default range starts here
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port *below* the kernel's ephemeral range (... and below this).
+
+    A node's port is chosen, and registered on chain as its endpoint, before the node process
+    binds it. A port from the ephemeral range (what binding port 0 gives) can meanwhile be
+    taken as the local end of any outgoing connection on the machine (a chain RPC call, a
+    test's client), and the node then fails to start with "address already in use". Ports
+    below that range are only ever taken by explicit binds."""
+    rng = random.SystemRandom()
+    top = _ephemeral_low()
+    if top - _PORTS_FLOOR >= 1_000:
+        for _ in range(64):
+            port = rng.randrange(_PORTS_FLOOR, top)
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.bind(("127.0.0.1", port))
+                return port
+    with socket.socket() as s:  # no room below the range: take an ephemeral port after all
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

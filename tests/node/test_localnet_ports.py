@@ -1,0 +1,39 @@
+"""Local nodes listen below the kernel's ephemeral port range (node/localnet.py)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from nuclux.node import localnet
+
+
+def test_ports_come_from_below_the_ephemeral_range() -> None:
+    low = localnet._ephemeral_low()
+    ports = {localnet._free_port() for _ in range(20)}
+    assert all(localnet._PORTS_FLOOR <= p < low for p in ports)
+    assert len(ports) > 1  # chosen at random, not one fixed port
+    with socket.socket() as s:  # free: a node can bind it
+        s.bind(("127.0.0.1", ports.pop()))
+
+
+def test_a_taken_port_is_not_handed_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        taken = held.getsockname()[1]
+        monkeypatch.setattr(localnet, "_PORTS_FLOOR", taken)
+        monkeypatch.setattr(localnet, "_ephemeral_low", lambda: taken + 1_000)
+        assert all(localnet._free_port() != taken for _ in range(30))
+
+
+def test_no_room_below_the_range_falls_back_to_an_ephemeral_port(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(localnet, "_EPHEMERAL", tmp_path / "range")
+    (tmp_path / "range").write_text("10500\t60999\n")
+    assert localnet._ephemeral_low() == 10_500
+    assert localnet._free_port() >= 10_500  # fewer than 1,000 ports below: port 0's choice
+    (tmp_path / "range").write_text("garbage")
+    assert localnet._ephemeral_low() == 32_768
