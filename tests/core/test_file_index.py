@@ -1,9 +1,11 @@
 """The file index: golden vector (read again with the primitives alone), the same files on
-every device with the phrase, wrong account, every flipped byte, rollback choice, bounds."""
+every device with the phrase, wrong account, every flipped byte, rollback choice, bounds,
+changes applied in one pass as one by one. Paging: ``test_file_index_pages.py``."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -126,11 +128,13 @@ def test_truncated_or_extended_is_refused() -> None:
         open_index(SEALED + bytes(MAX_INDEX_BYTES), owner=OWNER, x25519_private=X)
 
 
-def _sealed_raw(plaintext: bytes, page: int = 0, pages: int = 1, counter: int = 1) -> bytes:
+def _sealed_raw(
+    plaintext: bytes, page: int = 0, pages: int = 1, counter: int = 1, nonce: bytes = NONCE
+) -> bytes:
     """Seal arbitrary bytes with the account's key: what the decoder refuses after the tag."""
     header = bytes([1]) + bytes.fromhex(OWNER[2:]) + page.to_bytes(2, "big")
-    header += pages.to_bytes(2, "big") + counter.to_bytes(8, "big") + NONCE
-    return header + AESGCM(index_key(X, OWNER)).encrypt(NONCE, plaintext, header)
+    header += pages.to_bytes(2, "big") + counter.to_bytes(8, "big") + nonce
+    return header + AESGCM(index_key(X, OWNER)).encrypt(nonce, plaintext, header)
 
 
 def test_decoding_checks_what_the_account_sealed() -> None:
@@ -153,8 +157,9 @@ def test_decoding_checks_what_the_account_sealed() -> None:
     }.items():
         with pytest.raises(UsageError, match=message.strip()):
             open_index(_sealed_raw(plaintext), owner=OWNER, x25519_private=X)
-    with pytest.raises(UsageError, match="page 1 of 2"):
-        open_index(_sealed_raw(good, page=1, pages=2), owner=OWNER, x25519_private=X)
+    one_of_two = _sealed_raw(good, page=1, pages=2, nonce=NONCE[:8] + (1).to_bytes(4, "big"))
+    with pytest.raises(UsageError, match="page 1 of 2: a paged index is read whole"):
+        open_index(one_of_two, owner=OWNER, x25519_private=X)  # never a part for the whole
     with pytest.raises(UsageError, match="counter 0"):
         open_index(_sealed_raw(good, counter=0), owner=OWNER, x25519_private=X)
     with pytest.raises(UsageError, match="unknown file index version"):
@@ -170,6 +175,18 @@ def test_newest_copy_wins() -> None:
     assert newest([later, rival]) == newest([rival, later])
     with pytest.raises(UsageError):
         newest([])
+
+
+def test_newest_breaks_ties_between_indexes_of_more_than_1024_files() -> None:
+    many = tuple(entry(i) for i in range(3000))
+    one = FileIndex(OWNER, 7, many)
+    other = FileIndex(OWNER, 7, (*many[:-1], entry(2999, name="renamed")))
+    assert newest([one, other]) is newest([other, one])
+    assert newest([one, other, FileIndex(OWNER, 8, many[:5])]).counter == 8
+    small = FileIndex(OWNER, 3, (entry(1),))  # up to 1024 files: as the first version chose
+    rival = FileIndex(OWNER, 3, (entry(2),))
+    expected = max((small, rival), key=lambda i: hashlib.sha256(encode_entries(i.entries)).digest())
+    assert newest([small, rival]) is newest([rival, small]) is expected
 
 
 def test_put_get_remove() -> None:
@@ -224,7 +241,7 @@ def test_bounds() -> None:
     assert len(sealed) == MAX_INDEX_BYTES == 432_191
     assert len(open_index(sealed, owner=OWNER, x25519_private=X).entries) == MAX_ENTRIES
     too_many = (*big, entry(MAX_ENTRIES))
-    with pytest.raises(UsageError, match="at most 1024 files"):
+    with pytest.raises(UsageError, match=r"at most 1024 files .*seal_pages"):
         seal_index(FileIndex(OWNER, 1, too_many), x25519_private=X, nonce=NONCE)
     bads: list[dict[str, Any]] = [
         {"file_id": b"short"},
@@ -250,3 +267,33 @@ def test_bounds() -> None:
         seal_index(FileIndex(OWNER, 1), x25519_private=X, nonce=b"short")
     with pytest.raises(UsageError):
         index_key(b"short", OWNER)
+
+
+changes_st = st.lists(
+    st.integers(0, 30).map(lambda i: i.to_bytes(16, "big"))
+    | st.builds(lambda i, v: entry(i, manifest_version=v), st.integers(0, 30), st.integers(1, 3)),
+    max_size=40,
+)
+
+
+@settings(max_examples=200)
+@given(start=st.sets(st.integers(0, 30), max_size=20), changes=changes_st, cut=st.integers(0, 40))
+def test_apply_is_put_and_remove_one_by_one(
+    start: set[int], changes: list[IndexEntry | bytes], cut: int
+) -> None:
+    index = FileIndex(OWNER, 3, tuple(entry(i) for i in sorted(start)))
+    model = {e.file_id: e for e in index.entries}  # the plain meaning of each change
+    counter = index.counter
+    for change in changes:
+        if isinstance(change, IndexEntry):
+            model[change.file_id] = change
+            counter += 1
+        elif model.pop(change, None) is not None:
+            counter += 1
+    applied = index.apply(changes)
+    assert applied.entries == tuple(model[k] for k in sorted(model))
+    assert applied.counter == counter
+    assert index.apply(changes[:cut]).apply(changes[cut:]) == applied  # incremental = whole
+    for i in range(31):
+        fid = i.to_bytes(16, "big")
+        assert applied.get(fid) == model.get(fid)

@@ -2,34 +2,47 @@
 
 Theory of operation
 -------------------
-The index (``nuclux.core.file_index``) is object ``i/0`` on up to five of the account's
-storage leases. Reading asks every live lease of the account (a second device knows nothing
-but the seed phrase: its leases come from the chain) and keeps the copy with the highest
-counter. Changes (``put``/``remove``) are kept as a list of operations and written once per
-``flush``, not once per file. A flush reads the newest copy again and replays the pending
-operations on it, so a change another device made in the meantime is kept, then writes the
-result with a fresh nonce and a higher counter to up to five leases on distinct providers
-(those that held the index first), so any four may fail. At least one copy must be written
-for the flush to succeed. A provider that does not answer a read within ``probe_timeout``
-counts as down (the index is small).
+The index (``nuclux.core.file_index``) is stored as pages, objects ``i/0``, ``i/1``, ... on up
+to five of the account's storage leases. Reading asks every live lease of the account (a
+second device knows nothing but the seed phrase: its leases come from the chain) for page 0,
+then fetches the other pages of the copies with the highest counter from the leases holding
+them, all at once; a copy whose pages do not join (torn, malformed, another account's) is
+ignored like a damaged one and the next copies decide, down to older counters if need be.
+Identical copies (one write, several leases) are decrypted and decoded once. Changes
+(``put``/``remove``) are kept as a list of operations and written once per ``flush``, not
+once per file; ``current`` applies only the operations added since its last call to the
+view it keeps. A flush reads the newest copy again and replays the pending operations on it,
+so a change another device made in the meantime is kept, then writes the result with a fresh
+write id and a higher counter to up to five leases on distinct providers (those that held
+the index first), so any four may fail. All pages of one copy go to a lease in one object
+batch, which the node stores atomically (a lone page in one PUT, atomic too): a copy is never
+torn by a failed write. Pages left on a lease by an earlier, longer index are not deleted:
+readers follow ``pages``. At least one copy must be written for the flush to succeed. A
+provider that does not answer the read of page 0 within ``probe_timeout`` counts as down; the
+other pages of a copy get ``request_timeout``, and as with page 0 a reader waits at most
+``manifest_grace`` for more copies once one is whole.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Sequence
 
 from nuclux.core.file_index import (
+    Change,
     FileIndex,
     IndexEntry,
+    IndexPage,
     empty_index,
+    join_pages,
     newest,
-    open_index,
-    seal_index,
+    open_page,
+    seal_pages,
 )
+from nuclux.core.reference import index_object_id
 from nuclux.errors import IntegrityError, NucluxError, ObjectNotFound, UsageError
 from nuclux.sdk.leases import LeaseBook
-from nuclux.sdk.nodeapi import INDEX_OBJECT
 from nuclux.sdk.peers import Peers, gather_answers
 from nuclux.sdk.settings import INDEX_COPIES, StorageSettings
 
@@ -51,9 +64,10 @@ class IndexStore:
         self.owner = owner
         self._x = x25519_private
         self.leases, self.peers, self.settings = leases, peers, settings
-        self._base: FileIndex | None = None
+        self._view: FileIndex | None = None  # the newest copy read, with _ops[:_seen] applied
+        self._seen = 0
         self._homes: list[int] = []  # leases that held the newest copy
-        self._ops: list[IndexEntry | bytes] = []  # an entry to put, or a file id to remove
+        self._ops: list[Change] = []  # an entry to put, or a file id to remove
         self._lock = asyncio.Lock()
         self.writes = 0
 
@@ -63,11 +77,17 @@ class IndexStore:
 
     async def current(self) -> FileIndex:
         """The index as this client sees it: the newest copy read, with pending changes."""
-        if self._base is None:
+        view = self._view
+        if view is None:
             async with self._lock:  # IndexUnavailable leaves it unread: the next call retries
-                if self._base is None:
-                    self._base = await self._read()
-        return self._apply(self._base)
+                view = self._view
+                if view is None:
+                    view = await self._read()
+                    self._rebase(view, 0)
+        if self._seen < len(self._ops):  # apply only what was added since the last call
+            view = view.apply(self._ops[self._seen :])
+            self._view, self._seen = view, len(self._ops)
+        return view
 
     def put(self, entry: IndexEntry) -> None:
         self._ops.append(entry)
@@ -75,28 +95,42 @@ class IndexStore:
     def remove(self, file_id: bytes) -> None:
         self._ops.append(file_id)
 
-    def _apply(self, index: FileIndex) -> FileIndex:
-        for op in self._ops:
-            if isinstance(op, IndexEntry):
-                index = index.put(op)
-            elif index.get(op) is not None:
-                index = index.remove(op)
-        return index
+    def _rebase(self, index: FileIndex, done: int) -> None:
+        """``index`` is now the view: it holds the first ``done`` pending operations."""
+        del self._ops[:done]
+        self._view, self._seen = index, 0
 
     async def _read(self) -> FileIndex:
         leases = await self.leases.mine()
-        outcomes = await gather_answers(  # small objects: a provider silent this long is down
-            [self._fetch(lease.id) for lease in leases],
+        opened: dict[bytes, IndexPage | None] = {}  # identical copies are opened once
+        firsts = await gather_answers(  # small objects: a provider silent this long is down
+            [self._page(lease.id, 0, opened) for lease in leases],
             timeout=self.settings.probe_timeout,
             grace=self.settings.manifest_grace,
         )
-        copies: list[tuple[int, FileIndex]] = []
+        heads: list[tuple[int, IndexPage]] = []
         unreachable: list[str] = []
-        for lease, got in zip(leases, outcomes, strict=True):
-            if isinstance(got, FileIndex):
-                copies.append((lease.id, got))
+        for lease, got in zip(leases, firsts, strict=True):
+            if isinstance(got, IndexPage):
+                heads.append((lease.id, got))
             elif isinstance(got, BaseException):
                 unreachable.append(f"lease {lease.id}: {got or type(got).__name__}")
+        copies: list[tuple[int, FileIndex]] = []
+        joined: dict[tuple[int, ...], FileIndex | None] = {}
+        for counter in sorted({head.counter for _, head in heads}, reverse=True):
+            group = [(lid, head) for lid, head in heads if head.counter == counter]
+            outcomes = await gather_answers(  # the other pages: up to 4 MiB a copy
+                [self._copy(lid, head, opened, joined) for lid, head in group],
+                timeout=self.settings.request_timeout,
+                grace=self.settings.manifest_grace,
+            )
+            for (lid, _), outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, FileIndex):
+                    copies.append((lid, outcome))
+                elif isinstance(outcome, BaseException):
+                    unreachable.append(f"lease {lid}: {outcome or type(outcome).__name__}")
+            if copies:  # the newest copies that join: older ones are not needed
+                break
         if not copies:
             if unreachable:  # the index may be on those: never start over from an empty one
                 raise IndexUnavailable(
@@ -110,16 +144,48 @@ class IndexStore:
         self._homes = [lid for lid, index in copies if index.counter == best.counter]
         return best
 
-    async def _fetch(self, lease_id: int) -> FileIndex | None:
+    async def _page(
+        self, lease_id: int, page: int, opened: dict[bytes, IndexPage | None]
+    ) -> IndexPage | None:
         _, client = await self.peers.client_for_lease(lease_id)
         try:
-            data = await client.get(lease_id, INDEX_OBJECT)
+            data = await client.get(lease_id, index_object_id(page))
         except ObjectNotFound:
             return None
-        try:
-            return open_index(data, owner=self.owner, x25519_private=self._x)
-        except (IntegrityError, UsageError):
-            return None  # a damaged or foreign copy: the others decide
+        if data not in opened:
+            try:
+                opened[data] = open_page(data, owner=self.owner, x25519_private=self._x)
+            except (IntegrityError, UsageError):
+                opened[data] = None  # a damaged or foreign copy: the others decide
+        return opened[data]
+
+    async def _copy(
+        self,
+        lease_id: int,
+        head: IndexPage,
+        opened: dict[bytes, IndexPage | None],
+        joined: dict[tuple[int, ...], FileIndex | None],
+    ) -> FileIndex | None:
+        """The copy on ``lease_id`` whose page 0 is ``head``; None if its pages do not join
+        (torn, or pages of two writes)."""
+        rest = await asyncio.gather(
+            *(self._page(lease_id, p, opened) for p in range(1, head.pages)),
+            return_exceptions=True,
+        )
+        pages = [head]
+        for got in rest:
+            if isinstance(got, BaseException):
+                raise got
+            if got is None:
+                return None
+            pages.append(got)
+        key = tuple(id(p) for p in pages)  # pages of identical bytes are one object
+        if key not in joined:
+            try:
+                joined[key] = join_pages(pages)
+            except (IntegrityError, UsageError):
+                joined[key] = None
+        return joined[key]
 
     async def flush(self) -> bool:
         """Write pending changes (True if anything was written)."""
@@ -127,18 +193,20 @@ class IndexStore:
             if not self._ops:
                 return False
             fresh = await self._read()
-            merged = self._apply(fresh)
+            done = len(self._ops)  # changes made while this flush writes stay pending
+            merged = fresh.apply(self._ops[:done])
             if merged.counter == fresh.counter:  # nothing changed (removals of absent files)
-                self._base, self._ops = fresh, []
+                self._rebase(fresh, done)
                 return False
             await self._write(merged)
-            self._base, self._ops = merged, []
+            self._rebase(merged, done)
             return True
 
     async def _write(self, index: FileIndex) -> None:
         if index.counter == 0:
             return
-        data = seal_index(index, x25519_private=self._x, nonce=os.urandom(12))
+        pages = seal_pages(index, x25519_private=self._x, write_id=os.urandom(8))
+        items = [(index_object_id(p), data) for p, data in enumerate(pages)]
         mine = await self.leases.mine()
         provider: dict[int, str] = {lease.id: lease.provider.lower() for lease in mine}
         ordered = [lid for lid in self._homes if lid in provider]
@@ -154,7 +222,7 @@ class IndexStore:
         while targets and written < INDEX_COPIES:
             batch, targets = targets[: INDEX_COPIES - written], targets[INDEX_COPIES - written :]
             outcomes = await asyncio.gather(
-                *(self._put(lid, data) for lid in batch), return_exceptions=True
+                *(self._put(lid, items) for lid in batch), return_exceptions=True
             )
             for lid, outcome in zip(batch, outcomes, strict=True):
                 if isinstance(outcome, BaseException):
@@ -168,8 +236,13 @@ class IndexStore:
             )
         self.writes += 1
 
-    async def _put(self, lease_id: int, data: bytes) -> None:
+    async def _put(self, lease_id: int, items: Sequence[tuple[bytes, bytes]]) -> None:
+        """Every page of one copy in one object batch: the node stores all or none. A lone
+        page is one PUT, atomic too (and credited with the bytes of the page it replaces)."""
         _, client = await self.peers.client_for_lease(lease_id)
-        await asyncio.wait_for(
-            client.put(lease_id, INDEX_OBJECT, data), self.settings.request_timeout
-        )
+        if len(items) == 1:
+            (object_id, data), *_ = items
+            write: Awaitable[object] = client.put(lease_id, object_id, data)
+        else:
+            write = client.put_batch(lease_id, items)
+        await asyncio.wait_for(write, self.settings.request_timeout)

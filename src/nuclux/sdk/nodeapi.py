@@ -4,7 +4,7 @@ Object ids (``docs/spec/storage-protocol.md`` §1)::
 
     f/<fid hex>/s/<i>/<j>    block j of share i
     f/<fid hex>/m            the latest manifest
-    i/0                      the account's file index
+    i/<p>                    page p of the account's file index (``index_object_id``)
 
 ``share_roots`` asks a provider for a share's block roots (``GET .../shares/{fid}/{i}``).
 A node that predates that endpoint answers a plain 404 for the route; that is reported as
@@ -18,7 +18,7 @@ from nuclux.core.reference import file_prefix, index_object_id, manifest_object_
 from nuclux.errors import UsageError
 from nuclux.net.client import NodeClient, NodeRequestError, ShareRoots
 
-INDEX_OBJECT = index_object_id(0)
+INDEX_OBJECT = index_object_id(0)  # page 0 of the file index: where a reader starts
 
 
 def block_object_id(file_id: bytes, share: int, block: int) -> bytes:
