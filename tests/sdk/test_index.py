@@ -21,6 +21,7 @@ from nuclux.errors import NucluxError, ObjectNotFound, StoreError
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.net.client import NodeClient, StoredObject
 from nuclux.sdk import StorageClient
+from nuclux.sdk.index import IndexUnreadable
 from nuclux.sdk.reading import open_file
 from nuclux.sdk.settings import INDEX_COPIES
 from tests.sdk.network import SETTINGS, Network
@@ -221,3 +222,38 @@ async def test_a_paged_index_on_a_second_device_and_a_torn_copy(
     assert shrunk.counter == newer.counter + 2000
     assert await read_fresh(net, acct) == shrunk
     assert any(len(ids) == 3 for ids in after.values())  # left over, harmless
+
+
+async def test_copies_this_version_cannot_open_are_never_written_over(
+    net: Network, tmp_path: Path
+) -> None:
+    """Every copy of the index in a format this version cannot read (a newer Nuclux wrote
+    it): reading says so, and a flush changes none of them (starting from an empty index
+    would hide the account's files)."""
+    acct = await net.new_account("newer-index")
+    laptop = net.client(acct)
+    try:
+        await laptop.put(write_files(tmp_path, 1, 100)[0])
+        await laptop.flush()
+        held = await index_pages_held(net, laptop)
+        newer: dict[int, bytes] = {}
+        for lid in held:  # the same copy, as if written by a version-2 writer
+            _, node = await laptop.ctx.peers.client_for_lease(lid)
+            page = await node.get(lid, index_object_id(0))
+            newer[lid] = bytes([2]) + page[1:]
+            await node.put(lid, index_object_id(0), newer[lid])
+    finally:
+        await laptop.close()
+    device = net.client(acct)
+    try:
+        with pytest.raises(IndexUnreadable, match=r"no copy opens.*upgrade"):
+            await device.ctx.index.current()
+        (tmp_path / "more").mkdir()
+        await device.put(write_files(tmp_path / "more", 1, 100)[0])  # the data goes in
+        with pytest.raises(IndexUnreadable):
+            await device.flush()
+        for lid, data in newer.items():
+            _, node = await device.ctx.peers.client_for_lease(lid)
+            assert await node.get(lid, index_object_id(0)) == data  # untouched
+    finally:
+        await device.close()

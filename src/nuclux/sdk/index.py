@@ -52,6 +52,15 @@ class IndexUnavailable(NucluxError):
     answer: it is not safe to assume the account has no files."""
 
 
+class IndexUnreadable(IndexUnavailable):
+    """Copies of the index exist but none opens (written by a newer Nuclux, or damaged on
+    every provider): starting over from an empty index would hide the account's files."""
+
+
+class _NotOpened(NucluxError):
+    """A copy (or one of its pages) exists but does not open or join: the reason."""
+
+
 class IndexStore:
     def __init__(
         self,
@@ -102,7 +111,7 @@ class IndexStore:
 
     async def _read(self) -> FileIndex:
         leases = await self.leases.mine()
-        opened: dict[bytes, IndexPage | None] = {}  # identical copies are opened once
+        opened: dict[bytes, IndexPage | str] = {}  # identical copies are opened once (or why not)
         firsts = await gather_answers(  # small objects: a provider silent this long is down
             [self._page(lease.id, 0, opened) for lease in leases],
             timeout=self.settings.probe_timeout,
@@ -110,13 +119,16 @@ class IndexStore:
         )
         heads: list[tuple[int, IndexPage]] = []
         unreachable: list[str] = []
+        unopened: list[str] = []  # copies that exist but do not open or join
         for lease, got in zip(leases, firsts, strict=True):
             if isinstance(got, IndexPage):
                 heads.append((lease.id, got))
+            elif isinstance(got, _NotOpened):
+                unopened.append(f"lease {lease.id}: {got}")
             elif isinstance(got, BaseException):
                 unreachable.append(f"lease {lease.id}: {got or type(got).__name__}")
         copies: list[tuple[int, FileIndex]] = []
-        joined: dict[tuple[int, ...], FileIndex | None] = {}
+        joined: dict[tuple[int, ...], FileIndex | str] = {}
         for counter in sorted({head.counter for _, head in heads}, reverse=True):
             group = [(lid, head) for lid, head in heads if head.counter == counter]
             outcomes = await gather_answers(  # the other pages: up to 4 MiB a copy
@@ -127,6 +139,8 @@ class IndexStore:
             for (lid, _), outcome in zip(group, outcomes, strict=True):
                 if isinstance(outcome, FileIndex):
                     copies.append((lid, outcome))
+                elif isinstance(outcome, _NotOpened):
+                    unopened.append(f"lease {lid}: {outcome}")
                 elif isinstance(outcome, BaseException):
                     unreachable.append(f"lease {lid}: {outcome or type(outcome).__name__}")
             if copies:  # the newest copies that join: older ones are not needed
@@ -138,6 +152,12 @@ class IndexStore:
                     f" {len(unreachable)} of the account's providers did not"
                     f" ({'; '.join(unreachable[:3])})"
                 )
+            if unopened:  # never write over copies this version cannot read
+                raise IndexUnreadable(
+                    f"the file index exists on {len(unopened)} of the account's leases but no"
+                    f" copy opens ({'; '.join(unopened[:3])}); if it was written by a newer"
+                    " Nuclux, upgrade. Nothing was changed"
+                )
             self._homes = []
             return empty_index(self.owner)
         best = newest(index for _, index in copies)
@@ -145,8 +165,10 @@ class IndexStore:
         return best
 
     async def _page(
-        self, lease_id: int, page: int, opened: dict[bytes, IndexPage | None]
+        self, lease_id: int, page: int, opened: dict[bytes, IndexPage | str]
     ) -> IndexPage | None:
+        """Page ``page`` on ``lease_id``; None if there is none, ``_NotOpened`` if it does
+        not open (a damaged or foreign copy, or a newer format: the other copies decide)."""
         _, client = await self.peers.client_for_lease(lease_id)
         try:
             data = await client.get(lease_id, index_object_id(page))
@@ -155,37 +177,43 @@ class IndexStore:
         if data not in opened:
             try:
                 opened[data] = open_page(data, owner=self.owner, x25519_private=self._x)
-            except (IntegrityError, UsageError):
-                opened[data] = None  # a damaged or foreign copy: the others decide
-        return opened[data]
+            except (IntegrityError, UsageError) as exc:
+                opened[data] = f"page {page}: {exc}"
+        got = opened[data]
+        if isinstance(got, str):
+            raise _NotOpened(got)
+        return got
 
     async def _copy(
         self,
         lease_id: int,
         head: IndexPage,
-        opened: dict[bytes, IndexPage | None],
-        joined: dict[tuple[int, ...], FileIndex | None],
-    ) -> FileIndex | None:
-        """The copy on ``lease_id`` whose page 0 is ``head``; None if its pages do not join
-        (torn, or pages of two writes)."""
+        opened: dict[bytes, IndexPage | str],
+        joined: dict[tuple[int, ...], FileIndex | str],
+    ) -> FileIndex:
+        """The copy on ``lease_id`` whose page 0 is ``head``; ``_NotOpened`` if its pages do
+        not join (torn, or pages of two writes)."""
         rest = await asyncio.gather(
             *(self._page(lease_id, p, opened) for p in range(1, head.pages)),
             return_exceptions=True,
         )
         pages = [head]
-        for got in rest:
+        for p, got in enumerate(rest, start=1):
             if isinstance(got, BaseException):
                 raise got
             if got is None:
-                return None
+                raise _NotOpened(f"page {p} of {head.pages} is missing")
             pages.append(got)
         key = tuple(id(p) for p in pages)  # pages of identical bytes are one object
         if key not in joined:
             try:
                 joined[key] = join_pages(pages)
-            except (IntegrityError, UsageError):
-                joined[key] = None
-        return joined[key]
+            except (IntegrityError, UsageError) as exc:
+                joined[key] = f"its pages do not join: {exc}"
+        got_index = joined[key]
+        if isinstance(got_index, str):
+            raise _NotOpened(got_index)
+        return got_index
 
     async def flush(self) -> bool:
         """Write pending changes (True if anything was written)."""
