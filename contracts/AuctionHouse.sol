@@ -7,6 +7,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {NUM_CLASSES} from "./LeaseTypes.sol";
 import {ProviderRegistry} from "./ProviderRegistry.sol";
+import {ReferencePrice} from "./ReferencePrice.sol";
 
 /// What the auction needs of the LeaseManager: opening a Ticketed lease for a consumer (the
 /// LeaseManager calls `ticketFailed` back when such a ticket is declined or expires).
@@ -57,10 +58,9 @@ interface ILeaseOpener {
 /// serve, the escrow goes to the consumer. Nothing stays in the house.
 ///
 /// Cleared auctions with at least REF_MIN_BIDDERS revealed bids (every bidder was a staked,
-/// registered provider when it bid) are kept per class in a ring of the last REF_WINDOW;
-/// `referencePrice` is their value-weighted (price x volume) lower median, as
-/// `nuclux.core.market_price.reference_price(window=REF_WINDOW, min_bidders=REF_MIN_BIDDERS)`.
-contract AuctionHouse {
+/// registered provider when it bid) and no excluded providers count for the reference price
+/// (`ReferencePrice`).
+contract AuctionHouse is ReferencePrice {
     using SafeERC20 for IERC20;
 
     enum Status {
@@ -111,12 +111,6 @@ contract AuctionHouse {
         uint256 escrow;
     }
 
-    /// One qualifying clearing as the reference price sees it.
-    struct Clearing {
-        uint128 price;
-        uint128 volume; // winners x units x term
-    }
-
     struct Bid {
         bytes32 commitment;
         address depositor;
@@ -125,13 +119,10 @@ contract AuctionHouse {
     }
 
     uint256 public constant MAX_PROVIDERS = 64;
-    uint256 public constant REF_WINDOW = 32;
-    uint256 public constant REF_MIN_BIDDERS = 3;
     uint256 public constant MAX_WINDOW = 2 ** 32; // seconds or blocks
     uint256 public constant MAX_EXCLUDED = 64;
     bytes32 internal constant NO_SEED = bytes32(0);
 
-    error InvalidClass(uint8 cls);
     error InvalidConfig();
     error ZeroTerms(uint256 units, uint256 term, uint256 reserve);
     error BadProviderCount(uint256 m, uint256 mMin);
@@ -214,9 +205,6 @@ contract AuctionHouse {
     mapping(uint256 id => address[]) internal _runnersUp;
     /// The request each lease opened here came from.
     mapping(uint256 leaseId => uint256 id) public requestOfLease;
-    mapping(uint8 cls => Clearing[REF_WINDOW]) internal _ring;
-    /// Qualifying clearings recorded per class so far (the ring holds the last REF_WINDOW).
-    mapping(uint8 cls => uint256) public clearingsRecorded;
 
     constructor(
         IERC20 token_,
@@ -403,54 +391,6 @@ contract AuctionHouse {
 
     // ----------------------------------------------------------------- views
 
-    /// The consensus reference price of `cls`: the value-weighted lower median of the last
-    /// REF_WINDOW qualifying clearings (0 when there is none), and how many of them count.
-    function referencePrice(uint8 cls) external view returns (uint256 price, uint256 count) {
-        (uint256[] memory prices, uint256[] memory volumes) = recentClearings(cls);
-        uint256 n = 0;
-        uint256 total = 0;
-        uint256[] memory p = new uint256[](prices.length);
-        uint256[] memory w = new uint256[](prices.length);
-        for (uint256 i = 0; i < prices.length; ++i) {
-            uint256 value = prices[i] * volumes[i];
-            if (value == 0) continue;
-            uint256 k = n;
-            while (k > 0 && p[k - 1] > prices[i]) {
-                p[k] = p[k - 1];
-                w[k] = w[k - 1];
-                --k;
-            }
-            p[k] = prices[i];
-            w[k] = value;
-            total += value;
-            ++n;
-        }
-        uint256 below = 0;
-        for (uint256 i = 0; i < n; ++i) {
-            below += w[i];
-            if (2 * below >= total) return (p[i], prices.length);
-        }
-        return (0, prices.length);
-    }
-
-    /// The qualifying clearings of `cls` still in the ring, oldest first.
-    function recentClearings(uint8 cls)
-        public
-        view
-        returns (uint256[] memory prices, uint256[] memory volumes)
-    {
-        if (cls >= NUM_CLASSES) revert InvalidClass(cls);
-        uint256 recorded = clearingsRecorded[cls];
-        uint256 n = recorded < REF_WINDOW ? recorded : REF_WINDOW;
-        prices = new uint256[](n);
-        volumes = new uint256[](n);
-        for (uint256 i = 0; i < n; ++i) {
-            Clearing storage c = _ring[cls][(recorded - n + i) % REF_WINDOW];
-            prices[i] = c.price;
-            volumes[i] = c.volume;
-        }
-    }
-
     /// The revealed bids of request `id` that did not win, in rank order (at most m).
     function runnersUp(uint256 id) external view returns (address[] memory) {
         return _runnersUp[id];
@@ -554,10 +494,7 @@ contract AuctionHouse {
         bool restricted = r.excluded != 0;
         emit AuctionCleared(id, r.cls, price, winners, r.reveals, volume, seed, restricted);
         if (r.reveals < REF_MIN_BIDDERS || restricted) return;
-        uint8 cls = r.cls;
-        uint256 recorded = clearingsRecorded[cls];
-        _ring[cls][recorded % REF_WINDOW] = Clearing(uint128(price), uint128(volume));
-        clearingsRecorded[cls] = recorded + 1;
+        _recordClearing(r.cls, price, volume);
     }
 
     /// Store up to `m` revealed bids after the `count` winners of `ranked`, for replacements.
