@@ -13,7 +13,10 @@ import pytest
 from eth_account import Account
 
 from nuclux.chain import ChainConnection, Deployment, Ledger
+from nuclux.core.reference import index_object_id
+from nuclux.errors import ObjectNotFound
 from nuclux.keys.derive import from_private_key, parse_private_key_hex
+from nuclux.sdk import StorageClient, StorageSettings
 from tests.cli.test_devnet_cli import Cli
 
 pytestmark = pytest.mark.anvil
@@ -137,3 +140,54 @@ def test_errors_are_one_line_with_exit_codes(net: Net, tmp_path: Path) -> None:
         assert text in res.output, (args, res.output)
         assert "Traceback" not in res.output
         assert res.output.count("error:") == 1
+
+
+async def _swap_index_pages(
+    rpc: str, deployment: Path, key: str, pages: dict[int, bytes] | None
+) -> dict[int, bytes]:
+    """Replace page 0 of the account's file index on every lease holding it: with ``pages``
+    (lease -> bytes) if given, else with the same page marked version 2 (a format this
+    version cannot read); returns what each lease held before."""
+    keys = from_private_key(parse_private_key_hex(key))
+    before: dict[int, bytes] = {}
+    async with await ChainConnection.open(rpc) as conn:
+        acct = Account.from_key(keys.eth_private_key)
+        ledger = Ledger(conn, Deployment.load(deployment), acct)
+        client = StorageClient(ledger, keys, StorageSettings(use_market=False))
+        try:
+            for lease in await client.ctx.leases.mine():
+                _, node = await client.ctx.peers.client_for_lease(lease.id)
+                try:
+                    before[lease.id] = await node.get(lease.id, index_object_id(0))
+                except ObjectNotFound:
+                    continue
+                new = bytes([2]) + before[lease.id][1:] if pages is None else pages[lease.id]
+                await node.put(lease.id, index_object_id(0), new)
+        finally:
+            await client.close()
+    return before
+
+
+def test_a_put_whose_index_cannot_be_updated_still_names_the_file(net: Net, tmp_path: Path) -> None:
+    first, second = tmp_path / "first.txt", tmp_path / "second.bin"
+    first.write_bytes(b"the first file")
+    second.write_bytes(os.urandom(50_000))
+    assert net.run(0, "put", str(first), "--days", "1").exit_code == 0
+    deployment = net.tmp / "data" / "devnet" / "deployment.json"
+    rpc = net.up["rpc_url"]
+    held = asyncio.run(_swap_index_pages(rpc, deployment, net.keys[0], None))
+    assert held  # the index was written
+    try:
+        res = net.run(0, "put", str(second), "--days", "1")
+        assert res.exit_code != 0, res.output
+        assert "no copy opens" in res.output
+        assert "upgrade" in res.output
+        line = next(x for x in res.output.splitlines() if x.startswith("stored as nux:"))
+        ref = line.split()[2].rstrip(",")
+        got = net.run(0, "get", ref, "-o", str(tmp_path / "back.bin"))
+        assert got.exit_code == 0, got.output
+        assert (tmp_path / "back.bin").read_bytes() == second.read_bytes()
+    finally:
+        asyncio.run(_swap_index_pages(rpc, deployment, net.keys[0], held))
+    names = {e["name"] for e in net.json(0, "ls", "--no-check")}
+    assert names == {"first.txt"}  # the index the failed put left alone

@@ -45,7 +45,7 @@ from nuclux.cli.output import table as print_table
 from nuclux.cli.renewal_config import storage_settings
 from nuclux.cli.session import ledger_session
 from nuclux.core.units import format_size
-from nuclux.errors import IntegrityError, UsageError
+from nuclux.errors import IntegrityError, NucluxError, UsageError
 from nuclux.keys.derive import AccountKeys, from_private_key, parse_private_key_hex
 from nuclux.sdk import FileEntry, GetResult, StorageClient
 
@@ -150,6 +150,16 @@ def put_cmd(
                 ref = await client.put(
                     file, k=k, n=n, days=days, max_price=cap, name=name, progress=progress
                 )
+            try:
+                await client.flush()  # the file index: a failure here must not hide the file
+            except NucluxError:
+                stderr_console().print(
+                    f"stored as {ref}, but the account's file index was not updated (below):"
+                    f" `nuclux get {ref}` reads the file; `nuclux ls` will not show it",
+                    markup=False,
+                    soft_wrap=True,
+                )
+                raise
             return {
                 "reference": str(ref),
                 "name": file.name if name is None else name,
