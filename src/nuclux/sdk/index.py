@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
 
 from nuclux.core.file_index import (
     Change,
@@ -59,6 +60,24 @@ class IndexUnreadable(IndexUnavailable):
 
 class _NotOpened(NucluxError):
     """A copy (or one of its pages) exists but does not open or join: the reason."""
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def _once(done: dict[K, V | str], key: K, make: Callable[[], V], why: str) -> V:
+    """``make()`` once per ``key`` (copies of identical bytes are opened once); a format or
+    integrity failure is remembered too and raised as ``_NotOpened`` with ``why``."""
+    if key not in done:
+        try:
+            done[key] = make()
+        except (IntegrityError, UsageError) as exc:
+            done[key] = f"{why}{exc}"
+    got = done[key]
+    if isinstance(got, str):
+        raise _NotOpened(got)
+    return got
 
 
 class IndexStore:
@@ -174,15 +193,12 @@ class IndexStore:
             data = await client.get(lease_id, index_object_id(page))
         except ObjectNotFound:
             return None
-        if data not in opened:
-            try:
-                opened[data] = open_page(data, owner=self.owner, x25519_private=self._x)
-            except (IntegrityError, UsageError) as exc:
-                opened[data] = f"page {page}: {exc}"
-        got = opened[data]
-        if isinstance(got, str):
-            raise _NotOpened(got)
-        return got
+        return _once(
+            opened,
+            data,
+            lambda: open_page(data, owner=self.owner, x25519_private=self._x),
+            f"page {page}: ",
+        )
 
     async def _copy(
         self,
@@ -205,15 +221,7 @@ class IndexStore:
                 raise _NotOpened(f"page {p} of {head.pages} is missing")
             pages.append(got)
         key = tuple(id(p) for p in pages)  # pages of identical bytes are one object
-        if key not in joined:
-            try:
-                joined[key] = join_pages(pages)
-            except (IntegrityError, UsageError) as exc:
-                joined[key] = f"its pages do not join: {exc}"
-        got_index = joined[key]
-        if isinstance(got_index, str):
-            raise _NotOpened(got_index)
-        return got_index
+        return _once(joined, key, lambda: join_pages(pages), "its pages do not join: ")
 
     async def flush(self) -> bool:
         """Write pending changes (True if anything was written)."""
