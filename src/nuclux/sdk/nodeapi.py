@@ -14,11 +14,9 @@ AES-GCM tags (a bad block is then found by decoding other subsets).
 
 from __future__ import annotations
 
-from nuclux.core.reference import file_prefix, index_object_id, manifest_object_id
+from nuclux.core.reference import file_prefix, manifest_object_id
 from nuclux.errors import UsageError
 from nuclux.net.client import NodeClient, NodeRequestError, ShareRoots
-
-INDEX_OBJECT = index_object_id(0)  # page 0 of the file index: where a reader starts
 
 
 def block_object_id(file_id: bytes, share: int, block: int) -> bytes:
