@@ -216,35 +216,35 @@ def inclusion_proof(hashes: Sequence[bytes], index: int) -> tuple[bytes, ...]:
     _check_hashes(hashes)
     if not 0 <= index < len(hashes):
         raise UsageError(f"no entry {index} in a tree of {len(hashes)}")
-    path: list[bytes] = []
-    level: Sequence[bytes] = hashes
-    i = index
-    while len(level) > 1:
-        sibling = i ^ 1
-        if sibling < len(level):
-            path.append(level[sibling])
-        level = _next_level(level)
-        i >>= 1
-    return tuple(path)
+    return _path(_levels(hashes), index)
 
 
 def inclusion_proofs(hashes: Sequence[bytes]) -> list[tuple[bytes, ...]]:
-    """The audit path of every entry (``inclusion_proof`` of each index), each level of
-    the tree built once: O(n log n) hashing for all n paths instead of O(n) per path."""
+    """The audit path of every entry (``inclusion_proof`` of each index), the tree built
+    once: O(n log n) hashing for all n paths instead of O(n) per path."""
     _check_hashes(hashes)
-    levels: list[Sequence[bytes]] = [hashes]
-    while len(levels[-1]) > 1:
-        levels.append(_next_level(levels[-1]))
-    paths: list[tuple[bytes, ...]] = []
-    for index in range(len(hashes)):
-        path: list[bytes] = []
-        i = index
-        for level in levels[:-1]:
-            if (sibling := i ^ 1) < len(level):
-                path.append(level[sibling])
-            i >>= 1
-        paths.append(tuple(path))
-    return paths
+    levels = _levels(hashes)
+    return [_path(levels, index) for index in range(len(hashes))]
+
+
+def _levels(hashes: Sequence[bytes]) -> list[Sequence[bytes]]:
+    """Every level of the tree, from the entries up to (not including) the root's."""
+    levels: list[Sequence[bytes]] = []
+    level = hashes
+    while len(level) > 1:
+        levels.append(level)
+        level = _next_level(level)
+    return levels
+
+
+def _path(levels: list[Sequence[bytes]], index: int) -> tuple[bytes, ...]:
+    """Entry ``index``'s siblings, bottom-up (a lone last node has none at its level)."""
+    path: list[bytes] = []
+    for level in levels:
+        if (sibling := index ^ 1) < len(level):
+            path.append(level[sibling])
+        index >>= 1
+    return tuple(path)
 
 
 def verify_inclusion(

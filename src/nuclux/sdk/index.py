@@ -62,6 +62,15 @@ class _NotOpened(NucluxError):
     """A copy (or one of its pages) exists but does not open or join: the reason."""
 
 
+def _note_failure(lease_id: int, got: object, unopened: list[str], unreachable: list[str]) -> None:
+    """Record why lease ``lease_id`` gave no copy: one that does not open (``unopened``), or
+    no answer (``unreachable``); nothing for a lease that holds no index (``None``)."""
+    if isinstance(got, _NotOpened):
+        unopened.append(f"lease {lease_id}: {got}")
+    elif isinstance(got, BaseException):
+        unreachable.append(f"lease {lease_id}: {got or type(got).__name__}")
+
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -142,10 +151,8 @@ class IndexStore:
         for lease, got in zip(leases, firsts, strict=True):
             if isinstance(got, IndexPage):
                 heads.append((lease.id, got))
-            elif isinstance(got, _NotOpened):
-                unopened.append(f"lease {lease.id}: {got}")
-            elif isinstance(got, BaseException):
-                unreachable.append(f"lease {lease.id}: {got or type(got).__name__}")
+            else:
+                _note_failure(lease.id, got, unopened, unreachable)
         copies: list[tuple[int, FileIndex]] = []
         joined: dict[tuple[int, ...], FileIndex | str] = {}
         for counter in sorted({head.counter for _, head in heads}, reverse=True):
@@ -158,10 +165,8 @@ class IndexStore:
             for (lid, _), outcome in zip(group, outcomes, strict=True):
                 if isinstance(outcome, FileIndex):
                     copies.append((lid, outcome))
-                elif isinstance(outcome, _NotOpened):
-                    unopened.append(f"lease {lid}: {outcome}")
-                elif isinstance(outcome, BaseException):
-                    unreachable.append(f"lease {lid}: {outcome or type(outcome).__name__}")
+                else:
+                    _note_failure(lid, outcome, unopened, unreachable)
             if copies:  # the newest copies that join: older ones are not needed
                 break
         if not copies:
@@ -277,7 +282,7 @@ class IndexStore:
         page is one PUT, atomic too (and credited with the bytes of the page it replaces)."""
         _, client = await self.peers.client_for_lease(lease_id)
         if len(items) == 1:
-            (object_id, data), *_ = items
+            object_id, data = items[0]
             write: Awaitable[object] = client.put(lease_id, object_id, data)
         else:
             write = client.put_batch(lease_id, items)
