@@ -114,6 +114,25 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) 
     stdout_console().print(out)
 
 
+def records_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """``table`` when it fits the terminal with no cell folded; otherwise one block per row:
+    the first cell alone on its line, never folded (a reference to copy whole), then the
+    others as ``column: value`` lines."""
+    cells = [["-" if cell is None else str(cell) for cell in row] for row in rows]
+    console = stdout_console()
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    if sum(widths) + 3 * len(columns) + 1 <= console.width:  # cells, padding, rules
+        table(title, columns, cells)
+        return
+    label = max((len(c) for c in columns[1:]), default=0) + 1
+    for n, row in enumerate(cells):
+        if n:
+            console.print()
+        console.print(Text(row[0], style="bold"), soft_wrap=True)
+        for column, value in zip(columns[1:], row[1:], strict=True):
+            console.print(Text(f"  {column + ':':<{label}} {value}"), soft_wrap=True)
+
+
 def show_fields(pairs: Sequence[tuple[str, object]]) -> None:
     """Print ``label: value`` lines; values are never wrapped or read as markup."""
     width = max((len(label) for label, _ in pairs), default=0)

@@ -38,6 +38,7 @@ from nuclux.cli.output import (
     command_ctx,
     emit,
     nux_arg,
+    records_table,
     stderr_console,
     stdout_console,
 )
@@ -251,7 +252,7 @@ def ls_cmd(
         if not entries:
             stdout_console().print("no files")
             return
-        print_table(
+        records_table(
             "Files",
             ["reference", "name", "size", "stored", "lease ends", "health"],
             [
