@@ -14,7 +14,6 @@ is replayed as a call at its block to recover the custom error.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from typing import Any, cast
 
@@ -32,7 +31,6 @@ GAS_MARGIN = 1.2
 GAS_PAD = 10_000
 
 
-TIP_JITTER = 1000  # wei added at random to the priority fee (``_set_fees``)
 NONCE_RETRIES = 5  # re-reads of the nonce when another process took it
 # what nodes answer when a transaction with this nonce exists already (mined or pending);
 # an identical transaction signed twice is "already imported": it must not count twice
@@ -128,11 +126,6 @@ class TxQueue:
             tip = int(await self.w3.eth.max_priority_fee)
         except (Web3RPCError, ValueError):
             tip = 1_000_000_000
-        # a few wei of jitter: two queues for one key (a CLI command beside a node's daemon)
-        # that read the same nonce for the same transaction would otherwise sign identical
-        # bytes, and a node may take the second as the first one sent again (both "sent",
-        # one transaction); with different bytes the second hears the nonce is taken
-        tip += secrets.randbelow(TIP_JITTER)
         tx["maxPriorityFeePerGas"] = EthWei(tip)
         tx["maxFeePerGas"] = EthWei(2 * base + tip)
 
