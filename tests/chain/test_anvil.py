@@ -23,7 +23,7 @@ from web3.types import TxParams, Wei
 from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger, deploy
 from nuclux.chain.devnet import AnvilProcess, dev_account, find_anvil
 from nuclux.chain.ledger import ProviderOffer
-from nuclux.chain.txqueue import TxQueue
+from nuclux.chain.txqueue import TIP_JITTER, TxQueue
 from nuclux.core.lease import LeaseState
 from nuclux.core.types import ONE_NUX, ResourceClass
 from nuclux.errors import ContractRevert, InvalidLeaseState
@@ -204,7 +204,8 @@ async def test_stuck_transaction_is_replaced_with_higher_fees(chain: Chain) -> N
     assert receipt["status"] == 1
     mined = await chain.conn.w3.eth.get_transaction(receipt["transactionHash"])
     assert int(mined["nonce"]) == nonce
-    assert int(mined["maxPriorityFeePerGas"]) > first_tip  # a replacement was mined
+    # a replacement was mined: the first send's tip is below first_tip + TIP_JITTER
+    assert int(mined["maxPriorityFeePerGas"]) > first_tip + TIP_JITTER
     assert await chain.conn.w3.eth.get_transaction_count(account.address) == nonce + 1
     assert await chain.ledger(7).balance(receiver) == before + 7  # the transfer happened once
 
@@ -264,3 +265,45 @@ async def test_two_signers_with_one_key_retry_a_taken_nonce(chain: Chain) -> Non
     )
     assert all(r["status"] == 1 for r in receipts)
     assert await chain.conn.w3.eth.get_transaction_count(account.address) == start + 4
+
+
+async def test_a_nonce_taken_while_pending_is_sent_again_with_the_next(chain: Chain) -> None:
+    """Another signer's transaction with the same nonce is mined instead of the queue's
+    pending one: the queue sees its nonce used, re-signs with the next and is mined."""
+    account, receiver = dev_account(9), dev_account(6).address
+    w3 = chain.conn.w3
+    queue = TxQueue(w3, account, automine=False, bump_after=60, timeout=20)
+    nonce = await w3.eth.get_transaction_count(account.address)
+    before = await w3.eth.get_balance(receiver)
+    tx: TxParams = {"to": receiver, "value": Wei(5), "gas": 21_000}
+    await chain.conn._dev_rpc("evm_setAutomine", [False])
+    try:
+        sending = asyncio.create_task(queue.send(tx, context="pending"))
+        for _ in range(100):
+            if queue.sent or sending.done():
+                break
+            await asyncio.sleep(0.05)
+        assert queue.sent == 1
+        assert not sending.done()
+        other = account.sign_transaction(
+            {
+                "to": receiver,
+                "value": 7,
+                "gas": 21_000,
+                "nonce": nonce,
+                "chainId": int(await w3.eth.chain_id),
+                "maxFeePerGas": 10**12,
+                "maxPriorityFeePerGas": 10**11,  # outbids the queue's pending transaction
+            }
+        )
+        await w3.eth.send_raw_transaction(other.raw_transaction)
+    finally:
+        await chain.conn._dev_rpc("evm_setAutomine", [True])
+    await chain.conn.mine()  # the other transaction takes the nonce
+    receipt = await asyncio.wait_for(sending, timeout=10)
+    assert receipt["status"] == 1
+    mined = await w3.eth.get_transaction(receipt["transactionHash"])
+    assert int(mined["nonce"]) == nonce + 1
+    assert int(mined["value"]) == 5
+    assert await w3.eth.get_transaction_count(account.address) == nonce + 2
+    assert await w3.eth.get_balance(receiver) == before + 12  # both transfers, once each

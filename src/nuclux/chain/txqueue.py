@@ -14,6 +14,7 @@ is replayed as a call at its block to recover the custom error.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from typing import Any, cast
 
@@ -31,6 +32,8 @@ GAS_MARGIN = 1.2
 GAS_PAD = 10_000
 
 
+TIP_JITTER = 1 << 20  # wei added at random to the priority fee (``_set_fees``)
+TAKEN_CHECK = 0.5  # seconds between checks that a pending transaction's nonce is not lost
 NONCE_RETRIES = 5  # re-reads of the nonce when another process took it
 # what nodes answer when a transaction with this nonce exists already (mined or pending);
 # an identical transaction signed twice is "already imported": it must not count twice
@@ -81,25 +84,28 @@ class TxQueue:
         if "gas" not in tx:
             tx["gas"] = await self._estimate(tx, context)
         await self._set_fees(tx)
-        async with self._lock:
-            for attempt in range(NONCE_RETRIES + 1):
-                tx["nonce"] = Nonce(await self._take_nonce())
-                try:
-                    tx_hash = await self._send_signed(tx, context)
-                    break
-                except _NonceTaken as taken:
-                    # another process signing with this key (a CLI command beside the node's
-                    # daemon) used the nonce: read the count again and re-sign
-                    if attempt == NONCE_RETRIES:
-                        raise TransactionError(
-                            f"{context}: the node refused the transaction: {taken}"
-                        ) from None
-            self._next_nonce = int(tx["nonce"]) + 1
-            self.sent += 1
-        receipt = await self._wait(tx, tx_hash, context)
+        for attempt in range(NONCE_RETRIES + 1):
+            try:
+                receipt = await self._wait(tx, await self._sign_and_send(tx, context), context)
+                break
+            except _NonceTaken as taken:
+                # another process signing with this key (a CLI command beside the node's
+                # daemon) used the nonce: read the count again and re-sign
+                if attempt == NONCE_RETRIES:
+                    raise TransactionError(
+                        f"{context}: the node refused the transaction: {taken}"
+                    ) from None
         if receipt["status"] != 1:
             raise await self._explain_failure(tx, receipt, context)
         return receipt
+
+    async def _sign_and_send(self, tx: TxParams, context: str) -> HexBytes:
+        async with self._lock:
+            tx["nonce"] = Nonce(await self._take_nonce())
+            tx_hash = await self._send_signed(tx, context)
+            self._next_nonce = int(tx["nonce"]) + 1
+            self.sent += 1
+            return tx_hash
 
     def forget_nonce(self) -> None:
         """Re-read the nonce from the node next time (after a devnet revert)."""
@@ -126,6 +132,11 @@ class TxQueue:
             tip = int(await self.w3.eth.max_priority_fee)
         except (Web3RPCError, ValueError):
             tip = 1_000_000_000
+        # jitter: two queues for one key (a CLI command beside a node's daemon) that read the
+        # same nonce for the same transaction would otherwise sign identical bytes, and a node
+        # may take the second as the first sent again (both "sent", one transaction); with
+        # different bytes the second is refused, or is seen to lose its nonce (``_wait``)
+        tip += secrets.randbelow(TIP_JITTER)
         tx["maxPriorityFeePerGas"] = EthWei(tip)
         tx["maxFeePerGas"] = EthWei(2 * base + tip)
 
@@ -151,14 +162,19 @@ class TxQueue:
             raise TransactionError(f"{context}: the node refused the transaction: {exc}") from exc
 
     async def _wait(self, tx: TxParams, tx_hash: HexBytes, context: str) -> TxReceipt:
+        """The receipt of ``tx`` (or of a replacement); ``_NonceTaken`` if another transaction
+        was mined with its nonce instead."""
         hashes = [tx_hash]
-        start = last_send = time.monotonic()
+        start = last_send = last_check = time.monotonic()
         while True:
             for h in hashes:
                 receipt = await self._receipt(h)
                 if receipt is not None and await self._await_depth(receipt, start, context):
                     return receipt
             now = time.monotonic()
+            if now - last_check >= TAKEN_CHECK:
+                last_check = now
+                await self._check_nonce_kept(tx, hashes)
             if now - start > self.timeout:
                 raise TransactionError(
                     f"{context}: transaction {tx_hash.hex()} not mined after {self.timeout:.0f}s "
@@ -170,6 +186,19 @@ class TxQueue:
                     hashes.append(bumped)
                 last_send = now
             await asyncio.sleep(self.poll_interval)
+
+    async def _check_nonce_kept(self, tx: TxParams, hashes: list[HexBytes]) -> None:
+        """Raise ``_NonceTaken`` if the account's mined count has passed ``tx``'s nonce and
+        none of ``hashes`` was mined (receipts are read after the count, so a transaction of
+        ours mined in between is seen)."""
+        nonce = int(tx["nonce"])
+        if int(await self.w3.eth.get_transaction_count(self.address, "latest")) <= nonce:
+            return
+        for h in hashes:
+            if await self._receipt(h) is not None:
+                return
+        self._next_nonce = None
+        raise _NonceTaken(f"nonce {nonce} was used by another transaction")
 
     async def _receipt(self, tx_hash: HexBytes) -> TxReceipt | None:
         try:
