@@ -46,3 +46,17 @@ def test_the_switch_is_where_the_table_stops_fitting(
     assert "name:" not in table
     assert sum(REF in line for line in table.splitlines()) == 1  # no cell folded
     assert "name:" in _render(fits - 1, monkeypatch, capsys)
+
+
+def test_wide_characters_count_as_the_terminal_shows_them(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a name of 10 CJK characters takes 20 columns, as wide as the widest name above
+    wide = [(REF, "文" * 10, "1.2 MiB", "healthy (8/8, needs 4)")]
+    fits = 69 + 20 + 7 + 22 + 3 * 4 + 1
+    monkeypatch.setenv("COLUMNS", str(fits - 1))
+    records_table("Files", COLUMNS, wide)
+    assert "name:" in capsys.readouterr().out  # by len() it would have seemed to fit
+    monkeypatch.setenv("COLUMNS", str(fits))
+    records_table("Files", COLUMNS, wide)
+    assert "name:" not in capsys.readouterr().out

@@ -93,7 +93,8 @@ class TxQueue:
                 # daemon) used the nonce: read the count again and re-sign
                 if attempt == NONCE_RETRIES:
                     raise TransactionError(
-                        f"{context}: the node refused the transaction: {taken}"
+                        f"{context}: another sender took the nonce {NONCE_RETRIES + 1} times"
+                        f" in a row: {taken}"
                     ) from None
         if receipt["status"] != 1:
             raise await self._explain_failure(tx, receipt, context)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -120,7 +121,7 @@ def records_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[ob
     others as ``column: value`` lines."""
     cells = [["-" if cell is None else str(cell) for cell in row] for row in rows]
     console = stdout_console()
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    widths = [max([cell_len(c), *(cell_len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     if sum(widths) + 3 * len(columns) + 1 <= console.width:  # cells, padding, rules
         table(title, columns, cells)
         return
