@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import sys
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -95,6 +96,12 @@ __all__ = [
 ]
 
 BATCH_CONTENT_TYPE = "application/vnd.nuclux.batch"
+# Before Python 3.12.8 (and in 3.13.0) a TLS connection closed before its shutdown handshake
+# ends (one the node asked to close, or a request cancelled by a hedge or a timeout) keeps its
+# socket open until the peer answers, possibly past the event loop's end (fixed by CPython
+# pull request 118960). With ``enable_cleanup_closed`` aiohttp keeps such connections and
+# aborts them when the session closes; fixed versions refuse the option with a warning.
+SSL_CLOSE_LEAKS = sys.version_info < (3, 12, 8) or (3, 13, 0) <= sys.version_info < (3, 13, 1)
 READ_BUFSIZE = 1 << 20  # a download keeps flowing while the caller handles a chunk
 
 
@@ -114,7 +121,9 @@ class NodeClient:
         self.fingerprint = fingerprint
         self._key = private_key
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=client_ssl_context(fingerprint)),
+            connector=aiohttp.TCPConnector(
+                ssl=client_ssl_context(fingerprint), enable_cleanup_closed=SSL_CLOSE_LEAKS
+            ),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
             read_bufsize=READ_BUFSIZE,
         )
