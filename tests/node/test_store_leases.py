@@ -73,6 +73,24 @@ async def test_quota_refused_as_soon_as_bytes_pass_it(store: ShardStore) -> None
     )
 
 
+async def test_a_replace_near_the_quota_streams_on_once_the_old_size_is_credited(
+    store: ShardStore,
+) -> None:
+    """The replaced object's bytes are credited when the quota first binds; the writer must
+    hand back the reservation the credit covers, or every later chunk is refused."""
+    await store.set_lease(1, 7500, None)
+    await put(store, 1, b"a", b"a" * 200)
+    await put(store, 1, b"b", b"b" * 512)
+    await put(store, 1, b"b", b"z" * 7000, chunk=100)  # 200 + 7000 fits; 200 + 512 + 7000 not
+    usage = await store.lease_usage(1)
+    assert (usage.used_bytes, usage.objects, usage.free_bytes) == (7200, 2, 300)
+    assert await get(store, 1, b"b") == b"z" * 7000
+    async with store.writer(1, b"c") as w:  # nothing is left reserved by the replace
+        await w.write(b"c" * 300)
+        with pytest.raises(QuotaExceeded, match="this write needs 1"):
+            await w.write(b"c")
+
+
 async def test_quota_cannot_shrink_below_used(store: ShardStore) -> None:
     await store.set_lease(1, 1000, None)
     await put(store, 1, b"a", b"a" * 700)

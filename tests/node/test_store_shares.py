@@ -172,6 +172,39 @@ async def test_revisions_persist_freeze_their_shares_and_remove_by_revision(
         assert conflict.value.latest.revision == 2
 
 
+async def test_check_writable_follows_revisions_and_the_commit_stays_the_authority(
+    tmp_path: Path,
+) -> None:
+    """The pre-body check answers from memory for shares no revision lists; a share its set
+    lists is checked against the index; a set that lags the index only moves the refusal
+    to the commit."""
+    a, b = os.urandom(B), os.urandom(B)
+    a0, a1, b0 = block_object_id(FA, 0, 0), block_object_id(FA, 0, 1), block_object_id(FB, 1, 0)
+    async with await open_store(tmp_path) as s:
+        await s.set_lease(1, 1 << 20, None)
+        await s.check_writable(1, a0)  # no revision yet
+        await put_share(s, 1, FA, 0, a)
+        await put_share(s, 1, FB, 1, b)
+        await co_sign(s, 1, req(1, [entry(FA, 0, a)]))
+        for oid in (a0, a1):
+            with pytest.raises(ShareInRevision):
+                await s.check_writable(1, oid)
+        await s.check_writable(1, b0)  # share B is not in the revision
+        await s.check_writable(1, b"plain")  # not a block: never frozen
+    async with await open_store(tmp_path) as s:  # a fresh store reads the set from the index
+        with pytest.raises(ShareInRevision):
+            await s.check_writable(1, a1)
+        s._frozen[1] = frozenset({(FB, 1)})  # a set that lags the index both ways
+        await s.check_writable(1, b0)  # listed: the index says it is free
+        await s.check_writable(1, a1)  # not listed: let through before the body ...
+        with pytest.raises(ShareInRevision):  # ... and refused by the commit
+            await put(s, 1, a1, b"z" * B)
+        await co_sign(s, 1, req(2, [entry(FB, 1, b)], ((FA, 0),)))
+        await s.check_writable(1, a0)  # removed by revision 2
+        with pytest.raises(ShareInRevision):
+            await s.check_writable(1, b0)
+
+
 async def test_a_share_changed_while_signing_is_not_committed(tmp_path: Path) -> None:
     a = os.urandom(B + 1)
     async with await open_store(tmp_path) as s:

@@ -35,15 +35,23 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 
+from nuclux.core.reference import parse_block_id
 from nuclux.errors import UsageError
 from nuclux.node import store_revisions as revs
 from nuclux.node import store_txn as txn
-from nuclux.node.shares import RevisionPlan, RevisionRequest, ShareSummary, StoredRevision
+from nuclux.node.shares import (
+    RevisionPlan,
+    RevisionRequest,
+    ShareKey,
+    ShareSummary,
+    StoredRevision,
+)
 from nuclux.node.store_batch import remove_temp_files, write_temp_files
 from nuclux.node.store_check import self_check
 from nuclux.node.store_index import Index, LeaseRow, close_after, pread_cached, pread_exact
@@ -67,6 +75,10 @@ from nuclux.node.store_types import (
     check_range,
 )
 from nuclux.node.store_writer import ObjectWriter
+
+FROZEN_CACHE_LEASES = 64
+"""Leases whose frozen-share sets ``check_writable`` keeps in memory (least recently used
+are dropped; a dropped lease costs one index query on its next block)."""
 
 __all__ = [
     "CapacityReport",
@@ -95,6 +107,9 @@ class ShardStore:
         max_object_size: int,
     ) -> None:
         self._ix, self._w, self._book = ix, workers, LeaseBook(rows)
+        # per lease, the shares its latest revision lists, as the index last said (in commit
+        # order: updated by the database thread's apply callbacks)
+        self._frozen: OrderedDict[int, frozenset[ShareKey]] = OrderedDict()
         self.check_report = report
         self.capacity_bytes = capacity_bytes
         self.grace_seconds = grace_seconds
@@ -353,9 +368,31 @@ class ShardStore:
 
     async def check_writable(self, lease_id: int, object_id: bytes) -> None:
         """``ShareInRevision`` if ``object_id`` is a block of a share the lease's latest
-        revision lists (a fast refusal before an upload; the commit checks again)."""
+        revision lists (a fast refusal before an upload; the commit checks again).
+
+        Answered from memory for a block of a share that is not frozen (the usual case: a
+        new share), so a block's PUT costs no index round trip before its body; the set may
+        lag a revision committed a moment ago, which the commit's own check catches. A share
+        the set lists is checked against the index, the authority."""
         lid, oid = check_lease_id(lease_id), check_object_id(object_id)
-        await self._w.db(lambda: txn.check_not_in_revision(self._ix, lid, oid))
+        block = parse_block_id(oid)
+        if block is None:
+            return
+        frozen = self._frozen.get(lid)
+        if frozen is None:
+            frozen = await self._w.db(
+                lambda: revs.frozen_shares(self._ix, lid), lambda f: self._remember(lid, f)
+            )
+        else:
+            self._frozen.move_to_end(lid)
+        if (block[0], block[1]) in frozen:
+            await self._w.db(lambda: txn.check_not_in_revision(self._ix, lid, oid))
+
+    def _remember(self, lease_id: int, frozen: frozenset[ShareKey]) -> None:
+        self._frozen[lease_id] = frozen
+        self._frozen.move_to_end(lease_id)
+        while len(self._frozen) > FROZEN_CACHE_LEASES:
+            self._frozen.popitem(last=False)
 
     async def delete(self, lease_id: int, object_id: bytes) -> None:
         """Delete an object and free its bytes in the lease's quota (``ShareInRevision`` for
@@ -395,15 +432,24 @@ class ShardStore:
         """Store a co-signed revision durably and delete the blocks of the shares it
         removes (one transaction)."""
         lid, at = check_lease_id(lease_id), check_count("signed_at", signed_at)
+        frozen = frozenset(e.key for e in plan.entries)
+
+        def applied(used: int) -> None:
+            self._book.set_used(lid, used)
+            self._remember(lid, frozen)
+
         await self._w.db(
-            lambda: revs.commit_revision(self._ix, lid, req, plan, provider_sig, at),
-            lambda used: self._book.set_used(lid, used),
+            lambda: revs.commit_revision(self._ix, lid, req, plan, provider_sig, at), applied
         )
 
     async def gc(self, now: int) -> GcReport:
         """Remove leases whose end (closed_at, else expires_at) + grace <= ``now``."""
         t = check_count("now", now)
-        report, _ = await self._w.db(
-            lambda: txn.gc(self._ix, t, self.grace_seconds), lambda r: self._book.drop(r[1])
-        )
+
+        def applied(result: tuple[GcReport, list[int]]) -> None:
+            self._book.drop(result[1])
+            for lid in result[1]:
+                self._frozen.pop(lid, None)
+
+        report, _ = await self._w.db(lambda: txn.gc(self._ix, t, self.grace_seconds), applied)
         return report

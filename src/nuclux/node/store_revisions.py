@@ -93,6 +93,16 @@ def latest_revision_number(ix: Index, lease_id: int) -> int:
     return 0 if found is None else int(found[0])
 
 
+def frozen_shares(ix: Index, lease_id: int) -> frozenset[ShareKey]:
+    """The shares the lease's latest co-signed revision lists (their blocks cannot change)."""
+    return frozenset(
+        (bytes(fid), int(i))
+        for fid, i in ix.db.execute(
+            "SELECT file_id, share_index FROM revision_shares WHERE lease_id = ?", (lease_id,)
+        )
+    )
+
+
 def _frozen_entries(ix: Index, lease_id: int) -> dict[ShareKey, ShareEntry]:
     return {
         (fid, i): ShareEntry(fid, i, root, count, size)

@@ -27,6 +27,7 @@ from nuclux.errors import LeaseNotFound, QuotaExceeded, StoreError
 from nuclux.node.store_index import LeaseRow
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 _CLOSED = "the shard store is closed"
 
@@ -69,6 +70,38 @@ class Workers:
 
     async def io(self, fn: Callable[[], T]) -> T:
         return await wait(self.io_submit(fn))
+
+    def io_then_db(
+        self, first: Callable[[], T], then: Callable[[T], U], apply: Callable[[U], None] | None
+    ) -> Future[U]:
+        """``first`` in an I/O thread, then ``then(its result)`` as a database job (with
+        ``apply`` as in ``db_submit``), handed over thread to thread: the event loop wakes once,
+        for the outcome, not between the two. A failure of ``first`` skips ``then``.
+
+        The future is marked running, so cancelling it fails until the jobs have finished."""
+        out: Future[U] = Future()
+        out.set_running_or_notify_cancel()
+
+        def settle(job: Future[U]) -> None:
+            exc = job.exception()
+            if exc is not None:
+                out.set_exception(exc)
+            else:
+                out.set_result(job.result())
+
+        def second(job: Future[T]) -> None:
+            exc = job.exception()
+            if exc is not None:
+                out.set_exception(exc)
+                return
+            result = job.result()
+            try:
+                self.db_submit(lambda: then(result), apply).add_done_callback(settle)
+            except BaseException as err:  # closed, or the pool shut down meanwhile
+                out.set_exception(err)
+
+        self.io_submit(first).add_done_callback(second)
+        return out
 
     def io_pair(self, first: Callable[[], None], second: Callable[[], None]) -> Future[None]:
         """Run two jobs in parallel I/O threads; one future for both (first error wins).

@@ -195,14 +195,18 @@ class ObjectWriter:
                 )
             await self._wait()
             tail, self._batch, self._batch_bytes = self._batch, [], 0
-            digest, root = await self._run_io(lambda: self._finish_sync(tail))
-            tmp = self._tmp
-            if tmp is None:
-                raise StoreError("writer has no temp file")  # unreachable by construction
             lid, oid, size, at = self._lease_id, self._object_id, self._written, self._created_at
-            self._pending = self._w.db_submit(
-                lambda: commit_object(self._ix, lid, oid, digest, size, at, tmp, root),
-                self._applied,
+
+            def publish(hashed: tuple[bytes, bytes | None]) -> tuple[ObjectInfo, int]:
+                tmp = self._tmp
+                if tmp is None:
+                    raise StoreError("writer has no temp file")  # unreachable by construction
+                digest, root = hashed
+                return commit_object(self._ix, lid, oid, digest, size, at, tmp, root)
+
+            # check, fsync, then publish on the database thread, handed over directly
+            self._pending = self._w.io_then_db(
+                lambda: self._finish_sync(tail), publish, self._applied
             )
             info: ObjectInfo = (await self._wait())[0]
         except BaseException:
@@ -212,10 +216,6 @@ class ObjectWriter:
         return info
 
     # internals ----------------------------------------------------------------------------
-
-    async def _run_io(self, fn: Any) -> Any:
-        self._pending = self._w.io_submit(fn)
-        return await self._wait()
 
     async def _wait(self) -> Any:
         return None if self._pending is None else await wait(self._pending)
@@ -240,7 +240,11 @@ class ObjectWriter:
 
     def _charge(self, total: int) -> None:
         charge = max(0, total - self._credit)
-        self._book.reserve(self._lease_id, charge - self._charged)
+        delta = charge - self._charged
+        if delta < 0:  # a credit found since the last chunk: hand back what it covers
+            self._book.release(self._lease_id, -delta)
+        else:
+            self._book.reserve(self._lease_id, delta)
         self._charged = charge
 
     def _release(self) -> None:
