@@ -165,6 +165,28 @@ async def test_read_survives_concurrent_delete_and_replace(store: ShardStore) ->
         await get(store, 1, b"v")
 
 
+async def test_open_read_gives_the_entry_and_its_bytes_from_one_lookup(
+    store: ShardStore,
+) -> None:
+    data = os.urandom(3 * MiB + 5)
+    await put(store, 1, b"o", data)
+    async with store.open_read(1, b"o") as obj:
+        assert (obj.info.size, obj.info.sha256) == (len(data), sha(data))
+        await store.delete(1, b"o")  # the open blob keeps its bytes
+        got = [c async for c in obj.chunks(MiB - 1, 2 * MiB, chunk_size=MiB)]
+        assert [len(c) for c in got] == [MiB, MiB]
+        assert b"".join(got) == data[MiB - 1 : 3 * MiB - 1]
+        with pytest.raises(UsageError, match="past the end"):
+            _ = [c async for c in obj.chunks(len(data) + 1)]
+        with pytest.raises(UsageError, match="chunk_size"):
+            _ = [c async for c in obj.chunks(chunk_size=0)]
+    with pytest.raises(UsageError, match="closed"):
+        _ = [c async for c in obj.chunks()]
+    with pytest.raises(ObjectNotFound):
+        async with store.open_read(1, b"o"):
+            pass
+
+
 async def test_list_objects_pages(store: ShardStore) -> None:
     ids = [b"k%03d" % i for i in range(25)]
     for oid in reversed(ids):

@@ -21,6 +21,7 @@ latest revision lists cannot be replaced or deleted (409 ``in_revision``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import time
@@ -453,20 +454,22 @@ class NodeService:
     async def get(self, request: web.Request) -> web.StreamResponse:
         lease_id, object_id = self._ids(request, True)
         await self._authorise(request, write=False, object_id=object_id)
-        info = await self.store.stat(lease_id, object_id)
-        offset, length = _parse_range(request.headers.get("Range"), info.size)
-        partial = request.headers.get("Range") is not None
-        resp = web.StreamResponse(status=206 if partial else 200)
-        resp.content_length = length
-        digest_header = CONTENT_ROOT_HEADER if info.root_digest else CONTENT_SHA256_HEADER
-        resp.headers[digest_header] = info.sha256.hex()
-        resp.headers["Accept-Ranges"] = "bytes"
-        if partial:
-            resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{info.size}"
-        await resp.prepare(request)
-        if request.method != "HEAD" and length > 0:
-            async for chunk in self.store.read(lease_id, object_id, offset, length, CHUNK):
-                await resp.write(chunk)
+        async with self.store.open_read(lease_id, object_id) as obj:  # one index round trip
+            info = obj.info
+            offset, length = _parse_range(request.headers.get("Range"), info.size)
+            partial = request.headers.get("Range") is not None
+            resp = web.StreamResponse(status=206 if partial else 200)
+            resp.content_length = length
+            digest_header = CONTENT_ROOT_HEADER if info.root_digest else CONTENT_SHA256_HEADER
+            resp.headers[digest_header] = info.sha256.hex()
+            resp.headers["Accept-Ranges"] = "bytes"
+            if partial:
+                resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{info.size}"
+            await resp.prepare(request)
+            if request.method != "HEAD" and length > 0:
+                async with contextlib.aclosing(obj.chunks(offset, length, CHUNK)) as chunks:
+                    async for chunk in chunks:
+                        await resp.write(chunk)
         await resp.write_eof()
         return resp
 

@@ -33,7 +33,7 @@ files), ``store_revisions`` (shares and revisions), ``store_check`` (self-check)
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import os
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
@@ -54,12 +54,12 @@ from nuclux.node.shares import (
 )
 from nuclux.node.store_batch import remove_temp_files, write_temp_files
 from nuclux.node.store_check import self_check
-from nuclux.node.store_index import Index, LeaseRow, close_after, pread_cached, pread_exact
+from nuclux.node.store_index import Index, LeaseRow, close_after, pread_exact
+from nuclux.node.store_read import OpenObject
 from nuclux.node.store_runtime import LeaseBook, Workers, wait
 from nuclux.node.store_types import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_MAX_OBJECT_SIZE,
-    MAX_CHUNK_SIZE,
     MAX_LIST_LIMIT,
     MAX_READ_RANGE,
     CapacityReport,
@@ -88,6 +88,7 @@ __all__ = [
     "LeaseUsage",
     "ObjectInfo",
     "ObjectWriter",
+    "OpenObject",
     "ShardStore",
 ]
 
@@ -288,6 +289,17 @@ class ShardStore:
             )
             raise
 
+    @contextlib.asynccontextmanager
+    async def open_read(self, lease_id: int, object_id: bytes) -> AsyncIterator[OpenObject]:
+        """The object's entry and its bytes (``OpenObject``), looked up and opened in one
+        index round trip; closed when the block ends."""
+        info, fd = await self._open(lease_id, object_id)
+        obj = OpenObject(self._w, info, fd)
+        try:
+            yield obj
+        finally:
+            obj.close()
+
     async def read(
         self,
         lease_id: int,
@@ -301,42 +313,9 @@ class ShardStore:
 
         The blob stays open until the iteration ends; when stopping early, wrap the call in
         ``contextlib.aclosing`` to release it at once rather than at garbage collection."""
-        if (
-            isinstance(chunk_size, bool)
-            or not isinstance(chunk_size, int)
-            or not 1 <= chunk_size <= MAX_CHUNK_SIZE
-        ):
-            raise UsageError(f"chunk_size must be 1..{MAX_CHUNK_SIZE}, got {chunk_size!r}")
-        info, fd = await self._open(lease_id, object_id)
-        pending: Future[bytes | bytearray] | None = None
-        try:
-            pos = offset
-            end = offset + check_range(info.size, offset, length)
-
-            def next_read() -> Future[bytes | bytearray] | None:
-                nonlocal pos
-                if pos >= end:
-                    return None
-                n = min(chunk_size, end - pos)
-                cached = pread_cached(fd, n, pos)
-                job: Future[bytes | bytearray]
-                if cached is None:
-                    job = self._w.io_submit(functools.partial(pread_exact, fd, n, pos, info.sha256))
-                else:
-                    job = Future()
-                    job.set_result(cached)
-                pos += n
-                return job
-
-            # read ahead by one chunk: an uncached read runs in a thread while this chunk is
-            # being sent; a cached one is done at once, on this thread
-            pending = next_read()
-            while pending is not None:
-                data = await wait(pending)
-                pending = next_read()
+        async with self.open_read(lease_id, object_id) as obj:
+            async for data in obj.chunks(offset, length, chunk_size):
                 yield data
-        finally:
-            close_after(fd, pending)
 
     async def read_range(self, lease_id: int, object_id: bytes, offset: int, length: int) -> bytes:
         """Read up to 16 MiB at once (proof leaves, small ranges)."""
