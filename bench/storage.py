@@ -18,6 +18,12 @@ before the first put) and ``k=4, n=8``. MB = 10^6 bytes.
   ``tls_ceiling_file_MBps`` is the same times k/n: the file rate that ceiling allows an
   RS(4,8) upload. ``tls_ceiling_read_MBps``: the reverse direction, eight sinks sending
   ``--mib`` / 8 bytes each (the download's traffic), payload bytes per second.
+* ``upload_pipeline_MBps``: the upload's ceiling without its protocol, measured in the same
+  run just after the TLS ceilings (``bench._pipeline``): the same file sealed, coded RS(4,8)
+  and hashed as the SDK's encoder does, sent over eight pinned TLS streams to eight receiver
+  processes that store each block as a node's store does (temp file, Merkle root, fsync,
+  rename, directory fsync, a SQLite commit in WAL mode with ``synchronous=FULL``); no HTTP,
+  signing, leases or chain. ``upload_vs_pipeline`` is ``upload_MBps`` over it.
 * ``upload_MBps`` / ``download_MBps``: ``put`` (with the ``flush`` after it) then ``get`` of a
   ``--mib`` MiB random file, file bytes per second. The download is checked against the file
   (SHA-256, after the clock stops). Before it, an untimed put of 1 MiB opens the account's 8
@@ -77,6 +83,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from bench import _pipeline as pipeline
 from bench._tls_sink import Sink, sink_processes
 from nuclux.allocator import tune_allocator
 from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger
@@ -381,6 +388,13 @@ async def measure(
             emit("tls_ceiling_MBps", figures["tls_ceiling_MBps"])
             emit("tls_ceiling_file_MBps", figures["tls_ceiling_MBps"] * K / N)
             emit("tls_ceiling_read_MBps", read_ceiling)
+            # the same file through the upload's work per byte with no protocol (a thread, as
+            # the pipeline is blocking; its receivers are stopped before it returns)
+            pipe = await asyncio.to_thread(pipeline.measure, big, size, files)
+            emit("upload_pipeline_MBps", pipe.mbps)
+            emit("upload_pipeline_client_cpu_ms_per_MiB", pipe.client_cpu_ms_per_mib)
+            emit("upload_pipeline_receivers_cpu_ms_per_MiB", pipe.receivers_cpu_ms_per_mib)
+            emit("upload_vs_pipeline", figures["upload_MBps"] / pipe.mbps)
 
             hung_ref = str(await client.put(hung, k=K, n=N, days=DAYS))
             await client.flush()
