@@ -91,6 +91,30 @@ async def test_a_replace_near_the_quota_streams_on_once_the_old_size_is_credited
             await w.write(b"c")
 
 
+async def test_a_declared_size_is_reserved_when_the_writer_opens(store: ShardStore) -> None:
+    await store.set_lease(1, 1000, None)
+    async with store.writer(1, b"first", size=600) as w:
+        with pytest.raises(QuotaExceeded, match="600 being written"):  # refused before a byte
+            async with store.writer(1, b"second", size=600):
+                pass
+        async with store.writer(1, b"third", size=400) as w3:  # what is left fits
+            await w3.write(b"t" * 400)
+            await w3.commit()
+        for _ in range(6):
+            await w.write(b"f" * 100)
+        await w.commit()
+    usage = await store.lease_usage(1)
+    assert (usage.used_bytes, usage.free_bytes) == (1000, 0)
+    with pytest.raises(QuotaExceeded, match="needs 100"):  # a replace: credited its 600
+        async with store.writer(1, b"first", size=700):
+            pass
+    async with store.writer(1, b"first", size=600) as w:  # the same size fits exactly
+        await w.write(b"r" * 600)
+        await w.commit()
+    assert (await store.lease_usage(1)).used_bytes == 1000
+    assert await get(store, 1, b"first") == b"r" * 600
+
+
 async def test_quota_cannot_shrink_below_used(store: ShardStore) -> None:
     await store.set_lease(1, 1000, None)
     await put(store, 1, b"a", b"a" * 700)

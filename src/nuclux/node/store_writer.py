@@ -139,8 +139,9 @@ class ObjectWriter:
         self._state = _OPEN
         try:
             self._book.writable(self._lease_id)
-            if self._size is not None:
-                await self._with_credit(lambda: self._book.check_fits(self._lease_id, self._need()))
+            if self._size is not None:  # reserve the declared size at once: the chunks need
+                size = self._size  # no accounting of their own
+                await self._with_credit(lambda: self._charge(size))
         except BaseException:
             await self._abort()
             raise
@@ -165,7 +166,8 @@ class ObjectWriter:
                 raise UsageError(f"object exceeds the maximum object size of {self._max_size}")
             if self._size is not None and total > self._size:
                 raise IntegrityError(f"received more than the declared size of {self._size} bytes")
-            await self._with_credit(lambda: self._charge(total))
+            if total > self._charged + self._credit:  # past what is reserved already
+                await self._with_credit(lambda: self._charge(total))
             self._written = total
             # a bytes chunk is immutable: keep a reference; anything else may change, copy it
             self._batch.append(data if isinstance(data, bytes) else bytes(data))
@@ -219,9 +221,6 @@ class ObjectWriter:
 
     async def _wait(self) -> Any:
         return None if self._pending is None else await wait(self._pending)
-
-    def _need(self) -> int:
-        return (self._size or 0) - self._credit
 
     async def _with_credit(self, check: Callable[[], None]) -> None:
         """Run a quota check; if it fails and a replaced object's size was not yet credited,
