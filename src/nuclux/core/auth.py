@@ -80,6 +80,11 @@ def keccak256(data: bytes) -> bytes:
 
 def to_address(raw: bytes) -> Address:
     """The EIP-55 checksummed form of a 20-byte address."""
+    return _checksummed(bytes(raw))
+
+
+@functools.lru_cache(maxsize=1024)  # a node checks requests from a few consumers over and over
+def _checksummed(raw: bytes) -> Address:
     hex_ = raw.hex()
     mask = keccak256(hex_.encode()).hex()[: len(hex_)]
     return Address(
