@@ -27,7 +27,7 @@ from nuclux.node.shares import (
 )
 from nuclux.node.store import ShardStore
 from nuclux.node.store_index import SCHEMA_VERSION
-from tests.node.test_store_support import get, open_store, put
+from tests.node.test_store_support import get, open_store, put, tmp_files
 
 FA, FB = bytes(range(16)), bytes(range(16, 32))
 B = 4096
@@ -199,6 +199,9 @@ async def test_check_writable_follows_revisions_and_the_commit_stays_the_authori
         await s.check_writable(1, a1)  # not listed: let through before the body ...
         with pytest.raises(ShareInRevision):  # ... and refused by the commit
             await put(s, 1, a1, b"z" * B)
+        assert tmp_files(tmp_path) == []  # its temp file is gone, nothing was stored
+        with pytest.raises(ObjectNotFound):
+            await get(s, 1, a1)
         await co_sign(s, 1, req(2, [entry(FB, 1, b)], ((FA, 0),)))
         await s.check_writable(1, a0)  # removed by revision 2
         with pytest.raises(ShareInRevision):
