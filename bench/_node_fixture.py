@@ -174,10 +174,14 @@ async def node_process(
         if not line:
             raise RuntimeError("the node process exited before serving")
         yield NodeEndpoints(**json.loads(line))
-        child.stdin.close()
-        await asyncio.wait_for(child.wait(), 60)
     finally:
-        if child.returncode is None:
+        # closing stdin asks the child to stop and remove its temp directory, also when the
+        # caller failed; a kill (it would leave the directory behind) only if it does not
+        if child.stdin is not None and not child.stdin.is_closing():
+            child.stdin.close()
+        try:
+            await asyncio.wait_for(child.wait(), 60)
+        except TimeoutError:
             child.kill()
             await child.wait()
 
