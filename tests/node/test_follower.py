@@ -236,6 +236,46 @@ async def test_a_reorg_deeper_than_the_window_rebuilds_the_view(world: World) ->
     assert view.provider(p0.address) == await reader(w).provider(p0.address)
 
 
+async def test_an_idle_step_is_one_call_and_a_reorg_at_the_same_height_is_seen(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = world
+    p0, c0 = w.providers[0], w.consumers[0]
+    chain = reader(w)
+    view = ChainView(chain)
+    await view.sync()
+    calls: list[str] = []
+    header, number = chain.block_header, w.conn.block_number
+
+    async def counted_header(block: Any = "latest") -> Any:
+        calls.append(f"header {block}")
+        return await header(block)
+
+    async def counted_number() -> int:
+        calls.append("number")
+        return await number()
+
+    monkeypatch.setattr(chain, "block_header", counted_header)
+    monkeypatch.setattr(w.conn, "block_number", counted_number)
+    report = await view.sync()
+    assert (report.first, report.reorg, calls) == (None, None, ["header latest"])
+    snap = await w.conn.snapshot()
+    gone = await c0.open_lease(p0.address, STORAGE, 10, 5, 10**18, ESCROW)
+    await view.sync()
+    assert view.lease(gone) is not None
+    height = view.synced_block
+    await w.conn.revert(snap)
+    kept = await c0.open_lease(p0.address, COMPUTE, 3, 2, 10**18, ESCROW)
+    assert kept == gone
+    assert await number() == height  # the head has the same number, another block
+    report = await view.sync()
+    assert report.reorg is not None
+    await assert_matches_chain(view, w)
+    new = view.lease(kept)
+    assert new is not None
+    assert new.cls == COMPUTE
+
+
 async def test_run_survives_rpc_failures_and_wakes_for_waiters(
     world: World, caplog: pytest.LogCaptureFixture
 ) -> None:

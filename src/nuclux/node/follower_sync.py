@@ -2,6 +2,10 @@
 
 Theory of operation. Events mark what changed; state is read, not re-derived.
 
+0. Head. With no confirmations to wait for (lag 0) a step reads the latest block's header:
+   when that is the cursor's own block (same number and hash) nothing is new and nothing was
+   reorganised, and the step ends after that one call, as an idle node's steps do. A header
+   of the same number with another hash is a reorg at the head, found by step 1.
 1. Reorg check. The hash stored for the cursor block must still be the chain's hash at that
    number. If not, the stored recent hashes are searched for the newest block the chain still
    has (canonical blocks form a prefix, so a binary search): the fork point. The step then
@@ -95,7 +99,18 @@ class Follower:
         return self.cursor.number if self.cursor else self.start_block - 1
 
     async def step(self) -> SyncReport:
-        head = await self.ledger.conn.block_number()
+        cursor = self.cursor
+        if cursor is not None and self.lag == 0:
+            # the head's header, not just its number: when it is the cursor's own block there
+            # is nothing new and no reorg, known from one call (an idle node's every step)
+            latest = await self.ledger.block_header("latest")
+            if latest is None:
+                raise ChainError("the chain reports no latest block")
+            if latest.number == cursor.number and latest.hash == cursor.hash:
+                return SyncReport(latest.number, None, cursor.number, 0, 0, 0, True, None)
+            head = latest.number
+        else:
+            head = await self.ledger.conn.block_number()
         fork, reorg = await self._check_reorg()
         done = self.synced_block if fork is None else fork.number
         dirty_leases, dirty_owners = set[int](), set[str]()
