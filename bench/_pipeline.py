@@ -43,10 +43,12 @@ from typing import cast
 
 from eth_account import Account
 
+from bench._cpu import cpu_seconds
 from nuclux.core.erasure import Layout, encode_segment
 from nuclux.core.merkle import root_of_bytes
 from nuclux.core.segment import SegmentCipher
 from nuclux.net.tls import NodeIdentity, check_peer, client_ssl_context, server_ssl_context
+from nuclux.node.store_index import fsync_dir
 from nuclux.pagecache import drop_cached
 
 MiB = 1 << 20
@@ -87,11 +89,7 @@ class _Store:
         blob_dir = self.root / root.hex()[:2]
         blob_dir.mkdir(exist_ok=True)
         os.replace(tmp, blob_dir / root.hex())
-        dir_fd = os.open(blob_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(blob_dir)
         with self.lock, self.db:  # one transaction, committed (and the WAL fsynced) on exit
             self.db.execute("INSERT OR REPLACE INTO blocks VALUES (?, ?)", (root, len(block)))
         return root
@@ -166,12 +164,6 @@ class PipelineFigures:
     mbps: float
     client_cpu_ms_per_mib: float
     receivers_cpu_ms_per_mib: float
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _recv_exact(sock: ssl.SSLSocket, view: memoryview) -> None:
@@ -313,15 +305,15 @@ def _measure(path: Path, size: int, work: Path) -> PipelineFigures:
             socks.append(sock)
             check_peer(sock, fingerprint)  # the pin, as the SDK's connections check it
         pids = [child.pid for child, _, _ in children]
-        me, them = _cpu_seconds(os.getpid()), sum(map(_cpu_seconds, pids))
+        me, them = cpu_seconds(os.getpid()), sum(map(cpu_seconds, pids))
         start = time.perf_counter()
         _Sender(path, size, socks).run()
         seconds = time.perf_counter() - start
         mib = size / MiB
         return PipelineFigures(
             size / seconds / 1e6,
-            (_cpu_seconds(os.getpid()) - me) * 1000 / mib,
-            (sum(map(_cpu_seconds, pids)) - them) * 1000 / mib,
+            (cpu_seconds(os.getpid()) - me) * 1000 / mib,
+            (sum(map(cpu_seconds, pids)) - them) * 1000 / mib,
         )
     finally:
         for sock in socks:

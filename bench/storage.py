@@ -84,6 +84,7 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from bench import _pipeline as pipeline
+from bench._cpu import cpu_seconds
 from bench._tls_sink import Sink, sink_processes
 from nuclux.allocator import tune_allocator
 from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger
@@ -275,9 +276,8 @@ class CpuMeter:
         me = os.times()
         nodes = 0.0
         for pid in self.node_pids():
-            with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                nodes += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            with contextlib.suppress(OSError):  # a node killed by the run
+                nodes += cpu_seconds(pid)
         return me.user + me.system, nodes
 
     def node_pids(self) -> list[int]:
