@@ -16,7 +16,7 @@ import {ProviderRegistry} from "./ProviderRegistry.sol";
 /// term enters Closing, a dispute window in which modules take the parties' latest co-signed
 /// state; then anyone may settle: the provider gets min(escrow, entitlement) less what it
 /// already claimed, the consumer the rest, to the wei. Entitlement comes from the class's
-/// settlement module, authorised once per class. Modules report provable faults; enough of
+/// settlement module, fixed per class when this contract is deployed. Modules report provable faults; enough of
 /// them fail the lease and slash the provider's stake to the consumer. The auction house, set
 /// once before ownership is renounced, opens the winners' leases of an auction for the
 /// consumer at the price it cleared (`openLeaseFor`); when such a ticket is declined or expires
@@ -63,7 +63,6 @@ contract LeaseManager is Ownable {
     error NotModule(uint256 id, address sender);
     error InvalidClass(uint8 cls);
     error ModuleNotSet(uint8 cls);
-    error ModuleAlreadySet(uint8 cls);
     error ZeroAmount();
     error ZeroUnits();
     error ZeroTerm();
@@ -104,6 +103,12 @@ contract LeaseManager is Ownable {
     event AuctionHouseSet(address auctionHouse);
 
     IERC20 public immutable token;
+    // Each class's settlement module, fixed at deployment: as immutables they cost a claim or
+    // a settlement no storage read. `deploy` creates the modules first, bound to this
+    // contract's predicted address.
+    address internal immutable _storageModule;
+    address internal immutable _computeModule;
+    address internal immutable _bandwidthModule;
     ProviderRegistry public immutable registry;
     uint256 public immutable epochLength;
     uint256 public immutable acceptWindow;
@@ -115,7 +120,6 @@ contract LeaseManager is Ownable {
     /// When a missed acceptance last counted as a fault of each provider: at most one per
     /// accept window, so a flood of tickets cannot pile up faults.
     mapping(address provider => uint256) public lastMissFault;
-    address[NUM_CLASSES] public modules;
     /// The one contract that may open leases for consumers at a price it cleared.
     address public auctionHouse;
 
@@ -125,8 +129,16 @@ contract LeaseManager is Ownable {
         uint256 epochLength_,
         uint256 acceptWindow_,
         uint256 disputeWindow_,
-        uint8 failThreshold_
+        uint8 failThreshold_,
+        address[NUM_CLASSES] memory modules_
     ) Ownable(msg.sender) {
+        for (uint8 cls = 0; cls < NUM_CLASSES; ++cls) {
+            if (modules_[cls] == address(0)) revert ModuleNotSet(cls);
+            emit ModuleSet(cls, modules_[cls]);
+        }
+        _storageModule = modules_[0];
+        _computeModule = modules_[1];
+        _bandwidthModule = modules_[2];
         token = token_;
         registry = registry_;
         epochLength = epochLength_;
@@ -135,12 +147,12 @@ contract LeaseManager is Ownable {
         failThreshold = failThreshold_;
     }
 
-    /// Authorise the settlement module of a class, once. Modules cannot be swapped later.
-    function setModule(uint8 cls, address module) external onlyOwner {
-        if (cls >= NUM_CLASSES) revert InvalidClass(cls);
-        if (modules[cls] != address(0)) revert ModuleAlreadySet(cls);
-        modules[cls] = module;
-        emit ModuleSet(cls, module);
+    /// The settlement module of class `cls` (fixed at deployment).
+    function modules(uint256 cls) public view returns (address) {
+        if (cls == 0) return _storageModule;
+        if (cls == 1) return _computeModule;
+        if (cls == 2) return _bandwidthModule;
+        revert InvalidClass(uint8(cls < 255 ? cls : 255));
     }
 
     /// Authorise the auction house, once (before ownership is renounced).
@@ -381,7 +393,7 @@ contract LeaseManager is Ownable {
     /// Returns true if the lease failed (and was settled with a penalty).
     function reportFault(uint256 id, bytes32 reason) external returns (bool failed) {
         Lease storage l = _lease(id);
-        if (msg.sender != modules[l.cls]) revert NotModule(id, msg.sender);
+        if (msg.sender != modules(l.cls)) revert NotModule(id, msg.sender);
         State s = l.state;
         if (s != State.Active && s != State.ActiveTicketed && s != State.Closing) {
             revert BadState(id, s);
@@ -454,10 +466,9 @@ contract LeaseManager is Ownable {
 
     function _checkTerms(uint8 cls, uint64 units, uint32 termEpochs, uint256 escrow)
         internal
-        view
+        pure
     {
         if (cls >= NUM_CLASSES) revert InvalidClass(cls);
-        if (modules[cls] == address(0)) revert ModuleNotSet(cls);
         if (units == 0) revert ZeroUnits();
         if (termEpochs == 0) revert ZeroTerm();
         if (escrow == 0) revert ZeroAmount();
@@ -505,17 +516,12 @@ contract LeaseManager is Ownable {
     /// min(escrow, entitlement), never below what was already paid.
     function _due(uint256 id, Lease storage l) internal view returns (uint256) {
         LeaseView memory v = LeaseView({
-            consumer: l.consumer,
-            provider: l.provider,
-            cls: l.cls,
             units: l.units,
             price: l.price,
             startEpoch: l.startEpoch,
-            endEpoch: l.endEpoch,
-            escrow: l.escrow,
-            paid: l.paid
+            endEpoch: l.endEpoch
         });
-        uint256 ent = ISettlementModule(modules[l.cls]).entitlement(id, v, epoch());
+        uint256 ent = ISettlementModule(modules(l.cls)).entitlement(id, v, epoch());
         uint256 due = ent < l.escrow ? ent : l.escrow;
         return due < l.paid ? l.paid : due;
     }

@@ -19,15 +19,10 @@ enum State {
 
 /// What a settlement module sees of a lease when it computes an entitlement.
 struct LeaseView {
-    address consumer;
-    address provider;
-    uint8 cls;
     uint64 units;
     uint128 price;
     uint32 startEpoch;
     uint32 endEpoch;
-    uint128 escrow;
-    uint128 paid;
 }
 
 /// A per-class settlement module authorised by the LeaseManager.

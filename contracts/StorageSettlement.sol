@@ -153,6 +153,8 @@ contract StorageSettlement is ISettlementModule, EIP712, StorageProofs {
     constructor(
         LeaseManager leases_,
         ProviderRegistry registry_,
+        uint256 epochLength_,
+        uint256 disputeWindow_,
         uint256 sampleOneIn_,
         uint256 seedDelay_,
         uint256 demandWindow_
@@ -160,10 +162,14 @@ contract StorageSettlement is ISettlementModule, EIP712, StorageProofs {
         if (sampleOneIn_ == 0 || seedDelay_ == 0 || seedDelay_ >= BLOCKHASH_DEPTH) {
             revert BadParameter();
         }
-        if (demandWindow_ == 0 || demandWindow_ > leases_.disputeWindow()) revert BadParameter();
+        // the lease manager is deployed after its modules (its address is known, its code
+        // not yet): its epoch length and dispute window come as parameters, the same values
+        if (epochLength_ == 0 || demandWindow_ == 0 || demandWindow_ > disputeWindow_) {
+            revert BadParameter();
+        }
         leases = leases_;
         registry = registry_;
-        epochLength = leases_.epochLength();
+        epochLength = epochLength_;
         sampleOneIn = sampleOneIn_;
         seedDelay = seedDelay_;
         demandWindow = demandWindow_;

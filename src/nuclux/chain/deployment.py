@@ -14,8 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import rlp  # type: ignore[import-untyped]
 from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from web3.types import TxParams
 
 from nuclux.chain import abi as artifacts
@@ -155,6 +158,12 @@ class Deployment:
         return cls.from_json(raw)
 
 
+def create_address(sender: str, nonce: int) -> str:
+    """The address of the contract ``sender``'s transaction number ``nonce`` creates."""
+    raw = keccak(rlp.encode([bytes.fromhex(sender.removeprefix("0x")), nonce]))[12:]
+    return to_checksum_address(raw)
+
+
 async def _deploy_one(
     conn: ChainConnection, deployer: LocalAccount, name: str, types: list[str], args: list[Any]
 ) -> str:
@@ -214,20 +223,66 @@ async def deploy(
             p.slash_cap,
         ],
     )
-    lm = await _deploy_one(
-        conn,
-        deployer,
-        "LeaseManager",
-        ["address", "address", "uint256", "uint256", "uint256", "uint8"],
-        [coin, reg, p.epoch_length, p.accept_window, p.dispute_window, p.fail_threshold],
+    # The lease manager takes its modules as immutables, and the modules take its address:
+    # deploy the modules first, bound to the address the lease manager will get.
+    given = modules or {}
+    # StorageSettlement is always deployed (the proofs' contract), and every class not given
+    # a module gets its own
+    n_new = 1 + sum(
+        1 for cls in (ResourceClass.COMPUTE, ResourceClass.BANDWIDTH) if cls not in given
     )
+    nonce = int(await conn.w3.eth.get_transaction_count(deployer.address, "pending"))
+    lm_at = create_address(deployer.address, nonce + n_new)
     storage = await _deploy_one(
         conn,
         deployer,
         "StorageSettlement",
-        ["address", "address", "uint256", "uint256", "uint256"],
-        [lm, reg, p.sample_one_in, p.seed_delay, p.demand_window],
+        ["address", "address"] + ["uint256"] * 5,
+        [
+            lm_at,
+            reg,
+            p.epoch_length,
+            p.dispute_window,
+            p.sample_one_in,
+            p.seed_delay,
+            p.demand_window,
+        ],
     )
+    chosen: dict[ResourceClass, str] = {
+        ResourceClass.STORAGE: given.get(ResourceClass.STORAGE, storage)
+    }
+    for cls in (ResourceClass.COMPUTE, ResourceClass.BANDWIDTH):
+        module = given.get(cls)
+        if module is None:
+            # compute: receipts both sides sign; bandwidth: vouchers the consumer signs
+            module = await _deploy_one(
+                conn,
+                deployer,
+                "CumulativeSettlement",
+                ["address", "address", "bool"],
+                [lm_at, reg, cls is ResourceClass.COMPUTE],
+            )
+        chosen[cls] = module
+    lm = await _deploy_one(
+        conn,
+        deployer,
+        "LeaseManager",
+        ["address", "address", "uint256", "uint256", "uint256", "uint8", "address[3]"],
+        [
+            coin,
+            reg,
+            p.epoch_length,
+            p.accept_window,
+            p.dispute_window,
+            p.fail_threshold,
+            [chosen[cls] for cls in ResourceClass],
+        ],
+    )
+    if lm.lower() != lm_at.lower():
+        raise ChainError(
+            f"the lease manager was deployed at {lm}, not at {lm_at} where its modules expect"
+            " it: another transaction of the deployer account ran during the deployment"
+        )
     anchor = await _deploy_one(conn, deployer, "TimestampAnchor", [], [])
     auction = await _deploy_one(
         conn,
@@ -250,31 +305,6 @@ async def deploy(
     await call_as(
         conn, deployer, "ProviderRegistry", reg, "setLeaseManager", [lm], "bind the lease manager"
     )
-    chosen: dict[str, str] = {}
-    for cls in ResourceClass:
-        module = (modules or {}).get(cls)
-        if module is None and cls is ResourceClass.STORAGE:
-            module = storage
-        elif module is None:
-            # compute: receipts both sides sign; bandwidth: vouchers the consumer signs
-            both = cls is ResourceClass.COMPUTE
-            module = await _deploy_one(
-                conn,
-                deployer,
-                "CumulativeSettlement",
-                ["address", "address", "bool"],
-                [lm, reg, both],
-            )
-        await call_as(
-            conn,
-            deployer,
-            "LeaseManager",
-            lm,
-            "setModule",
-            [int(cls), module],
-            f"authorise the {cls.name.lower()} module",
-        )
-        chosen[cls.name.lower()] = module
     await call_as(
         conn, deployer, "LeaseManager", lm, "setAuctionHouse", [auction], "authorise the auctions"
     )
@@ -303,5 +333,5 @@ async def deploy(
         params=p,
         deployer=d,
         block=await conn.block_number(),
-        modules=chosen,
+        modules={cls.name.lower(): address for cls, address in chosen.items()},
     )
