@@ -128,17 +128,24 @@ async def main() -> dict[str, int]:
 
         lid, out["gas_open_lease"] = await open_one(term=100)
         out["gas_accept"] = await gas(op, op.leases, "accept", [lid])
-        # storage pay needs proofs: seed epochs until one is sampled, prove it (the lease
-        # holds nothing yet, so the call is the proof), confirm it with `advance`, claim
+        # storage pay needs proofs: seed every epoch from the lease's first until one is
+        # sampled, prove it (the lease holds nothing yet, so the call is the proof), confirm
+        # it with `advance`, claim. Every block moves the embedded chain's clock, so an epoch
+        # may end while one is seeded: none may be skipped, or `advance` stops at the gap.
+        e = (await op.lease(lid)).start_epoch
         for name in ("gas_claim_first", "gas_claim"):
             while True:
-                e, _ = await seed_epoch(conn, op, p)
+                if e > await op.epoch():
+                    await next_epoch(conn, p)
+                await seed_epoch(conn, op, p, e)
                 sampled = await op.is_sampled(lid, e)
                 if sampled:
                     await op.prove(lid, e, None)
-                await next_epoch(conn, p)
+                e += 1
                 if sampled:
                     break
+            if e > await op.epoch():
+                await next_epoch(conn, p)
             await op.advance(lid)
             out[name] = await gas(op, op.leases, "claim", [lid])
         out["gas_extend"] = await gas(cons, cons.leases, "extend", [lid, 5, ONE_NUX])
@@ -182,9 +189,11 @@ async def next_epoch(conn: ChainConnection, p: DeployParams) -> None:
     await conn.advance_time(p.epoch_length - await conn.now() % p.epoch_length)
 
 
-async def seed_epoch(conn: ChainConnection, who: Ledger, p: DeployParams) -> tuple[int, int]:
-    """Arm and record the current epoch's seed; (epoch, seed)."""
-    e = await who.epoch()
+async def seed_epoch(
+    conn: ChainConnection, who: Ledger, p: DeployParams, epoch: int | None = None
+) -> tuple[int, int]:
+    """Arm and record an epoch's seed (the current epoch's by default); (epoch, seed)."""
+    e = await who.epoch() if epoch is None else epoch
     await who.arm_seed(e)
     for _ in range(p.seed_delay + 1):
         await conn.mine()
