@@ -248,13 +248,11 @@ async def test_a_bad_reference_is_a_usage_error(net: Network) -> None:
             await client.repair("nux:" + "a" * 64)
 
 
-async def test_too_few_spare_providers_is_refused_before_paying(
-    net: Network, tmp_path: Path
-) -> None:
+async def test_no_spare_provider_is_refused_before_paying(net: Network, tmp_path: Path) -> None:
     owner = await net.new_account("repair-no-spares")
     random_file(tmp_path / "f")
     async with net.client(owner, BLOCKS) as client:
-        ref = await client.put(tmp_path / "f", k=2, n=5)  # one spare provider of six
+        ref = await client.put(tmp_path / "f", k=2, n=6)  # every provider of six holds one
         providers = [p for p, _ in await _shares(client, ref)]
     nonce = await _nonce(net, owner)
     async with stopped(net, providers[:2]), net.client(owner, BLOCKS) as client:
@@ -264,6 +262,31 @@ async def test_too_few_spare_providers_is_refused_before_paying(
     assert await _nonce(net, owner) == nonce
     async with net.client(owner, BLOCKS) as client:
         assert (await open_file(client.ctx, ref)).manifest.version == 1
+
+
+async def test_too_few_spare_providers_rebuild_what_they_can(net: Network, tmp_path: Path) -> None:
+    owner = await net.new_account("repair-one-spare")
+    data = random_file(tmp_path / "f")
+    async with net.client(owner, BLOCKS) as client:
+        ref = await client.put(tmp_path / "f", k=2, n=5)  # one spare provider of six
+        before = await _shares(client, ref)
+    providers = [p for p, _ in before]
+    spare = {cfg.owner for cfg in net.configs} - set(providers)
+    async with stopped(net, providers[1:3]), net.client(owner, BLOCKS) as client:
+        report = await client.repair(ref)
+        after = await _shares(client, ref)
+        got = await client.get(ref, tmp_path / "out")
+    # two shares lost, one provider to take one: share 1 (the first lost) is rebuilt there
+    assert {s.share for s in report.bad} == {1, 2}
+    assert [m.share for m in report.moved] == [1]
+    assert {m.provider for m in report.moved} == spare
+    assert [s.share for s in report.unrepaired] == [2]
+    assert any("shares [2] not rebuilt" in p for p in report.problems)
+    assert report.new_version == 2
+    assert got.version == 2
+    assert after[1][0] in spare
+    assert after[2] == before[2]  # still named: the provider may come back
+    assert (tmp_path / "out").read_bytes() == data
 
 
 async def test_a_share_whose_lease_ends_before_the_files_term_moves(

@@ -11,7 +11,9 @@ it renews nothing and says which leases are at risk).
 
 Output: a line per file (``--json``: one object for REF, a list for ``--all``, one JSON line
 per round with ``--watch``). A file that cannot be repaired exits non-zero (after the others
-were tried and the index written): ``NotEnoughShares`` and ``NotEnoughProviders`` exit 1.
+were tried and the index written): ``NotEnoughShares`` and ``NotEnoughProviders`` exit 1. So
+does a file repaired only in part (fewer other providers than bad shares: those there are
+take the lost shares first, and the new version is published), after its line is printed.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ def outcome_json(o: Outcome) -> dict[str, Any]:
         return {"reference": ref, "ok": False, "error": o.error}
     return {
         "reference": str(o.reference),
-        "ok": True,
+        "ok": not o.unrepaired,  # every bad share (copy) was rebuilt
         "packed": o.packed,
         "nothing_to_do": o.nothing_to_do,
         "version": o.version,
@@ -67,6 +69,7 @@ def outcome_json(o: Outcome) -> dict[str, Any]:
             }
             for m in o.moved
         ],
+        "unrepaired": [s.share for s in o.unrepaired],
         "problems": list(o.problems),
     }
 
@@ -97,10 +100,25 @@ def _report_line(r: RepairReport) -> str:
 
 def _failed(outcomes: list[Outcome]) -> NucluxError | None:
     failures = [o for o in outcomes if isinstance(o, RepairFailure)]
-    if not failures:
+    partly = [o for o in outcomes if isinstance(o, RepairReport) and o.unrepaired]
+    if not failures and not partly:
         return None
-    names = ", ".join(str(f.reference) for f in failures[:5])
-    return NucluxError(f"{len(failures)} of {len(outcomes)} files could not be repaired ({names})")
+    if len(outcomes) == 1 and partly:
+        left = partly[0].unrepaired
+        what = ("copy", "copies") if partly[0].packed else ("share", "shares")
+        return NucluxError(
+            f"{len(left)} bad {what[len(left) > 1]} of {partly[0].reference} could not be"
+            " rebuilt"
+            f" ({', '.join(str(s.share) for s in left)}): run `nuclux repair` again when"
+            " more providers can take them"
+        )
+    named: list[Outcome] = [*failures, *partly]
+    names = ", ".join(str(o.reference) for o in named[:5])
+    return NucluxError(
+        f"{len(failures)} of {len(outcomes)} files could not be repaired"
+        + (f" and {len(partly)} only in part" if partly else "")
+        + f" ({names})"
+    )
 
 
 def _print(outcomes: list[Outcome]) -> None:
@@ -142,8 +160,8 @@ def repair_cmd(
     outcomes = asyncio.run(_once(c, keys, deployment, reference, cap))
     if reference is not None:  # a failure was raised as itself, with its exit code
         emit(c, outcome_json(outcomes[0]), lambda: _print(outcomes))
-        return
-    emit(c, [outcome_json(o) for o in outcomes], lambda: _print(outcomes))
+    else:
+        emit(c, [outcome_json(o) for o in outcomes], lambda: _print(outcomes))
     failed = _failed(outcomes)
     if failed is not None:
         raise failed

@@ -9,8 +9,8 @@ long enough, not suspect on chain. Nothing bad: nothing is done (no transaction,
 
 A spread file needs ``k`` healthy shares, else ``NotEnoughShares`` and nothing changes. The
 bad shares get new providers from ``LeaseBook.candidates`` excluding every provider the file
-uses (too few: ``NotEnoughProviders`` before any money moves), leases reused or opened for the
-file's remaining term, and are rebuilt segment by segment from ``k`` verified blocks
+uses, leases reused or opened for the file's remaining term, and are rebuilt segment by
+segment from ``k`` verified blocks
 (``rebuild``). A rebuilt share must hash to the root the manifest already holds (the code is
 deterministic). A share whose blocks failed while being read is rebuilt in a second pass.
 Each new provider co-signs a revision adding its share; then version ``v + 1`` (``previous`` =
@@ -19,6 +19,12 @@ assignment and goes to the first ``manifest_copies(k, n)`` shares' leases; the i
 follows (written by the next ``flush``) and the digest waits for the next anchor. Only then are
 the old shares on providers that still answer dropped by a revision of their lease (and a
 stale manifest copy there deleted): never before the new version is stored.
+
+With fewer other providers than bad shares, as many shares as there are providers are rebuilt
+(the lost ones, whose providers do not answer, before those that are only at risk) and the
+rest are reported as not rebuilt (``RepairReport.unrepaired``; the CLI exits 1): a repair that
+can raise a file from 5 to 7 of 8 healthy shares does so. With none, ``NotEnoughProviders``
+before any money moves.
 
 A packed file's copies are its manifest: bad copies are replaced by writing the same manifest
 (its body names no provider, so no new version) to leases of other providers.
@@ -133,16 +139,23 @@ async def _repair_spread(
     moved: dict[int, Placement] = {}
     todo = set(bad)
     problems: list[str] = []
+    # with too few other providers for every bad share, the lost ones go first
+    rank = {c.share: (c.reachable, c.share) for c in report.shares}
     for attempt in range(REBUILD_PASSES):
         try:
-            rebuilt = await _rebuild_pass(
-                ctx, opened, code, sources, keep, todo, used, need, days, max_price
+            rebuilt, waiting = await _rebuild_pass(
+                ctx, opened, code, sources, keep, todo, used, need, days, max_price, rank
             )
         except (NucluxError, *PEER_ERRORS) as err:
             if attempt == 0:
                 raise  # nothing was rebuilt: nothing to publish
             problems.append(f"shares {sorted(todo)} not rebuilt: {err or type(err).__name__}")
             break  # publish what the first passes rebuilt
+        if waiting:
+            problems.append(
+                f"shares {waiting} not rebuilt: no other provider can take them now"
+                f" (with {need} bytes free); nothing was paid for them"
+            )
         moved.update(rebuilt.placements)
         keep = [moved.get(i, p) for i, p in enumerate(keep)]
         extra: dict[int, str] = {}
@@ -172,7 +185,10 @@ async def _rebuild_pass(
     need: int,
     days: float,
     max_price: int | None,
-) -> Rebuilt:
+    rank: dict[int, tuple[bool, int]],
+) -> tuple[Rebuilt, list[int]]:
+    """Rebuild the shares of ``todo`` that other providers can take, most urgent first (by
+    ``rank``); returns what was rebuilt and the shares still waiting for a provider."""
     layout = opened.body.layout
     if layout is None:  # pragma: no cover
         raise NucluxError("not a spread file")
@@ -180,13 +196,15 @@ async def _rebuild_pass(
         if sources[i].dead is None:
             sources[i].dead = "being rebuilt"
     probes = await ctx.leases.candidates(need, max_price, exclude=used)
-    if len(probes) < len(todo):
+    if not probes:
         raise NotEnoughProviders(
             f"{opened.reference}: {len(todo)} shares need new providers with {need} bytes"
-            f" free and only {len(probes)} other providers can take them; nothing was paid"
+            " free and no other provider can take them; nothing was paid"
         )
-    placed = await ctx.leases.ensure(probes, len(todo), need, days, max_price)
-    targets = dict(zip(sorted(todo), placed, strict=True))
+    order = sorted(todo, key=rank.__getitem__)
+    now, waiting = order[: len(probes)], sorted(order[len(probes) :])
+    placed = await ctx.leases.ensure(probes, len(now), need, days, max_price)
+    targets = dict(zip(sorted(now), placed, strict=True))
     used |= {p.provider.owner.lower() for p in placed}
     failed: set[str] = set()
 
@@ -221,7 +239,7 @@ async def _rebuild_pass(
         for p in placed:  # what was promised there was not all used: read it again
             ctx.leases.forget_room(p.lease_id)
         raise
-    return rebuilt
+    return rebuilt, waiting
 
 
 async def _publish(

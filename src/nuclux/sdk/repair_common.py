@@ -57,6 +57,12 @@ class RepairReport:
     def nothing_to_do(self) -> bool:
         return not self.bad
 
+    @property
+    def unrepaired(self) -> tuple[ShareCheck, ...]:
+        """The bad shares (copies) this repair did not move: still bad."""
+        moved = {m.share for m in self.moved}
+        return tuple(s for s in self.bad if s.share not in moved)
+
 
 @dataclass(frozen=True, slots=True)
 class RepairFailure:
