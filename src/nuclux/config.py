@@ -22,11 +22,9 @@ then temp file + fsync + ``os.replace``, so a crash leaves the old file or the n
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
-import tempfile
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +37,7 @@ import tomli_w
 
 from nuclux.core.types import ONE_NUX, Wei, format_nux, parse_nux
 from nuclux.errors import ConfigError, UsageError
+from nuclux.statefile import atomic_write
 
 CONFIG_ENV: Final = "NUCLUX_CONFIG"
 ENV_VARS: Final = {
@@ -191,7 +190,7 @@ def write_config_file(path: Path, table: Mapping[str, object], *, overwrite: boo
         raise UsageError(f"config file {path} already exists (use --force to replace it)")
     data = (_HEADER + "\n" + tomli_w.dumps(dict(table))).encode()
     try:
-        _atomic_replace(path, data)
+        atomic_write(path, data)
     except OSError as err:
         raise ConfigError(f"cannot write config file {path}: {err}") from err
 
@@ -314,19 +313,3 @@ def _parse_text(key: str, text: str) -> object:
         raise _InvalidValueError(f"key {key!r}: cannot parse {text!r}") from err
     _check_value(key, value)
     return Path(str(value)).expanduser() if key in _PATH_KEYS else value
-
-
-def _atomic_replace(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)

@@ -19,7 +19,8 @@ from nuclux.core.lease import LeaseState
 from nuclux.core.reference import Reference
 from nuclux.errors import IntegrityError, ObjectNotFound, UsageError
 from nuclux.sdk import NotEnoughProviders, StorageClient, rebuild
-from nuclux.sdk.nodeapi import block_object_id
+from nuclux.sdk.leftover_record import Leftover, LeftoverRecord
+from nuclux.sdk.nodeapi import block_object_id, manifest_id
 from nuclux.sdk.reading import open_file
 from nuclux.sdk.repair import NotEnoughShares, Outcome, RepairReport
 from tests.sdk.network import SETTINGS, Network
@@ -369,4 +370,73 @@ async def test_a_share_found_corrupt_while_rebuilding_is_rebuilt_too(
     assert report.new_version == 2
     assert report.problems == ()
     assert got.corrupt == ()
+    assert (tmp_path / "out").read_bytes() == data
+
+
+async def _held(client: StorageClient, lease_id: int, fid: bytes) -> tuple[set[int], set[bytes]]:
+    """The shares of file ``fid`` lease ``lease_id``'s latest revision lists, and the ids of
+    that file's objects its provider stores there."""
+    _, node = await client.ctx.peers.client_for_lease(lease_id)
+    latest = await node.latest_revision(lease_id)
+    shares = {i for f, i in (latest.shares if latest else ()) if f == fid}
+    prefix = f"f/{fid.hex()}/".encode()
+    objects = {o.object_id for o in await node.list(lease_id) if o.object_id.startswith(prefix)}
+    return shares, objects
+
+
+async def test_leftovers_are_removed_once_their_providers_answer(
+    net: Network, tmp_path: Path
+) -> None:
+    owner = await net.new_account("repair-leftovers")
+    record = tmp_path / "leftovers.json"
+    settings = dataclasses.replace(BLOCKS, leftovers_record=str(record))
+    async with net.client(owner, settings) as client:
+        ref, data = await _put(client, tmp_path / "f")
+        gone = await client.put(tmp_path / "f", k=2, n=6)  # removed while a provider is down
+        before = await _shares(client, ref)
+        gone_shares = await _shares(client, gone)
+    fid = ref.file_id
+    victim, victim_lease = before[3]
+    async with stopped(net, [victim]), net.client(owner, settings) as client:
+        report = await client.repair(ref)
+        assert [m.share for m in report.moved] == [3]
+        down = [(i, lid) for i, (p, lid) in enumerate(gone_shares) if p == victim]
+        removed = await client.rm(gone)
+        assert removed.problems  # the stopped provider could not be told
+    pending = LeftoverRecord(str(record)).pending()
+    assert {(i.lease_id, i.file_id) for i in pending} >= {(victim_lease, fid)}
+    async with net.client(owner, settings) as client:
+        # the provider is back, still holding the moved share and the removed file's data
+        assert 3 in (await _held(client, victim_lease, fid))[0]
+        for i, lid in down:
+            assert i in (await _held(client, lid, gone.file_id))[0]
+        outcomes = await client.repair_all()
+        (mine,) = [o for o in outcomes if isinstance(o, RepairReport) and o.reference == ref]
+        assert mine.swept == 1
+        assert mine.nothing_to_do
+        assert (await _held(client, victim_lease, fid))[0] == set()
+        for _, lid in down:
+            assert await _held(client, lid, gone.file_id) == (set(), set())
+        got = await client.get(ref, tmp_path / "out")
+    assert got.version == 2
+    assert (tmp_path / "out").read_bytes() == data
+    assert LeftoverRecord(str(record)).pending() == []
+
+
+async def test_a_sweep_keeps_what_the_newest_manifest_uses(net: Network, tmp_path: Path) -> None:
+    owner = await net.new_account("repair-leftover-in-use")
+    record = tmp_path / "leftovers.json"
+    settings = dataclasses.replace(BLOCKS, leftovers_record=str(record))
+    async with net.client(owner, settings) as client:
+        ref, data = await _put(client, tmp_path / "f")
+        (_, lease0), *_ = await _shares(client, ref)
+        # as if an older repair had moved share 0 off this lease and a later one back
+        client.ctx.leftovers.add(Leftover(lease0, ref.file_id, (0,), (manifest_id(ref.file_id),)))
+        report = await client.repair(ref)
+        assert report.swept == 0
+        assert report.nothing_to_do
+        assert (await _held(client, lease0, ref.file_id))[0] == {0}
+        assert manifest_id(ref.file_id) in (await _held(client, lease0, ref.file_id))[1]
+        await client.get(ref, tmp_path / "out")
+    assert LeftoverRecord(str(record)).pending() == []
     assert (tmp_path / "out").read_bytes() == data

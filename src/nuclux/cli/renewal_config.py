@@ -15,12 +15,11 @@ from nuclux.cli.output import Ctx
 from nuclux.sdk import StorageSettings
 
 
-def spend_record_path(c: Ctx, ledger: Ledger) -> Path:
+def spend_record_path(c: Ctx, ledger: Ledger, kind: str = "renewals") -> Path:
+    """The account's record of ``kind`` on this deployment, in the data directory."""
     dep = ledger.deployment
     manager = dep.address("LeaseManager").lower()
-    return (
-        c.config.data_dir / "renewals" / f"{dep.chain_id}-{manager}-{ledger.address.lower()}.json"
-    )
+    return c.config.data_dir / kind / f"{dep.chain_id}-{manager}-{ledger.address.lower()}.json"
 
 
 def storage_settings(c: Ctx, ledger: Ledger, *, market: bool = True) -> StorageSettings:
@@ -29,5 +28,6 @@ def storage_settings(c: Ctx, ledger: Ledger, *, market: bool = True) -> StorageS
     return StorageSettings(
         renew_budget=c.config.renew_budget,
         renew_record=str(spend_record_path(c, ledger)),
+        leftovers_record=str(spend_record_path(c, ledger, "leftovers")),
         use_market=market and c.config.market,
     )

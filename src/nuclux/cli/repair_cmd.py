@@ -70,6 +70,7 @@ def outcome_json(o: Outcome) -> dict[str, Any]:
             for m in o.moved
         ],
         "unrepaired": [s.share for s in o.unrepaired],
+        "leftovers_removed": o.swept,
         "problems": list(o.problems),
     }
 
@@ -83,8 +84,9 @@ def outcome_line(o: Outcome) -> str:
 def _report_line(r: RepairReport) -> str:
     what = "copies" if r.packed else "shares"
     healthy = len(r.shares) - len(r.bad)
+    swept = f"; removed {r.swept} leftovers of earlier repairs" if r.swept else ""
     if r.nothing_to_do:
-        return f"{r.reference}: nothing to do ({healthy}/{len(r.shares)} {what} healthy)"
+        return f"{r.reference}: nothing to do ({healthy}/{len(r.shares)} {what} healthy){swept}"
     bad = "; ".join(f"{s.share} on {s.provider}: {s.reason}" for s in r.bad)
     moved = ", ".join(f"{m.share} -> {m.provider} (lease {m.lease_id})" for m in r.moved)
     version = (
@@ -95,7 +97,7 @@ def _report_line(r: RepairReport) -> str:
     line = f"{r.reference}: {len(r.bad)} bad {what} ({bad}); rebuilt {moved or 'none'}; {version}"
     if r.problems:
         line += f"; left behind: {'; '.join(r.problems)}"
-    return line
+    return line + swept
 
 
 def _failed(outcomes: list[Outcome]) -> NucluxError | None:

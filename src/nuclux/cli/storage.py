@@ -302,6 +302,13 @@ def rm_cmd(
     data = {"reference": str(res.reference), "deleted": res.deleted, "problems": list(res.problems)}
     for problem in res.problems:
         stderr_console().print(f"warning: {problem}", markup=False, soft_wrap=True)
+    if res.problems:  # recorded as leftovers (nuclux.sdk.leftovers)
+        stderr_console().print(
+            "warning: what those providers still hold is removed by a later `nuclux repair"
+            " --all` once they answer",
+            markup=False,
+            soft_wrap=True,
+        )
     emit(c, data, lambda: stdout_console().print(f"removed {data['reference']}", soft_wrap=True))
 
 

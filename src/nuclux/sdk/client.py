@@ -27,7 +27,7 @@ from types import TracebackType
 
 from nuclux.chain import Ledger
 from nuclux.core.grant import grant_to_text, issue_grant
-from nuclux.core.reference import Reference, parse_reference
+from nuclux.core.reference import Reference, parse_block_id, parse_reference
 from nuclux.errors import NucluxError, ObjectNotFound, UsageError
 from nuclux.keys.derive import AccountKeys
 from nuclux.sdk import health, reading, renewal, timestamps, writing
@@ -35,6 +35,7 @@ from nuclux.sdk import repair as repairing
 from nuclux.sdk.audit import AuditReport, audit_file
 from nuclux.sdk.context import StorageContext
 from nuclux.sdk.health import FileEntry
+from nuclux.sdk.leftover_record import Leftover
 from nuclux.sdk.nodeapi import block_object_id, manifest_id
 from nuclux.sdk.peers import PEER_ERRORS
 from nuclux.sdk.settings import Progress, StorageSettings, manifest_copies
@@ -193,16 +194,22 @@ class StorageClient:
         count = layout.segment_count(opened.body.size) if layout is not None else 0
         commits = await asyncio.gather(*(self._remove_share(fid, i, lid) for i, lid in shares))
         for (i, lid), revised in zip(shares, commits, strict=True):
-            if not revised:  # not co-signed: its blocks go one by one
+            if not revised:  # not co-signed: its blocks go one by one, and a later repair
+                # drops the share from the lease (``nuclux.sdk.leftovers``)
+                self.ctx.leftovers.add(Leftover(lid, fid, (i,)))
                 jobs.append((lid, [block_object_id(fid, i, j) for j in range(count)]))
         versions = range(1, opened.manifest.version + 1)
         per_copy = [manifest_id(fid)] + [timestamps.proof_object_id(fid, v) for v in versions]
         jobs += [(lid, per_copy) for lid in sorted(homes)]
         outcomes = await asyncio.gather(*(self._delete(lid, ids) for lid, ids in jobs))
-        deleted = count * sum(commits) + sum(d for d, _ in outcomes)  # revisions drop blocks
+        for (lid, _), (_, todo, _) in zip(jobs, outcomes, strict=True):
+            left = tuple(oid for oid in todo if parse_block_id(oid) is None)  # blocks: shares
+            if left:
+                self.ctx.leftovers.add(Leftover(lid, fid, objects=left))
+        deleted = count * sum(commits) + sum(d for d, _, _ in outcomes)  # revisions drop blocks
         self.ctx.digests = [p for p in self.ctx.digests if p.reference != reference]
         self.ctx.index.remove(fid)
-        problems = tuple(p for _, p in outcomes if p is not None)
+        problems = tuple(p for _, _, p in outcomes if p is not None)
         return RemoveResult(reference, deleted, problems)
 
     async def _remove_share(self, file_id: bytes, share: int, lease_id: int) -> bool:
@@ -212,22 +219,25 @@ class StorageClient:
         self.ctx.leases.forget_room(lease_id)
         return done.revision is not None
 
-    async def _delete(self, lease_id: int, ids: list[bytes]) -> tuple[int, str | None]:
-        """Delete objects one by one (absent ones are fine); (deleted, problem)."""
+    async def _delete(self, lease_id: int, ids: list[bytes]) -> tuple[int, list[bytes], str | None]:
+        """Delete objects one by one (absent ones are fine); (deleted, the ids not done,
+        problem)."""
         deleted = 0
+        todo = list(ids)
         try:
             _, client = await self.ctx.peers.client_for_lease(lease_id)
-            for oid in ids:
+            while todo:
                 try:
-                    await client.delete(lease_id, oid)
+                    await client.delete(lease_id, todo[0])
                     deleted += 1
                 except ObjectNotFound:
                     pass
+                todo.pop(0)
         except PEER_ERRORS as err:
-            return deleted, f"lease {lease_id}: {err or type(err).__name__}"
+            return deleted, todo, f"lease {lease_id}: {err or type(err).__name__}"
         finally:
             self.ctx.leases.forget_room(lease_id)
-        return deleted, None
+        return deleted, [], None
 
     async def share(self, ref: Reference | str, to_address: str, *, days: float) -> str:
         """A grant (text) letting ``to_address`` read the file for ``days``."""

@@ -24,6 +24,7 @@ from nuclux.sdk.batcher import Batcher
 from nuclux.sdk.behind import WriteBehind
 from nuclux.sdk.index import IndexStore, IndexUnavailable
 from nuclux.sdk.leases import LeaseBook
+from nuclux.sdk.leftover_record import LeftoverRecord
 from nuclux.sdk.nodeapi import manifest_id
 from nuclux.sdk.peers import Peers, gather_answers
 from nuclux.sdk.revisions import RevisionBook
@@ -66,6 +67,8 @@ class StorageContext:
     warnings: list[str] = field(default_factory=list)  # what went wrong but did not fail
     behind: WriteBehind = field(default_factory=lambda: WriteBehind(32))
     batcher: Batcher = field(default_factory=lambda: Batcher(30.0))
+    leftovers: LeftoverRecord = field(default_factory=lambda: LeftoverRecord(None))
+    swept: dict[bytes, int] = field(default_factory=dict)  # leftovers removed, per file id
 
     @classmethod
     def create(cls, ledger: Ledger, keys: AccountKeys, settings: StorageSettings) -> StorageContext:
@@ -88,6 +91,7 @@ class StorageContext:
             executor,
             behind=WriteBehind(settings.writes_in_flight),
             batcher=Batcher(settings.request_timeout),
+            leftovers=LeftoverRecord(settings.leftovers_record),
         )
 
     @property

@@ -55,7 +55,7 @@ from nuclux.core.merkle import leaf_count
 from nuclux.core.reference import Reference
 from nuclux.core.segment import SegmentCipher
 from nuclux.errors import NucluxError, UsageError
-from nuclux.sdk import reading
+from nuclux.sdk import leftovers, reading
 from nuclux.sdk.context import Pending, StorageContext
 from nuclux.sdk.download import Source
 from nuclux.sdk.leases import Placement
@@ -95,10 +95,18 @@ async def repair_file(
     ctx.own(reference)
     if fresh:
         ctx.leases.invalidate()  # judge providers as they are now
+        swept = await _sweep(ctx, reference.file_id)
+    else:  # repair_all swept every file's first
+        swept = ctx.swept.get(reference.file_id, 0)
     opened = await reading.open_file(ctx, reference)
     checks, term = await check_shares(ctx, opened, fresh=fresh)
     report = RepairReport(
-        reference, opened.body.layout is None, opened.manifest.version, None, tuple(checks)
+        reference,
+        opened.body.layout is None,
+        opened.manifest.version,
+        None,
+        tuple(checks),
+        swept=swept,
     )
     if report.nothing_to_do:
         return report
@@ -293,7 +301,7 @@ async def _publish(
     problems = await drop_old(
         ctx,
         opened,
-        [(c.share, old[c.share].lease_id) for c in report.shares if c.share in old and c.reachable],
+        [(c.share, old[c.share].lease_id, c.reachable) for c in report.shares if c.share in old],
         set(locators),
     )
     out = tuple(
@@ -310,6 +318,21 @@ async def _publish(
     return dataclasses.replace(
         report, new_version=manifest.version, moved=out, problems=(*report.problems, *problems)
     )
+
+
+async def _sweep(ctx: StorageContext, file_id: bytes | None) -> int:
+    """Sweep leftovers (of one file, or all); counts what was removed per file into
+    ``ctx.swept`` and warns of what still waits. Returns the count for ``file_id``."""
+    report = await leftovers.sweep(ctx, file_id=file_id)
+    for item in report.removed:
+        ctx.swept[item.file_id] = ctx.swept.get(item.file_id, 0) + 1
+    for item, why in report.waiting:
+        ctx.warnings.append(
+            f"lease {item.lease_id} still holds data of a removed or moved share of file"
+            f" {item.file_id.hex()} (since {time.strftime('%Y-%m-%d', time.gmtime(item.since))}):"
+            f" {why}; the next repair tries again"
+        )
+    return sum(1 for item in report.removed if item.file_id == file_id)
 
 
 def _successor(ctx: StorageContext, opened: reading.OpenedFile, body: ManifestBody) -> Manifest:
@@ -338,6 +361,8 @@ async def repair_all(ctx: StorageContext, *, max_price: int | None = None) -> li
     index = await ctx.index.current()
     ctx.leases.invalidate()
     await ctx.peers.registry(max_age=0)  # read once now; the files' checks reuse it
+    ctx.swept.clear()
+    await _sweep(ctx, None)  # leftovers of earlier repairs and of removed files
     out: list[Outcome] = []
     for entry in index.entries:
         out.append(await _attempt(ctx, index.reference(entry), max_price, fresh=False))

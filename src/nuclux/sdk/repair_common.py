@@ -17,6 +17,7 @@ from nuclux.errors import NucluxError, ObjectNotFound, UsageError
 from nuclux.sdk.context import StorageContext
 from nuclux.sdk.index import IndexUnavailable
 from nuclux.sdk.leases import Placement
+from nuclux.sdk.leftover_record import Leftover
 from nuclux.sdk.nodeapi import manifest_id
 from nuclux.sdk.peers import PEER_ERRORS
 from nuclux.sdk.reading import OpenedFile
@@ -48,6 +49,7 @@ class RepairReport:
     shares: tuple[ShareCheck, ...]  # every share (packed: copy) as judged
     moved: tuple[MovedShare, ...] = ()
     problems: tuple[str, ...] = ()  # did not fail the repair (an old share left in place)
+    swept: int = 0  # leftovers of earlier repairs of this file removed first (sdk.leftovers)
 
     @property
     def bad(self) -> tuple[ShareCheck, ...]:
@@ -120,31 +122,41 @@ async def record_entry(
 async def drop_old(
     ctx: StorageContext,
     opened: OpenedFile,
-    old: list[tuple[int | None, int]],
+    old: list[tuple[int | None, int, bool]],
     homes: set[int],
 ) -> list[str]:
-    """Remove old shares (share None: only a manifest copy) from providers that still
-    answer: a revision of their lease drops the share, and a manifest copy there that is not
-    a home of the new version is deleted. Failures are reported, not raised."""
+    """Remove old shares (share None: only a manifest copy) given as (share, lease, reachable):
+    a revision of the lease drops the share, and a manifest copy there that is not a home of
+    the new version is deleted. What a provider does not answer (or did not, when checked) is
+    recorded as a leftover for a later sweep (``nuclux.sdk.leftovers``). Failures are
+    reported, not raised."""
     fid = opened.reference.file_id
     problems: list[str] = []
 
-    async def one(share: int | None, lease_id: int) -> None:
+    async def one(share: int | None, lease_id: int, reachable: bool) -> None:
+        shares = () if share is None else (share,)
+        copy = lease_id in opened.manifest_leases and lease_id not in homes
+        objects = (manifest_id(fid),) if copy else ()
+        if not reachable:
+            ctx.leftovers.add(Leftover(lease_id, fid, shares, objects))
+            return
         try:
             _, client = await ctx.peers.client_for_lease(lease_id)
             if share is not None:
                 done = await ctx.revisions.commit(client, lease_id, remove=[(fid, share)])
                 if done.error is not None:
                     problems.append(f"share {share} left on lease {lease_id}: {done.error}")
-            if lease_id in opened.manifest_leases and lease_id not in homes:
+                    ctx.leftovers.add(Leftover(lease_id, fid, shares))
+            if copy:
                 with contextlib.suppress(ObjectNotFound):
                     await asyncio.wait_for(
                         client.delete(lease_id, manifest_id(fid)), ctx.settings.request_timeout
                     )
         except PEER_ERRORS as err:
             problems.append(f"lease {lease_id}: {err or type(err).__name__}")
+            ctx.leftovers.add(Leftover(lease_id, fid, shares, objects))
         finally:
             ctx.leases.forget_room(lease_id)
 
-    await asyncio.gather(*(one(share, lid) for share, lid in old))
+    await asyncio.gather(*(one(share, lid, ok) for share, lid, ok in old))
     return problems

@@ -47,7 +47,7 @@ async def restore_copies(
     locators = [c.lease_id for c in good] + list(written)
     await record_entry(ctx, opened, opened.manifest.version, locators, len(locators))
     problems = await drop_old(
-        ctx, opened, [(None, c.lease_id) for c in report.bad if c.reachable], set(locators)
+        ctx, opened, [(None, c.lease_id, c.reachable) for c in report.bad], set(locators)
     )
     by_lease = {p.lease_id: p for p in placed}
     moved = tuple(

@@ -103,9 +103,12 @@ class RevisionBook:
         if not state.known:
             await self._adopt(lease_id, state, await client.latest_revision(lease_id))
         for attempt in range(3):
-            shares = {k: v for k, v in state.shares.items() if k not in state.remove}
-            shares.update(state.add)
-            removed = [k for k in state.remove if k in state.shares]
+            # what this revision carries: calls made while it is being co-signed add to
+            # ``state`` and go in the next one (they wait for the lock)
+            adding, dropping = dict(state.add), set(state.remove)
+            shares = {k: v for k, v in state.shares.items() if k not in dropping}
+            shares.update(adding)
+            removed = [k for k in dropping if k in state.shares]
             root = lease_root([(r, leaves) for r, leaves, _ in shares.values()])
             used = sum(size for _, _, size in shares.values())
             rev = Revision(lease_id, state.revision + 1, used, len(shares), root)
@@ -133,7 +136,10 @@ class RevisionBook:
                 await self._adopt(lease_id, state, err.latest)  # another device, or lost state
                 continue
             state.revision, state.shares, state.signed = rev.revision, shares, (rev, theirs)
-            state.add, state.remove = {}, set()
+            for k, v in adding.items():
+                if state.add.get(k) == v:
+                    del state.add[k]
+            state.remove -= dropping
             return Committed(lease_id, rev.revision)
         raise AssertionError("unreachable")  # pragma: no cover
 

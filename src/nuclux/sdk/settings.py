@@ -67,6 +67,8 @@ class StorageSettings:
     renew_days: float | None = None
     renew_budget: int | None = None  # wei: the most renewals may ever commit; None: no cap set
     renew_record: str | None = None  # file counting what renewals spent (None: this client)
+    # removals a provider did not answer, done by a later repair (None: this client's life)
+    leftovers_record: str | None = None
     # new leases and replacements through auctions (nuclux.sdk.market); False: open leases
     # directly at providers' posted prices
     use_market: bool = True

@@ -12,16 +12,15 @@ the count again.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from nuclux.core.types import Wei
 from nuclux.errors import ConfigError
+from nuclux.statefile import atomic_write, locked
 
 VERSION: Final = 1
 MAX_BYTES: Final = 4096
@@ -62,18 +61,14 @@ class SpendRecord:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT)
-        except OSError as err:
-            raise ConfigError(
-                f"cannot open the renewal spending record {self.path}: {err}"
-            ) from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(locked(self.path))
+            except OSError as err:
+                raise ConfigError(
+                    f"cannot open the renewal spending record {self.path}: {err}"
+                ) from err
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def _read(self) -> tuple[Wei, int]:
         try:
@@ -97,20 +92,12 @@ class SpendRecord:
 
     def _write(self, total: int, count: int) -> None:
         data = json.dumps({"version": VERSION, "spent_wei": str(total), "renewals": count})
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.path.parent)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(data + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            atomic_write(self.path, (data + "\n").encode())
         except OSError as err:
             raise ConfigError(
                 f"cannot write the renewal spending record {self.path}: {err}"
             ) from err
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
 
     def _bad(self, why: str) -> ConfigError:
         return ConfigError(
