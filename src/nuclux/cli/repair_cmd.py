@@ -84,7 +84,8 @@ def outcome_line(o: Outcome) -> str:
 def _report_line(r: RepairReport) -> str:
     what = "copies" if r.packed else "shares"
     healthy = len(r.shares) - len(r.bad)
-    swept = f"; removed {r.swept} leftovers of earlier repairs" if r.swept else ""
+    noun = "leftover" if r.swept == 1 else "leftovers"
+    swept = f"; removed {r.swept} {noun} of earlier repairs" if r.swept else ""
     if r.nothing_to_do:
         return f"{r.reference}: nothing to do ({healthy}/{len(r.shares)} {what} healthy){swept}"
     bad = "; ".join(f"{s.share} on {s.provider}: {s.reason}" for s in r.bad)
@@ -123,10 +124,13 @@ def _failed(outcomes: list[Outcome]) -> NucluxError | None:
     )
 
 
-def _print(outcomes: list[Outcome]) -> None:
+def _print(outcomes: list[Outcome], elsewhere: int = 0) -> None:
     console = stdout_console()
     for o in outcomes:
         console.print(outcome_line(o), markup=False, soft_wrap=True)
+    if elsewhere:
+        noun = "leftover" if elsewhere == 1 else "leftovers"
+        console.print(f"removed {elsewhere} {noun} of files removed earlier", soft_wrap=True)
 
 
 def repair_cmd(
@@ -159,11 +163,11 @@ def repair_cmd(
     if watch:
         _watch(c, keys, deployment, reference, interval, cap)
         return
-    outcomes = asyncio.run(_once(c, keys, deployment, reference, cap))
+    outcomes, elsewhere = asyncio.run(_once(c, keys, deployment, reference, cap))
     if reference is not None:  # a failure was raised as itself, with its exit code
         emit(c, outcome_json(outcomes[0]), lambda: _print(outcomes))
     else:
-        emit(c, [outcome_json(o) for o in outcomes], lambda: _print(outcomes))
+        emit(c, [outcome_json(o) for o in outcomes], lambda: _print(outcomes, elsewhere))
     failed = _failed(outcomes)
     if failed is not None:
         raise failed
@@ -171,11 +175,14 @@ def repair_cmd(
 
 async def _once(
     c: Ctx, keys: AccountKeys, deployment: Path | None, ref: Reference | None, cap: int | None
-) -> list[Outcome]:
+) -> tuple[list[Outcome], int]:
+    """The outcomes, and how many leftovers of files no longer in the index were removed."""
     async with storage_client(c, keys, deployment) as client:
         if ref is not None:
-            return [await client.repair(ref, max_price=cap)]
-        return await client.repair_all(max_price=cap)
+            return [await client.repair(ref, max_price=cap)], 0
+        outcomes = await client.repair_all(max_price=cap)
+        listed = sum(o.swept for o in outcomes if isinstance(o, RepairReport))
+        return outcomes, sum(client.ctx.swept.values()) - listed
 
 
 def _watch(
