@@ -3,6 +3,8 @@ JSON and the exit (``nuclux.cli.repair_cmd``; no network: the outcomes are built
 
 from __future__ import annotations
 
+import dataclasses
+
 from nuclux.cli.repair_cmd import _failed, outcome_json, outcome_line
 from nuclux.core.reference import Reference
 from nuclux.core.types import Address
@@ -62,3 +64,13 @@ def test_a_round_over_many_files_counts_partial_and_failed_files() -> None:
     assert "1 of 3 files could not be repaired and 1 only in part" in str(err)
     assert str(OTHER) in str(err)
     assert str(REF) in str(err)
+
+
+def test_leftovers_removed_first_are_counted() -> None:
+    report = dataclasses.replace(_report(()), shares=(ShareCheck(0, "0xA", 1),), swept=1)
+    assert report.nothing_to_do
+    assert outcome_line(report).endswith(
+        "(1/1 shares healthy); removed 1 leftover of earlier repairs"
+    )
+    assert outcome_json(report)["leftovers_removed"] == 1
+    assert _failed([report]) is None
