@@ -209,7 +209,7 @@ class StorageClient:
         deleted = count * sum(commits) + sum(d for d, _, _ in outcomes)  # revisions drop blocks
         self.ctx.digests = [p for p in self.ctx.digests if p.reference != reference]
         self.ctx.index.remove(fid)
-        problems = tuple(p for _, _, p in outcomes if p is not None)
+        problems = tuple(dict.fromkeys(p for _, _, p in outcomes if p is not None))
         return RemoveResult(reference, deleted, problems)
 
     async def _remove_share(self, file_id: bytes, share: int, lease_id: int) -> bool:
