@@ -14,20 +14,22 @@ from nuclux.node.daemon import identity_paths
 from tests.chain.world import PRICES, World
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def node_config(tmp: Path, w: World, i: int) -> NodeConfig:
-    port = free_port()
+def node_config(tmp: Path, w: World, i: int, host: str = "127.0.0.1") -> NodeConfig:
+    """Node ``i``'s configuration, listening on ``host`` (any loopback address: 127.0.X.1
+    puts nodes in different /24 networks, as placement sees them)."""
+    port = free_port(host)
     cfg = NodeConfig(
         data_dir=tmp / f"node{i}",
         owner=w.providers[i].address,
         operator_account="operator",
-        endpoint=f"https://127.0.0.1:{port}",
-        listen_host="127.0.0.1",
+        endpoint=f"https://{host}:{port}",
+        listen_host=host,
         listen_port=port,
         storage_bytes=4 * GIB,
         compute_units=0,

@@ -103,7 +103,9 @@ class Network:
 async def start_network(tmp: Path) -> Network:
     conn = await ChainConnection.open("embedded")
     world = await build_world(conn, n_providers=NODES, n_consumers=2, register=NODES)
-    net = Network(world, [node_config(tmp, world, i) for i in range(NODES)])
+    # two nodes per /24 network (127.0.0.1, 127.0.1.1, 127.0.2.1): placement spreads a
+    # file's shares across networks before it doubles up (nuclux.core.spread)
+    net = Network(world, [node_config(tmp, world, i, f"127.0.{i // 2}.1") for i in range(NODES)])
     net.nodes = [None] * NODES
     for i in range(NODES):
         await net.start(i)

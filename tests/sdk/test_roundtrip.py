@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from nuclux.core.reference import parse_reference
+from nuclux.core.spread import network_of
 from nuclux.errors import Forbidden, ObjectNotFound, UsageError
 from nuclux.sdk import NotEnoughProviders
+from nuclux.sdk.reading import open_file
 from tests.sdk.network import SETTINGS, Network
 
 SMALL_BLOCKS = dataclasses.replace(SETTINGS, block_bytes=4096, segments_in_flight=2)
@@ -102,3 +104,22 @@ async def _someone_elses(net: Network, tmp_path: Path) -> object:
     (tmp_path / "theirs").write_bytes(b"theirs")
     async with net.client(net.world.consumers[0].account) as client:
         return await client.put(tmp_path / "theirs")
+
+
+async def test_shares_spread_across_networks_before_doubling_up(
+    net: Network, tmp_path: Path
+) -> None:
+    # the six nodes are two per /24 network; a new account holds no lease yet, so nothing but
+    # price (all equal) and the spread decide where its shares go
+    owner = await net.new_account("spread")
+    src = tmp_path / "in.bin"
+    src.write_bytes(os.urandom(50_000))
+    async with net.client(owner) as client:
+        for n in (3, 5):
+            ref = await client.put(src, k=2, n=n)
+            opened = await open_file(client.ctx, ref)
+            assert opened.body.layout is not None
+            providers = [s.provider for s in opened.body.layout.shares]
+            endpoints = [net.configs[net.index_of(p)].endpoint for p in providers]
+            assert len({network_of(e) for e in endpoints}) == 3, endpoints
+            assert len(set(providers)) == n

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from nuclux.chain import Ledger
 from nuclux.chain.ledger import ProviderInfo
 from nuclux.core.lease import Lease, LeaseState
+from nuclux.core.spread import network_of, spread_order
 from nuclux.core.types import LeaseId, ResourceClass, Wei
 from nuclux.errors import ChainError, NucluxError
 from nuclux.net.client import NodeClient
@@ -107,9 +109,12 @@ class LeaseBook:
         need_bytes: int,
         max_price: int | None,
         exclude: frozenset[str] | set[str] = frozenset(),
+        avoid: Iterable[str] = (),
     ) -> list[Probe]:
-        """Usable providers, best first: ours (no transaction), then cheapest, ties at random.
-        Unreachable, draining, suspended, overpriced and full ones are left out."""
+        """Usable providers, best first: ours (no transaction), then cheapest, ties at random;
+        then spread: the best of each network not in ``avoid`` before the others
+        (``nuclux.core.spread``). Unreachable, draining, suspended, overpriced and full ones
+        are left out."""
         now, probes = await self._probe_all()
         probes = [
             p
@@ -131,7 +136,7 @@ class LeaseBook:
         usable = [p for p in usable if p.held or (p.free_bytes or 0) >= need_bytes]
         random.shuffle(usable)
         usable.sort(key=lambda p: (not p.held, p.provider.price[STORAGE]))
-        return usable
+        return spread_order(usable, lambda p: network_of(p.provider.endpoint), avoid)
 
     async def _probe_all(self) -> tuple[int, list[Probe]]:
         """Chain time and a probe of every active provider, reused for ``directory_ttl``."""

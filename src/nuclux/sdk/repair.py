@@ -54,6 +54,7 @@ from nuclux.core.manifest import (
 from nuclux.core.merkle import leaf_count
 from nuclux.core.reference import Reference
 from nuclux.core.segment import SegmentCipher
+from nuclux.core.spread import network_of
 from nuclux.errors import NucluxError, UsageError
 from nuclux.sdk import leftovers, reading
 from nuclux.sdk.context import Pending, StorageContext
@@ -203,7 +204,9 @@ async def _rebuild_pass(
     for i in todo:
         if sources[i].dead is None:
             sources[i].dead = "being rebuilt"
-    probes = await ctx.leases.candidates(need, max_price, exclude=used)
+    # new providers in networks the healthy shares do not use yet come first
+    networks = {network_of(p.provider.endpoint) for i, p in enumerate(keep) if i not in todo}
+    probes = await ctx.leases.candidates(need, max_price, exclude=used, avoid=networks)
     if not probes:
         raise NotEnoughProviders(
             f"{opened.reference}: {len(todo)} shares need new providers with {need} bytes"
