@@ -137,8 +137,9 @@ async def drop_old(
         shares = () if share is None else (share,)
         copy = lease_id in opened.manifest_leases and lease_id not in homes
         objects = (manifest_id(fid),) if copy else ()
-        if not reachable:
-            ctx.leftovers.add(Leftover(lease_id, fid, shares, objects))
+        if not reachable:  # whether it holds a manifest copy is unknown: removing none is fine
+            away = () if lease_id in homes else (manifest_id(fid),)
+            ctx.leftovers.add(Leftover(lease_id, fid, shares, away))
             return
         try:
             _, client = await ctx.peers.client_for_lease(lease_id)
