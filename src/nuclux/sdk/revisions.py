@@ -96,7 +96,8 @@ class RevisionBook:
                 return await self._commit(client, lease_id, state)
             except PEER_ERRORS as err:
                 reason = str(err) or type(err).__name__
-                log.warning("lease %d: revision not co-signed (kept pending): %s", lease_id, reason)
+                # the caller reports it (``Committed.error``): a warning here would say it twice
+                log.info("lease %d: revision not co-signed (kept pending): %s", lease_id, reason)
                 return Committed(lease_id, None, reason)
 
     async def _commit(self, client: NodeClient, lease_id: int, state: _LeaseState) -> Committed:
