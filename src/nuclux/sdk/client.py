@@ -222,19 +222,18 @@ class StorageClient:
     async def _delete(self, lease_id: int, ids: list[bytes]) -> tuple[int, list[bytes], str | None]:
         """Delete objects one by one (absent ones are fine); (deleted, the ids not done,
         problem)."""
-        deleted = 0
-        todo = list(ids)
+        deleted = done = 0
         try:
             _, client = await self.ctx.peers.client_for_lease(lease_id)
-            while todo:
+            for oid in ids:
                 try:
-                    await client.delete(lease_id, todo[0])
+                    await client.delete(lease_id, oid)
                     deleted += 1
                 except ObjectNotFound:
                     pass
-                todo.pop(0)
+                done += 1
         except PEER_ERRORS as err:
-            return deleted, todo, f"lease {lease_id}: {err or type(err).__name__}"
+            return deleted, ids[done:], f"lease {lease_id}: {err or type(err).__name__}"
         finally:
             self.ctx.leases.forget_room(lease_id)
         return deleted, [], None
