@@ -18,7 +18,6 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.types import Wei as EthWei
 
 from nuclux.chain import abi as artifacts
-from nuclux.chain.embedded import tune as tune_embedded
 from nuclux.chain.records import BlockHeader
 from nuclux.chain.rpc_http import KeepAliveHTTPProvider
 from nuclux.chain.txqueue import TxQueue
@@ -53,6 +52,10 @@ class ChainConnection:
     ) -> ChainConnection:
         w3: AsyncWeb3[Any]
         if url == EMBEDDED:
+            # py-evm is imported only here: a process on a JSON-RPC chain (a node, the CLI on a
+            # devnet) does not carry its 270 modules, about 6 MB
+            from nuclux.chain.embedded import tune as tune_embedded
+
             tester = AsyncEthereumTesterProvider()
             tune_embedded(tester)  # quick gas estimates
             w3 = AsyncWeb3(tester)
