@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from nuclux.cli.repair_cmd import _failed, outcome_json, outcome_line
+import pytest
+
+from nuclux.cli.repair_cmd import _failed, outcome_json, outcome_line, print_warnings
 from nuclux.core.reference import Reference
 from nuclux.core.types import Address
 from nuclux.sdk.repair import RepairFailure, RepairReport
@@ -74,3 +76,16 @@ def test_leftovers_removed_first_are_counted() -> None:
     )
     assert outcome_json(report)["leftovers_removed"] == 1
     assert _failed([report]) is None
+
+
+def test_a_watch_round_prints_its_warnings_once(capsys: pytest.CaptureFixture[str]) -> None:
+    warnings = ["lease 4 still holds data of a removed share: refused", "anchor delayed"]
+    print_warnings(warnings)
+    err = capsys.readouterr().err
+    assert err.splitlines() == [
+        "warning: lease 4 still holds data of a removed share: refused",
+        "warning: anchor delayed",
+    ]
+    assert warnings == []  # the client's list: the next round starts empty
+    print_warnings(warnings)
+    assert capsys.readouterr().err == ""

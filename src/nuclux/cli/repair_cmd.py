@@ -28,7 +28,15 @@ from typing import Annotated, Any
 import typer
 
 from nuclux.cli.chain_cmd import AccountOpt, DeploymentOpt, KeyEnvOpt
-from nuclux.cli.output import Ctx, JsonFlag, command_ctx, emit, nux_arg, stdout_console
+from nuclux.cli.output import (
+    Ctx,
+    JsonFlag,
+    command_ctx,
+    emit,
+    nux_arg,
+    stderr_console,
+    stdout_console,
+)
 from nuclux.cli.renew_cmd import render_renewal, report_json
 from nuclux.cli.storage import _keys, storage_client
 from nuclux.core.reference import Reference
@@ -124,6 +132,13 @@ def _failed(outcomes: list[Outcome]) -> NucluxError | None:
     )
 
 
+def print_warnings(warnings: list[str]) -> None:
+    """Print ``warnings`` on stderr and forget them (a watch round's, as it ends)."""
+    for warning in warnings:
+        stderr_console().print(f"warning: {warning}", markup=False, soft_wrap=True)
+    warnings.clear()
+
+
 def _print(outcomes: list[Outcome], elsewhere: int = 0) -> None:
     console = stdout_console()
     for o in outcomes:
@@ -217,11 +232,15 @@ def _watch(
                     elif report.renewed or report.at_risk:
                         render_renewal(report)
 
+                def shown(round_no: int, outcomes: list[Outcome]) -> None:
+                    show(round_no, outcomes)
+                    print_warnings(client.warnings)  # now, not when the watch ends
+
                 await client.repair_watch(
                     interval=interval,
                     ref=ref,
                     stop=stop,
-                    on_round=show,
+                    on_round=shown,
                     max_price=cap,
                     renew=renew if ref is None else None,
                 )
