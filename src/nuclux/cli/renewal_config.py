@@ -15,8 +15,9 @@ from nuclux.cli.output import Ctx
 from nuclux.sdk import StorageSettings
 
 
-def spend_record_path(c: Ctx, ledger: Ledger, kind: str = "renewals") -> Path:
-    """The account's record of ``kind`` on this deployment, in the data directory."""
+def account_record_path(c: Ctx, ledger: Ledger, kind: str) -> Path:
+    """The account's record of ``kind`` (``renewals``, ``leftovers``) on this deployment, in
+    the data directory."""
     dep = ledger.deployment
     manager = dep.address("LeaseManager").lower()
     return c.config.data_dir / kind / f"{dep.chain_id}-{manager}-{ledger.address.lower()}.json"
@@ -27,7 +28,7 @@ def storage_settings(c: Ctx, ledger: Ledger, *, market: bool = True) -> StorageS
     configuration (key ``market``, default true) buys them at auction."""
     return StorageSettings(
         renew_budget=c.config.renew_budget,
-        renew_record=str(spend_record_path(c, ledger)),
-        leftovers_record=str(spend_record_path(c, ledger, "leftovers")),
+        renew_record=str(account_record_path(c, ledger, "renewals")),
+        leftovers_record=str(account_record_path(c, ledger, "leftovers")),
         use_market=market and c.config.market,
     )

@@ -92,8 +92,7 @@ def outcome_line(o: Outcome) -> str:
 def _report_line(r: RepairReport) -> str:
     what = "copies" if r.packed else "shares"
     healthy = len(r.shares) - len(r.bad)
-    noun = "leftover" if r.swept == 1 else "leftovers"
-    swept = f"; removed {r.swept} {noun} of earlier repairs" if r.swept else ""
+    swept = f"; removed {_count(r.swept, 'leftover')} of earlier repairs" if r.swept else ""
     if r.nothing_to_do:
         return f"{r.reference}: nothing to do ({healthy}/{len(r.shares)} {what} healthy){swept}"
     bad = "; ".join(f"{s.share} on {s.provider}: {s.reason}" for s in r.bad)
@@ -116,10 +115,9 @@ def _failed(outcomes: list[Outcome]) -> NucluxError | None:
         return None
     if len(outcomes) == 1 and partly:
         left = partly[0].unrepaired
-        what = ("copy", "copies") if partly[0].packed else ("share", "shares")
+        nouns = ("bad copy", "bad copies") if partly[0].packed else ("bad share", "bad shares")
         return NucluxError(
-            f"{len(left)} bad {what[len(left) > 1]} of {partly[0].reference} could not be"
-            " rebuilt"
+            f"{_count(len(left), *nouns)} of {partly[0].reference} could not be rebuilt"
             f" ({', '.join(str(s.share) for s in left)}): run `nuclux repair` again when"
             " more providers can take them"
         )
@@ -144,8 +142,14 @@ def _print(outcomes: list[Outcome], elsewhere: int = 0) -> None:
     for o in outcomes:
         console.print(outcome_line(o), markup=False, soft_wrap=True)
     if elsewhere:
-        noun = "leftover" if elsewhere == 1 else "leftovers"
-        console.print(f"removed {elsewhere} {noun} of files removed earlier", soft_wrap=True)
+        console.print(
+            f"removed {_count(elsewhere, 'leftover')} of files removed earlier", soft_wrap=True
+        )
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    """``1 share``, ``2 shares`` (``many``: the plural when it is not ``one`` + s)."""
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def repair_cmd(

@@ -72,7 +72,8 @@ class LeftoverRecord:
                 items[key] = left
 
     def pending(self, file_id: bytes | None = None) -> list[Leftover]:
-        items = self._memory if self.path is None else self._guarded(self._read)
+        path = self.path
+        items = self._memory if path is None else self._guarded(lambda: self._read(path))
         return [v for v in items.values() if file_id is None or v.file_id == file_id]
 
     @contextlib.contextmanager
@@ -83,7 +84,7 @@ class LeftoverRecord:
         path = self.path
         with contextlib.ExitStack() as stack:
             self._guarded(lambda: stack.enter_context(locked(path)))
-            items = self._read()
+            items = self._read(path)
             yield items
             self._guarded(lambda: atomic_write(path, self._encode(items)))
 
@@ -93,11 +94,9 @@ class LeftoverRecord:
         except OSError as err:
             raise ConfigError(f"cannot use the leftovers record {self.path}: {err}") from err
 
-    def _read(self) -> dict[tuple[int, bytes], Leftover]:
-        if self.path is None:  # pragma: no cover - callers check
-            return dict(self._memory)
+    def _read(self, path: Path) -> dict[tuple[int, bytes], Leftover]:
         try:
-            raw = self.path.read_bytes()[: MAX_BYTES + 1]
+            raw = path.read_bytes()[: MAX_BYTES + 1]
         except FileNotFoundError:
             return {}
         if len(raw) > MAX_BYTES:

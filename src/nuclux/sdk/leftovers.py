@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from nuclux.core.lease import LeaseState
@@ -54,22 +55,55 @@ class SweepReport:
 async def sweep(ctx: StorageContext, *, file_id: bytes | None = None) -> SweepReport:
     """Remove the recorded leftovers (of ``file_id`` only, if given); see the module doc."""
     todo = ctx.leftovers.pending(file_id)
-    outcomes = await asyncio.gather(*(_one(ctx, item) for item in todo))
-    removed = tuple(i for i, (kind, _) in zip(todo, outcomes, strict=True) if kind == "removed")
-    forgot = tuple(i for i, (kind, _) in zip(todo, outcomes, strict=True) if kind == "forgot")
-    waiting = tuple(
-        (i, why) for i, (kind, why) in zip(todo, outcomes, strict=True) if kind == "waiting"
-    )
-    return SweepReport(removed, forgot, waiting)
+    uses: dict[bytes, asyncio.Future[_Uses | None]] = {}  # one manifest read per file
+
+    async def uses_of(fid: bytes) -> _Uses | None:
+        if fid not in uses:  # started by the first leftover of the file that needs it
+            uses[fid] = asyncio.ensure_future(_uses(ctx, fid))
+        return await asyncio.shield(uses[fid])
+
+    outcomes = await asyncio.gather(*(_one(ctx, item, uses_of) for item in todo))
+    removed: list[Leftover] = []
+    forgot: list[Leftover] = []
+    waiting: list[tuple[Leftover, str]] = []
+    for item, (kind, why) in zip(todo, outcomes, strict=True):
+        if kind == "removed":
+            removed.append(item)
+        elif kind == "forgot":
+            forgot.append(item)
+        else:
+            waiting.append((item, why))
+    return SweepReport(tuple(removed), tuple(forgot), tuple(waiting))
 
 
-async def _one(ctx: StorageContext, item: Leftover) -> tuple[str, str]:
+@dataclass(frozen=True, slots=True)
+class _Uses:
+    """What a file's newest manifest keeps where: its shares' leases, its copies' leases."""
+
+    share_leases: tuple[int, ...]
+    homes: frozenset[int]
+
+
+async def _uses(ctx: StorageContext, file_id: bytes) -> _Uses | None:
+    """What the file's newest manifest uses; None once the file is out of the index."""
+    reference = Reference(Address(ctx.address), file_id)
+    if await ctx.entry(reference) is None:
+        return None
+    opened = await open_file(ctx, reference)
+    layout = opened.body.layout
+    leases = tuple(s.lease_id for s in layout.shares) if layout is not None else ()
+    return _Uses(leases, frozenset(opened.manifest_leases))
+
+
+async def _one(
+    ctx: StorageContext, item: Leftover, uses_of: Callable[[bytes], Awaitable[_Uses | None]]
+) -> tuple[str, str]:
     try:
         lease = await ctx.ledger.lease(item.lease_id)
         if lease.state not in _LIVE:
             ctx.leftovers.settle(item)
             return "forgot", f"lease {item.lease_id} is {lease.state.name.lower()}"
-        shares, objects = await _still_unused(ctx, item)
+        shares, objects = _still_unused(item, await uses_of(item.file_id))
         if not shares and not objects:
             ctx.leftovers.settle(item)
             return "forgot", "the file uses them again"
@@ -93,21 +127,15 @@ async def _one(ctx: StorageContext, item: Leftover) -> tuple[str, str]:
     return "removed", ""
 
 
-async def _still_unused(ctx: StorageContext, item: Leftover) -> tuple[list[int], list[bytes]]:
-    """The leftover's shares and objects that the file's newest manifest does not use (all
-    of them once the file is out of the index)."""
-    shares, objects = list(item.shares), list(item.objects)
-    reference = Reference(Address(ctx.address), item.file_id)
-    if await ctx.entry(reference) is None:
-        return shares, objects
-    opened = await open_file(ctx, reference)
-    layout = opened.body.layout
-    if layout is not None:
-        here = {i for i, s in enumerate(layout.shares) if s.lease_id == item.lease_id}
-        shares = [s for s in shares if s not in here]
-    if item.lease_id in opened.manifest_leases:
-        objects = [o for o in objects if o != manifest_id(item.file_id)]
-    return shares, objects
+def _still_unused(item: Leftover, uses: _Uses | None) -> tuple[list[int], list[bytes]]:
+    """The leftover's shares and objects the file's newest manifest does not use (all of them
+    once the file is out of the index)."""
+    if uses is None:
+        return list(item.shares), list(item.objects)
+    here = {i for i, lid in enumerate(uses.share_leases) if lid == item.lease_id}
+    shares = [s for s in item.shares if s not in here]
+    copy = manifest_id(item.file_id) if item.lease_id in uses.homes else None
+    return shares, [o for o in item.objects if o != copy]
 
 
 __all__ = ["Leftover", "LeftoverRecord", "SweepReport", "sweep"]
