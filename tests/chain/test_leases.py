@@ -124,6 +124,7 @@ async def test_missed_acceptance_refunds_and_records_fault(world: World) -> None
 
 async def test_only_the_right_parties_act(world: World) -> None:
     w = world
+    await w.next_epoch()  # no epoch may end before the claim below: nothing is due yet
     lid = await open_storage(w)
     with pytest.raises(NotAuthorized):
         await w.providers[1].accept(lid)  # someone else's lease
@@ -142,6 +143,7 @@ async def test_only_the_right_parties_act(world: World) -> None:
 
 async def test_transitions_outside_the_table_revert(world: World) -> None:
     w = world
+    await w.next_epoch()  # no epoch may end before the claim below: nothing is due yet
     lid = await open_storage(w)
     c, p = w.consumers[0], w.providers[0]
     with pytest.raises(InvalidLeaseState, match="BadState"):
