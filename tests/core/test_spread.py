@@ -1,5 +1,5 @@
-"""``nuclux.core.spread``: endpoints to networks, and candidates reordered so the first ``n``
-cover as many networks as there are."""
+"""``nuclux.core.spread``: endpoints to networks, candidates reordered so the first ``n`` cover
+as many networks as there are, and the bidders an auction leaves out so that its winners do."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nuclux.core.spread import network_of, spread_order
+from nuclux.core.spread import network_of, spread_bars, spread_order
 
 
 @pytest.mark.parametrize(
@@ -61,3 +61,39 @@ def test_spread_is_a_permutation_that_maximises_networks(
     k = len(new)
     assert [rank[x] for x in out[:k]] == sorted(rank[x] for x in out[:k])
     assert [rank[x] for x in out[k:]] == sorted(rank[x] for x in out[k:])
+
+
+def test_an_auction_admits_the_best_of_each_network() -> None:
+    ranked = ["a1", "a2", "b1", "a3", "c1", "b2"]  # network = first letter
+    net = lambda x: x[0]  # noqa: E731
+    assert spread_bars(ranked, net, (), 3) == ["a2", "a3", "b2"]
+    assert spread_bars(ranked, net, {"a"}, 2) == ["a1", "a2", "a3", "b2"]
+    # three bidders cannot all avoid "a": only the duplicates are left out
+    assert spread_bars(ranked, net, {"a"}, 3) == ["a2", "a3", "b2"]
+    # four bidders need four networks: everybody bids, the lowest bids win
+    assert spread_bars(ranked, net, (), 4) == []
+    assert spread_bars([], net, (), 0) == []
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 5), st.integers()), unique=True, max_size=30),
+    st.sets(st.integers(0, 5)),
+    st.integers(1, 8),
+)
+def test_whoever_is_admitted_is_in_distinct_networks(
+    ranked: list[tuple[int, int]], avoid: set[int], keep: int
+) -> None:
+    bars = spread_bars(ranked, lambda x: x[0], avoid, keep)
+    admitted = [x for x in ranked if x not in bars]
+    assert len(admitted) + len(bars) == len(ranked)
+    networks = {net for net, _ in ranked}
+    if len(networks) < keep:
+        assert bars == []  # too few networks: nobody is left out
+        return
+    assert len(admitted) >= keep
+    assert len({net for net, _ in admitted}) == len(admitted)  # one bidder per network
+    # each network is represented by its best-ranked candidate
+    for x in admitted:
+        assert all(y[0] != x[0] for y in ranked[: ranked.index(x)])
+    if len(networks - avoid) >= keep:
+        assert not {net for net, _ in admitted} & avoid

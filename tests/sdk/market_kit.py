@@ -22,6 +22,8 @@ from tests.sdk.network import Network
 WINDOW = 12  # seconds of chain time, commit and reveal each (every transaction here mines
 # a block, which moves the embedded chain's time on by a second)
 NODES = 4  # nodes running; provider NODES (registered too) runs none and never accepts
+# nodes 0 and 1 share a /24 network, 2 and 3 have one each (placement spreads across them)
+HOSTS = ("127.0.0.1", "127.0.0.1", "127.0.1.1", "127.0.2.1")
 MARKET_PARAMS = dataclasses.replace(
     PARAMS, auction_commit_window=WINDOW, auction_reveal_window=WINDOW
 )
@@ -34,7 +36,7 @@ async def start_market_network(tmp: Path) -> Network:
     )
     configs = []
     for i in range(NODES):
-        cfg = node_config(tmp, world, i)
+        cfg = node_config(tmp, world, i, HOSTS[i])
         if hasattr(cfg, "bid_poll"):  # this test bids itself
             cfg = dataclasses.replace(cfg, bid_poll=0.0)
         configs.append(cfg)

@@ -152,7 +152,8 @@ async def hung(net: Network, provider: str) -> AsyncIterator[None]:
         writers.append(writer)
         await reader.read()  # until the client gives up
 
-    server = await asyncio.start_server(swallow, "127.0.0.1", net.configs[i].listen_port)
+    cfg = net.configs[i]
+    server = await asyncio.start_server(swallow, cfg.listen_host, cfg.listen_port)
     try:
         yield
     finally:

@@ -16,10 +16,11 @@ import pytest_asyncio
 
 from nuclux.chain.market_ledger import RequestStatus
 from nuclux.core.lease import LeaseState
+from nuclux.core.spread import network_of
 from nuclux.core.types import ResourceClass
 from nuclux.errors import UsageError
 from nuclux.sdk.market import AuctionFailed, Market, MarketSettings
-from tests.sdk.market_kit import NODES, bidders, start_market_network, stop_market_network
+from tests.sdk.market_kit import HOSTS, NODES, bidders, start_market_network, stop_market_network
 from tests.sdk.network import SETTINGS, UNIT_BYTES, Network
 
 STORAGE = ResourceClass.STORAGE
@@ -199,3 +200,30 @@ async def test_put_obtains_its_leases_at_auction(mnet: Network, tmp_path: Path) 
     assert len(mine) == 3
     assert {x.id for x in mine} == set(auction.leases)
     assert all(x.price == 13 and x.state is LeaseState.ACTIVE for x in mine)
+
+
+async def test_auction_winners_land_in_distinct_networks(mnet: Network, tmp_path: Path) -> None:
+    acct = await mnet.new_account("market-spread")
+    settings = dataclasses.replace(
+        SETTINGS, use_market=True, accept_timeout=10.0, reserve_bytes=4 * UNIT_BYTES
+    )
+    (tmp_path / "f").write_bytes(os.urandom(50_000))
+    # nodes 0 and 1 share a network and bid lowest: unbarred, both would win
+    async with (
+        bidders(mnet, {0: 10, 1: 11, 2: 12, 3: 13}),
+        mnet.client(acct, settings) as client,
+    ):
+        await client.put(tmp_path / "f", k=1, n=2, max_price=100)
+        auction = client.ctx.leases.market.last
+        assert auction is not None
+        request = await client.ctx.leases.market.house.request(auction.request_id)
+    ledger = mnet.ledger(acct)
+    won = [await ledger.lease(i) for i in auction.leases]
+    index = {p.address.lower(): i for i, p in enumerate(mnet.world.providers)}
+    winners = sorted(index[x.provider.lower()] for x in won)
+    assert len({network_of(f"https://{HOSTS[i]}:1") for i in winners}) == 2, winners
+    assert winners[1] == 2  # the best of the networks not taken by the first winner
+    # one of 0 and 1 was barred, the dead provider too; three bidders for two winners, so
+    # the price is the losing bid (13), not the reserve
+    assert request.excluded == 2
+    assert all(x.price == 13 for x in won)

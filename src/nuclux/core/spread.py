@@ -12,6 +12,14 @@ first of each network comes first, in rank order, and the rest follow in rank or
 that takes the first ``n`` thus gets ``n`` networks when there are that many, and otherwise
 fills up from the networks already used (a devnet on one machine, a small network).
 
+An auction picks its winners by bid, not by the consumer's order, so there the spread is made
+by who may bid: ``spread_bars`` names the candidates to keep out so that every bidder, hence
+every winner, is in its own network: all but the best-ranked of each network, and every
+candidate in an avoided network, as long as ``keep`` candidates remain; failing that the same
+without ``avoid``; failing that nobody (too few networks: the lowest bids win wherever they
+are). A request for ``m`` winners asks to keep ``m + 1``: the uniform price is the lowest
+losing bid (``nuclux.core.auction``), and with only ``m`` bidders it would be the reserve.
+
 A host name is its own network (it is not resolved): two names for one address block count as
 two networks. That is the price of not doing DNS lookups while placing; providers that want
 to look independent can always register in other networks, so this is a default against
@@ -74,3 +82,26 @@ def spread_order(
             seen.add(net)
             first.append(item)
     return first + rest
+
+
+def spread_bars(
+    ranked: Sequence[T], network: Callable[[T], K], avoid: Iterable[K], keep: int
+) -> list[T]:
+    """The candidates of ``ranked`` (best first) to keep out of an auction: the others, at
+    least ``keep`` of them, are then in distinct networks, outside ``avoid`` where enough
+    are. Empty when one per network leaves fewer than ``keep``."""
+    avoided = set(avoid)
+    for skip in (avoided, set()):
+        seen = set(skip)
+        kept = 0
+        bars: list[T] = []
+        for item in ranked:
+            net = network(item)
+            if net in seen:
+                bars.append(item)
+            else:
+                seen.add(net)
+                kept += 1
+        if kept >= keep:
+            return bars
+    return []

@@ -174,15 +174,24 @@ class LeaseBook:
     # ------------------------------------------------------------------ leases with room
 
     async def ensure(
-        self, probes: list[Probe], count: int, need_bytes: int, days: float, max_price: int | None
+        self,
+        probes: list[Probe],
+        count: int,
+        need_bytes: int,
+        days: float,
+        max_price: int | None,
+        avoid: Iterable[str] = (),
     ) -> list[Placement]:
         """``count`` placements on distinct providers from ``probes`` (in order), each with
         ``need_bytes`` promised on a lease with at least ``days`` of term left. Providers that
-        decline or fail are skipped for the next ones."""
+        decline or fail are skipped for the next ones. An auction keeps its winners out of
+        the networks in ``avoid`` where it can (``probes`` are in spread order already)."""
         want = self.settings.epochs_for(days, self.ledger.deployment.params.epoch_length)
         if self.settings.use_market:  # new leases through auctions (nuclux.sdk.market_leases)
             async with self._buying:  # one auction at a time; later callers reuse its leases
-                return await market_placements(self, probes, count, need_bytes, want, max_price)
+                return await market_placements(
+                    self, probes, count, need_bytes, want, max_price, avoid
+                )
         queue = list(probes)
         out: list[Placement] = []
         failures: list[str] = []

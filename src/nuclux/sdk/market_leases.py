@@ -11,7 +11,11 @@ market's default (twice the reference price, else the highest posted price).
 
 The auction, not the consumer, picks the providers, so the request excludes every serving
 provider this file cannot use (not among the caller's candidates, or given a share in this
-call already), fixed when it is posted: those cannot bid. Past ``MAX_EXCLUDED`` of them (a
+call already), fixed when it is posted: those cannot bid. It also bars the candidates that
+would put two of the file's shares in one network (``nuclux.core.spread.spread_bars``: all
+but the best of each network, and those in networks the file uses already or the caller
+``avoid``s), when one more network than the winners wanted is left without them (so a
+losing bid, not the reserve, still sets the price). Past ``MAX_EXCLUDED`` of them (a
 large network), or when the registry changed meanwhile, a winner may still be one the file
 cannot use: that lease is kept (later files use it) and the next round asks for that many
 more providers; after ``MAX_ROUNDS`` rounds the file fails with ``NotEnoughProviders``. A
@@ -20,9 +24,11 @@ round that fails (too few bids) raises ``AuctionFailed``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final
 
 from nuclux.chain.market_ledger import MAX_EXCLUDED
+from nuclux.core.spread import network_of, spread_bars
 from nuclux.core.types import ResourceClass
 from nuclux.sdk.peers import PEER_ERRORS, Probe
 from nuclux.sdk.settings import NotEnoughProviders
@@ -41,6 +47,7 @@ async def market_placements(
     need: int,
     want: int,
     max_price: int | None,
+    avoid: Iterable[str] = (),
 ) -> list[Placement]:
     from nuclux.sdk.leases import Placement
 
@@ -67,6 +74,10 @@ async def market_placements(
         active = [p for p in await book.peers.registry() if p.status == "active"]
         serving = [p.owner for p in active if p.capacity[STORAGE] > 0]
         barred = [o for o in serving if o.lower() not in allowed or o.lower() in used]
+        open_ = [p for p in probes if p.provider.owner.lower() not in used]
+        covered = {*avoid, *(network_of(p.provider.endpoint) for p in out)}
+        crowded = spread_bars(open_, _network, covered, missing + unusable + 1)
+        barred += [p.provider.owner for p in crowded if p.provider.owner in serving]
         barred = barred[:MAX_EXCLUDED]
         m = min(missing + unusable, len(serving) - len(barred))
         if m < missing:
@@ -94,3 +105,7 @@ async def market_placements(
             " for later files"
         )
     return out
+
+
+def _network(probe: Probe) -> str:
+    return network_of(probe.provider.endpoint)

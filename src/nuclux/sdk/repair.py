@@ -214,7 +214,7 @@ async def _rebuild_pass(
         )
     order = sorted(todo, key=rank.__getitem__)
     now, waiting = order[: len(probes)], sorted(order[len(probes) :])
-    placed = await ctx.leases.ensure(probes, len(now), need, days, max_price)
+    placed = await ctx.leases.ensure(probes, len(now), need, days, max_price, networks)
     targets = dict(zip(sorted(now), placed, strict=True))
     used |= {p.provider.owner.lower() for p in placed}
     failed: set[str] = set()

@@ -34,6 +34,7 @@ from nuclux.core.manifest import (
 )
 from nuclux.core.reference import Reference
 from nuclux.core.segment import SegmentCipher
+from nuclux.core.spread import network_of, spread_order
 from nuclux.core.types import Address, LeaseId
 from nuclux.errors import NucluxError, UsageError
 from nuclux.sdk.context import Pending, StorageContext
@@ -181,14 +182,19 @@ async def replacement(
 ) -> Placement:
     """Another provider and lease for ``share`` after ``old`` failed (``reason``): a spare
     probed already if one is left, else a fresh candidate; never one in ``in_use`` or
-    ``failed`` (``old`` joins ``failed``, the new provider ``in_use``)."""
+    ``failed`` (``old`` joins ``failed``, the new provider ``in_use``), and one in a network
+    the other shares do not use where there is one."""
     ctx.leases.invalidate()
     failed.add(old.provider.owner.lower())
+    registry = await ctx.peers.registry(max_age=ctx.settings.directory_ttl)
+    taken = {network_of(p.endpoint) for p in registry if p.owner.lower() in in_use}
     pool = [p for p in spares if p.provider.owner.lower() not in in_use | failed]
-    if not pool:
-        pool = await ctx.leases.candidates(need, max_price, exclude=in_use | failed)
+    if pool:
+        pool = spread_order(pool, lambda p: network_of(p.provider.endpoint), taken)
+    else:
+        pool = await ctx.leases.candidates(need, max_price, exclude=in_use | failed, avoid=taken)
     try:
-        (new,) = await ctx.leases.ensure(pool, 1, need, days, max_price)
+        (new,) = await ctx.leases.ensure(pool, 1, need, days, max_price, taken)
     except NotEnoughProviders:
         raise NotEnoughProviders(
             f"share {share}: provider {old.provider.owner} failed ({reason}) and no other"
