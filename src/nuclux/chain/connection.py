@@ -18,6 +18,7 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.types import Wei as EthWei
 
 from nuclux.chain import abi as artifacts
+from nuclux.chain.heads import HeadFeed
 from nuclux.chain.records import BlockHeader
 from nuclux.chain.rpc_http import KeepAliveHTTPProvider
 from nuclux.chain.txqueue import TxQueue
@@ -45,6 +46,7 @@ class ChainConnection:
         self.tx_timeout = tx_timeout
         self._queues: dict[str, TxQueue] = {}
         self._contracts: dict[tuple[str, str], AsyncContract] = {}
+        self._heads: HeadFeed | None = None
 
     @classmethod
     async def open(
@@ -81,7 +83,32 @@ class ChainConnection:
         return self.url == EMBEDDED
 
     async def close(self) -> None:
+        if self._heads is not None:
+            await self._heads.close()
+            self._heads = None
         await _disconnect(self.w3)
+
+    async def follow_heads(self) -> bool:
+        """Learn the head from the endpoint's pushes (``nuclux.chain.heads``), not by asking;
+        whether that is live now (it keeps trying when not). A long-running process (a node)
+        calls this once; the embedded chain has nothing to push (False)."""
+        if self.is_embedded:
+            return False
+        if self._heads is None:
+            self._heads = HeadFeed(self.url)
+        return await self._heads.start()
+
+    @property
+    def heads(self) -> HeadFeed | None:
+        return self._heads
+
+    def pushed_head(self) -> tuple[int, bytes] | None:
+        """The newest header the endpoint pushed (number, hash), if the feed is live and
+        has one."""
+        heads = self._heads
+        if heads is None or heads.number is None or heads.hash is None:
+            return None
+        return heads.number, heads.hash
 
     async def __aenter__(self) -> ChainConnection:
         return self
@@ -125,10 +152,18 @@ class ChainConnection:
             raise ChainError("the chain has no latest block")
         return head.timestamp
 
-    async def block_number(self) -> int:
+    async def block_number(self, *, fresh: bool = False) -> int:
+        """The newest block's number: pushed by the endpoint when ``follow_heads`` is live
+        (unless ``fresh``), else asked for."""
         if self.is_embedded:
             return int(await self.w3.eth.block_number)
-        return _quantity(await self._rpc("eth_blockNumber", []), "eth_blockNumber")
+        heads = self._heads
+        if heads is not None and heads.number is not None and not fresh:
+            return heads.number
+        number = _quantity(await self._rpc("eth_blockNumber", []), "eth_blockNumber")
+        if heads is not None:
+            heads.note(number)
+        return number
 
     async def block_head(self, block: int | str = "latest") -> BlockHeader | None:
         """A block's number, hash and timestamp; None if the chain has no such block.

@@ -122,6 +122,7 @@ class NodeRuntime:
         unit_bytes: int | None = None,
     ) -> NodeRuntime:
         identity = NodeIdentity.load(*identity_paths(cfg))
+        await conn.follow_heads()  # the head pushed, not polled, where the endpoint can
         ledger = Ledger(conn, deployment, operator)
         view = ChainView(ledger, cfg.view_path)
         try:
@@ -155,7 +156,7 @@ class NodeRuntime:
         service.draining_fn = lambda: agent.draining
 
         async def refresh() -> None:
-            head = await conn.block_number()
+            head = await conn.block_number(fresh=True)  # a client's block, maybe not pushed yet
             await view.wait_for_block(head, timeout=5)
 
         service.refresh_fn = refresh

@@ -102,7 +102,10 @@ class Follower:
         cursor = self.cursor
         if cursor is not None and self.lag == 0:
             # the head's header, not just its number: when it is the cursor's own block there
-            # is nothing new and no reorg, known from one call (an idle node's every step)
+            # is nothing new and no reorg, known from one call (an idle node's every step), or
+            # from none when the endpoint pushes its heads (nuclux.chain.heads)
+            if self.ledger.conn.pushed_head() == (cursor.number, cursor.hash):
+                return SyncReport(cursor.number, None, cursor.number, 0, 0, 0, True, None)
             latest = await self.ledger.block_header("latest")
             if latest is None:
                 raise ChainError("the chain reports no latest block")
