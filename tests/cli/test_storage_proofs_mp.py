@@ -77,7 +77,8 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
     async def up() -> tuple[str, list[LocalNode]]:
         info = await devnet_up(state, params=PARAMS, funded=2, nux_each=10_000 * ONE_NUX)
         try:
-            return info.rpc_url, await start_nodes(state, 2, poll=0.2)
+            # two loopback networks: node 1 listens on 127.0.1.1 (its endpoint, on chain)
+            return info.rpc_url, await start_nodes(state, 2, poll=0.2, networks=2)
         except BaseException:
             await down()
             raise

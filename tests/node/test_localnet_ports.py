@@ -1,12 +1,16 @@
-"""Local nodes listen below the kernel's ephemeral port range (node/localnet.py)."""
+"""Local nodes listen below the kernel's ephemeral port range, on loopback addresses of the
+networks they are spread over (node/localnet.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
 import pytest
 
+from nuclux.core.spread import network_of
+from nuclux.errors import UsageError
 from nuclux.node import localnet
 
 
@@ -37,3 +41,20 @@ def test_no_room_below_the_range_falls_back_to_an_ephemeral_port(
     assert localnet._free_port() >= 10_500  # fewer than 1,000 ports below: port 0's choice
     (tmp_path / "range").write_text("garbage")
     assert localnet._ephemeral_low() == 32_768
+
+
+def test_nodes_spread_over_loopback_networks() -> None:
+    hosts = [localnet.network_host(i, 3) for i in range(7)]
+    assert hosts == [f"127.0.{i % 3}.1" for i in range(7)]
+    assert len({network_of(f"https://{h}:1") for h in hosts}) == 3
+    assert {localnet.network_host(i, 1) for i in range(5)} == {"127.0.0.1"}
+    port = localnet._free_port("127.0.2.1")
+    with socket.socket() as s:  # free on that address: a node can bind it
+        s.bind(("127.0.2.1", port))
+
+
+def test_networks_out_of_range_are_refused_first(tmp_path: Path) -> None:
+    for bad in (0, localnet.MAX_NODES + 1):
+        with pytest.raises(UsageError, match="networks"):
+            asyncio.run(localnet.start_nodes(tmp_path, 2, networks=bad))
+    assert list(tmp_path.iterdir()) == []  # nothing was made

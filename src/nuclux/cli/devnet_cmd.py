@@ -76,6 +76,15 @@ def up_cmd(
     node_compute: Annotated[
         int, typer.Option(help="Compute slots each node offers.", min=0, max=64)
     ] = 2,
+    node_networks: Annotated[
+        int,
+        typer.Option(
+            help="Spread the nodes over this many networks: node i listens on 127.0.X.1, "
+            "X = i mod this (placement puts a file's shares in distinct networks).",
+            min=1,
+            max=32,
+        ),
+    ] = 1,
     json: JsonFlag = False,
 ) -> None:
     """Start anvil, deploy the contracts, fund accounts; record it for other commands.
@@ -118,7 +127,11 @@ def up_cmd(
         try:
             started = (
                 await start_nodes(
-                    devnet_dir(c), nodes, storage_bytes=storage_bytes, compute_units=node_compute
+                    devnet_dir(c),
+                    nodes,
+                    storage_bytes=storage_bytes,
+                    compute_units=node_compute,
+                    networks=node_networks,
                 )
                 if nodes
                 else []

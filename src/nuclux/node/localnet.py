@@ -140,7 +140,14 @@ def _ephemeral_low() -> int:
         return 32_768  # Linux's default range starts here
 
 
-def _free_port() -> int:
+def network_host(index: int, networks: int) -> str:
+    """The loopback address of node ``index`` when the nodes are spread over ``networks``
+    /24 networks: ``127.0.X.1`` with ``X = index % networks`` (Linux answers on all of
+    127/8; placement sees each X as its own network, ``nuclux.core.spread``)."""
+    return f"127.0.{index % networks}.1"
+
+
+def _free_port(host: str = "127.0.0.1") -> int:
     """A free loopback port *below* the kernel's ephemeral range (... and below this).
 
     A node's port is chosen, and registered on chain as its endpoint, before the node process
@@ -154,10 +161,10 @@ def _free_port() -> int:
         for _ in range(64):
             port = rng.randrange(_PORTS_FLOOR, top)
             with socket.socket() as s, contextlib.suppress(OSError):
-                s.bind(("127.0.0.1", port))
+                s.bind((host, port))
                 return port
     with socket.socket() as s:  # no room below the range: take an ephemeral port after all
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -169,15 +176,16 @@ def _make_node_dir(
     offer: LocalOffer,
     passphrase: str,
     *,
+    host: str = "127.0.0.1",
     corrupt_results: bool = False,
 ) -> tuple[NodeConfig, str, NodeIdentity]:
-    port = _free_port()
+    port = _free_port(host)
     cfg = NodeConfig(
         data_dir=data_dir.resolve(),
         owner=owner,
         operator_account="operator",
-        endpoint=f"https://127.0.0.1:{port}",
-        listen_host="127.0.0.1",
+        endpoint=f"https://{host}:{port}",
+        listen_host=host,
         listen_port=port,
         storage_bytes=offer.storage_bytes,
         compute_units=offer.compute_units,
@@ -273,12 +281,16 @@ async def start_nodes(
     corrupt_results: Sequence[int] = (),
     poll: float = 0.5,
     timeout: float = START_TIMEOUT,
+    networks: int = 1,
 ) -> list[LocalNode]:
     """Create, fund, register and start ``count`` nodes on the running devnet, each offering
-    ``storage_bytes`` and ``compute_units`` slots. ``corrupt_results`` (tests only) names
-    nodes, by index, that forge every compute result."""
+    ``storage_bytes`` and ``compute_units`` slots, spread over ``networks`` loopback /24
+    networks (``network_host``). ``corrupt_results`` (tests only) names nodes, by index, that
+    forge every compute result."""
     if not 1 <= count <= MAX_NODES:
         raise UsageError(f"a local network has 1..{MAX_NODES} nodes")
+    if not 1 <= networks <= MAX_NODES:
+        raise UsageError(f"local nodes are spread over 1..{MAX_NODES} networks")
     state_dir = Path(state_dir)
     if any(s.running for s in nodes_status(state_dir)):
         raise UsageError("local nodes are running already; `nuclux devnet down` first")
@@ -288,7 +300,7 @@ async def start_nodes(
     try:
         offer = LocalOffer(storage_bytes, stake, price_storage, compute_units, price_compute)
         lying = frozenset(corrupt_results)
-        return await _start(state_dir, status.rpc_url, count, offer, lying, poll, timeout)
+        return await _start(state_dir, status.rpc_url, count, offer, lying, poll, timeout, networks)
     except BaseException:
         await stop_nodes(state_dir)  # never leave half a network running
         raise
@@ -302,6 +314,7 @@ async def _start(
     lying: frozenset[int],
     poll: float,
     timeout: float,
+    networks: int,
 ) -> list[LocalNode]:
     stake = offer.stake
     dep_path = state_dir / "deployment.json"
@@ -322,6 +335,7 @@ async def _start(
                 rpc_url,
                 offer,
                 passphrase,
+                host=network_host(i, networks),
                 corrupt_results=i in lying,
             )
             await conn.fund_gas(owner.address, GAS_ETH)
