@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from nuclux.chain import Ledger
 from nuclux.chain.ledger import ProviderInfo
 from nuclux.core.lease import Lease, LeaseState
-from nuclux.core.spread import network_of, spread_order
+from nuclux.core.spread import spread_order
 from nuclux.core.types import LeaseId, ResourceClass, Wei
 from nuclux.errors import ChainError, NucluxError
 from nuclux.net.client import NodeClient
@@ -136,7 +136,7 @@ class LeaseBook:
         usable = [p for p in usable if p.held or (p.free_bytes or 0) >= need_bytes]
         random.shuffle(usable)
         usable.sort(key=lambda p: (not p.held, p.provider.price[STORAGE]))
-        return spread_order(usable, lambda p: network_of(p.provider.endpoint), avoid)
+        return spread_order(usable, lambda p: p.network, avoid)
 
     async def _probe_all(self) -> tuple[int, list[Probe]]:
         """Chain time and a probe of every active provider, reused for ``directory_ttl``."""

@@ -76,7 +76,7 @@ async def market_placements(
         barred = [o for o in serving if o.lower() not in allowed or o.lower() in used]
         open_ = [p for p in probes if p.provider.owner.lower() not in used]
         covered = {*avoid, *(network_of(p.provider.endpoint) for p in out)}
-        crowded = spread_bars(open_, _network, covered, missing + unusable + 1)
+        crowded = spread_bars(open_, lambda p: p.network, covered, missing + unusable + 1)
         barred += [p.provider.owner for p in crowded if p.provider.owner in serving]
         barred = barred[:MAX_EXCLUDED]
         m = min(missing + unusable, len(serving) - len(barred))
@@ -105,7 +105,3 @@ async def market_placements(
             " for later files"
         )
     return out
-
-
-def _network(probe: Probe) -> str:
-    return network_of(probe.provider.endpoint)

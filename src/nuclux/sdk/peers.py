@@ -19,6 +19,7 @@ import aiohttp
 from nuclux.chain import Ledger
 from nuclux.chain.ledger import ProviderInfo
 from nuclux.core.lease import Lease
+from nuclux.core.spread import network_of
 from nuclux.core.types import ResourceClass
 from nuclux.errors import NucluxError
 from nuclux.net.client import NodeClient
@@ -42,6 +43,11 @@ class Probe:
     @property
     def reachable(self) -> bool:
         return self.error is None
+
+    @property
+    def network(self) -> str:
+        """The provider's network, its failure domain for placement (``nuclux.core.spread``)."""
+        return network_of(self.provider.endpoint)
 
 
 class Peers:

@@ -190,7 +190,7 @@ async def replacement(
     taken = {network_of(p.endpoint) for p in registry if p.owner.lower() in in_use}
     pool = [p for p in spares if p.provider.owner.lower() not in in_use | failed]
     if pool:
-        pool = spread_order(pool, lambda p: network_of(p.provider.endpoint), taken)
+        pool = spread_order(pool, lambda p: p.network, taken)
     else:
         pool = await ctx.leases.candidates(need, max_price, exclude=in_use | failed, avoid=taken)
     try:
