@@ -155,6 +155,37 @@ async def test_a_closed_socket_falls_back_and_reconnects(anvil: AnvilProcess) ->
             await runner.cleanup()
 
 
+@pytest.mark.parametrize("reply", [b"\x00binary", "not json", '{"result": 7}', '{"error": {}}'])
+async def test_a_bad_subscription_reply_leaves_it_asking(anvil: AnvilProcess, reply: Any) -> None:
+    """An endpoint answering ``eth_subscribe`` with garbage: never live, still trying."""
+    seen: list[int] = []
+
+    async def bad(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.receive()
+        seen.append(1)
+        await (ws.send_bytes(reply) if isinstance(reply, bytes) else ws.send_str(reply))
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/", bad)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port("127.0.0.1")
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    feed = HeadFeed(anvil.rpc_url, ws_url=f"ws://127.0.0.1:{port}/")
+    try:
+        assert not await feed.start()
+        await _until(lambda: len(seen) >= 2)  # it tried again (after RETRY_MIN)
+        assert feed.number is None
+        assert feed.subscriptions == 0
+    finally:
+        await feed.close()
+        await runner.cleanup()
+
+
 @pytest.mark.parametrize(
     "message",
     [

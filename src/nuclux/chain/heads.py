@@ -122,11 +122,16 @@ class HeadFeed:
         delay = RETRY_MIN
         async with aiohttp.ClientSession() as session:
             while True:
+                before = self.subscriptions
                 try:
                     await self._follow(session)
-                    delay = RETRY_MIN  # it was live: a closed socket is retried soon
-                except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-                    if not self._warned:
+                except Exception as exc:  # the feed is a hint: it must never stop for good
+                    expected = (aiohttp.ClientError, OSError, TimeoutError, ValueError, TypeError)
+                    if not isinstance(exc, expected):
+                        log.warning(
+                            "newHeads subscription at %s failed", self.ws_url, exc_info=True
+                        )
+                    elif not self._warned:
                         self._warned = True
                         log.info(
                             "no newHeads subscription at %s (%s); polling the head instead",
@@ -136,6 +141,8 @@ class HeadFeed:
                 finally:
                     self.number = self.hash = None
                     self._tried.set()
+                if self.subscriptions > before:
+                    delay = RETRY_MIN  # it was live: a dropped socket is retried soon
                 await asyncio.sleep(delay)
                 delay = min(RETRY_MAX, delay * 2)
 
