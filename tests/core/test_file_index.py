@@ -227,6 +227,38 @@ def test_round_trip(entries: list[IndexEntry]) -> None:
     assert open_index(sealed, owner=OWNER, x25519_private=X) == index
 
 
+@settings(max_examples=300)
+@given(
+    entries=st.lists(entries_st, min_size=1, max_size=4, unique_by=lambda e: e.file_id),
+    edits=st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), min_size=1, max_size=3),
+    cut=st.integers(-3, 3),
+)
+def test_whatever_decodes_is_canonical(
+    entries: list[IndexEntry], edits: list[tuple[int, int]], cut: int
+) -> None:
+    """Decoding checks bounds where it reads them instead of re-encoding: any page it accepts
+    (here, a valid page with bytes changed and its end moved) encodes back to the same bytes."""
+    page = bytearray(encode_entries(tuple(sorted(entries, key=lambda e: e.file_id))))
+    for at, value in edits:
+        page[at % len(page)] = value
+    raw = bytes(page[: len(page) + cut] if cut < 0 else page + bytes(cut))
+    try:
+        decoded = decode_entries(raw)
+    except UsageError:
+        return
+    assert encode_entries(decoded) == raw
+
+
+def test_control_characters_are_exactly_unicode_cc() -> None:
+    import unicodedata
+
+    from nuclux.core.manifest import _CONTROL
+
+    for code in range(0x110000):
+        c = chr(code)
+        assert bool(_CONTROL.match(c)) == (unicodedata.category(c) == "Cc"), hex(code)
+
+
 def test_bounds() -> None:
     big = tuple(
         entry(

@@ -53,7 +53,7 @@ of bounds, or a malformed field in something the owner did sign is ``UsageError`
 from __future__ import annotations
 
 import hashlib
-import unicodedata
+import re
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -99,6 +99,8 @@ MAX_SEGMENT_BYTES: Final = 64 * 2**20
 MAX_SEGMENTS: Final = 2**32
 MAX_SIZE: Final = 2**64 - 1
 MAX_NAME_BYTES: Final = 255
+# Unicode's control characters (general category Cc): exactly C0, DEL and C1, in every version
+_CONTROL: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
 MAX_MEDIA_TYPE_BYTES: Final = 127
 DATA_ID_BYTES: Final = 32
 CIPHER_SEGMENT_V1: Final = 1  # AES-256-GCM per segment, b"nuclux/segment/v1" (segment.py)
@@ -224,9 +226,15 @@ def _text(value: str, limit: int, what: str, *, ascii_only: bool) -> bytes:
         raise UsageError(f"{what} is {len(raw)} bytes; at most {limit} (UTF-8)")
     if ascii_only and not all(0x20 <= b <= 0x7E for b in raw):
         raise UsageError(f"{what} must be printable ASCII")
-    if any(unicodedata.category(c) == "Cc" for c in value):
+    if _CONTROL.search(value):
         raise UsageError(f"{what} must not contain control characters")
     return raw
+
+
+def check_name(name: str) -> None:
+    """``UsageError`` if a file name (text already) holds a control character."""
+    if _CONTROL.search(name):
+        raise UsageError("name must not contain control characters")
 
 
 def encode_name(name: str) -> bytes:
