@@ -4,6 +4,7 @@ networks they are spread over (node/localnet.py)."""
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 from pathlib import Path
 
@@ -58,3 +59,20 @@ def test_networks_out_of_range_are_refused_first(tmp_path: Path) -> None:
         with pytest.raises(UsageError, match="networks"):
             asyncio.run(localnet.start_nodes(tmp_path, 2, networks=bad))
     assert list(tmp_path.iterdir()) == []  # nothing was made
+
+
+def test_ports_chosen_for_other_nodes_of_a_start_are_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a node given a port earlier may not have bound it yet: the next node must not get it
+    free = localnet._free_port()
+    draws = iter([free, free, free + 1 if free + 1 < localnet._ephemeral_low() else free - 1])
+
+    class Scripted:
+        def randrange(self, low: int, high: int) -> int:
+            return next(draws)
+
+    monkeypatch.setattr(random, "SystemRandom", Scripted)
+    got = localnet._free_port("127.0.0.1", {free})
+    assert got != free
+    assert localnet._PORTS_FLOOR <= got < localnet._ephemeral_low()

@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -147,25 +147,33 @@ def network_host(index: int, networks: int) -> str:
     return f"127.0.{index % networks}.1"
 
 
-def _free_port(host: str = "127.0.0.1") -> int:
-    """A free loopback port *below* the kernel's ephemeral range (... and below this).
+def _free_port(host: str = "127.0.0.1", taken: Collection[int] = ()) -> int:
+    """A free loopback port *below* the kernel's ephemeral range (... and below this), not
+    one of ``taken``.
 
     A node's port is chosen, and registered on chain as its endpoint, before the node process
     binds it. A port from the ephemeral range (what binding port 0 gives) can meanwhile be
     taken as the local end of any outgoing connection on the machine (a chain RPC call, a
     test's client), and the node then fails to start with "address already in use". Ports
-    below that range are only ever taken by explicit binds."""
+    below that range are only ever taken by explicit binds; ``taken`` holds those chosen for
+    other nodes of the same start that may not have bound theirs yet."""
     rng = random.SystemRandom()
     top = _ephemeral_low()
     if top - _PORTS_FLOOR >= 1_000:
         for _ in range(64):
             port = rng.randrange(_PORTS_FLOOR, top)
+            if port in taken:
+                continue
             with socket.socket() as s, contextlib.suppress(OSError):
                 s.bind((host, port))
                 return port
-    with socket.socket() as s:  # no room below the range: take an ephemeral port after all
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    for _ in range(64):  # no room below the range: take an ephemeral port after all
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        if port not in taken:
+            return port
+    raise ChainError(f"no free port on {host} for a local node")
 
 
 def _make_node_dir(
@@ -177,9 +185,12 @@ def _make_node_dir(
     passphrase: str,
     *,
     host: str = "127.0.0.1",
+    taken: set[int] | None = None,
     corrupt_results: bool = False,
 ) -> tuple[NodeConfig, str, NodeIdentity]:
-    port = _free_port(host)
+    port = _free_port(host, () if taken is None else taken)
+    if taken is not None:
+        taken.add(port)
     cfg = NodeConfig(
         data_dir=data_dir.resolve(),
         owner=owner,
@@ -321,6 +332,7 @@ async def _start(
     deployment = Deployment.load(dep_path)
     passphrase = os.urandom(16).hex()
     nodes: list[LocalNode] = []
+    ports: set[int] = set()  # chosen for this start's nodes, bound once each node is up
     async with await ChainConnection.open(rpc_url, tx_timeout=60) as conn:
         faucet = Ledger(conn, deployment, dev_account(0))
         for i in range(count):
@@ -336,6 +348,7 @@ async def _start(
                 offer,
                 passphrase,
                 host=network_host(i, networks),
+                taken=ports,
                 corrupt_results=i in lying,
             )
             await conn.fund_gas(owner.address, GAS_ETH)
