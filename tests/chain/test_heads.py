@@ -78,6 +78,28 @@ async def test_the_head_is_pushed_and_read_without_asking(anvil: AnvilProcess) -
         assert sent == ["eth_blockNumber"]
 
 
+async def test_waiting_for_a_newer_head(anvil: AnvilProcess) -> None:
+    async with await ChainConnection.open(anvil.rpc_url) as conn:
+        assert await conn.follow_heads()
+        feed = conn.heads
+        assert feed is not None
+        head = await conn.block_number()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await feed.wait_beyond(head, 0.3)  # nothing mined: the timeout
+        assert loop.time() - started >= 0.25
+        assert feed.number == head
+        waiting = asyncio.create_task(feed.wait_beyond(head, 10))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        started = loop.time()
+        await conn.mine()
+        await asyncio.wait_for(waiting, 5)  # woken by the push, not the timeout
+        assert loop.time() - started < 2
+        assert feed.number == head + 1
+        await asyncio.wait_for(feed.wait_beyond(head, 10), 0.1)  # past it already: at once
+
+
 async def test_a_fresh_read_moves_a_lagging_feed_on(anvil: AnvilProcess) -> None:
     async with await ChainConnection.open(anvil.rpc_url) as conn:
         assert await conn.follow_heads()

@@ -89,6 +89,7 @@ class HeadFeed:
         self.subscriptions = 0  # how many times it subscribed (reconnections included)
         self._task: asyncio.Task[None] | None = None
         self._tried = asyncio.Event()  # the first attempt is over (live, or failed)
+        self._news = asyncio.Event()  # set (and replaced) at every change of ``number``
         self._warned = False
 
     @property
@@ -108,7 +109,22 @@ class HeadFeed:
     def note(self, number: int) -> None:
         """A block the caller knows exists (read over JSON-RPC): the head is at least it."""
         if self.number is not None and number > self.number:
-            self.number, self.hash = number, None
+            self._set(number, None)
+
+    async def wait_beyond(self, number: int | None, timeout: float) -> None:
+        """Return once the pushed head is past ``number`` (at once if it is), the feed stops
+        being live, or ``timeout`` seconds have passed."""
+        if self.number is None or number is None or self.number > number:
+            return
+        news = self._news
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await news.wait()
+
+    def _set(self, number: int | None, block_hash: bytes | None) -> None:
+        self.number, self.hash = number, block_hash
+        self._news.set()  # wakes every waiter; later ones wait for the next change
+        self._news = asyncio.Event()
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -116,7 +132,7 @@ class HeadFeed:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self.number = self.hash = None
+        self._set(None, None)
 
     async def _run(self) -> None:
         delay = RETRY_MIN
@@ -139,7 +155,7 @@ class HeadFeed:
                             exc or type(exc).__name__,
                         )
                 finally:
-                    self.number = self.hash = None
+                    self._set(None, None)
                     self._tried.set()
                 if self.subscriptions > before:
                     delay = RETRY_MIN  # it was live: a dropped socket is retried soon
@@ -159,7 +175,7 @@ class HeadFeed:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 reply = await ws.receive_json()
             subscription = _subscription_id(reply)
-            self.number, self.hash = await self._first_head(session), None
+            self._set(await self._first_head(session), None)
             self.subscriptions += 1
             self._warned = False
             self._tried.set()
@@ -173,7 +189,7 @@ class HeadFeed:
                 if head is None:
                     self.ignored += 1
                 else:
-                    self.number, self.hash = head
+                    self._set(*head)
 
     async def _first_head(self, session: aiohttp.ClientSession) -> int:
         """The head when the subscription starts (the next push comes with the next block)."""

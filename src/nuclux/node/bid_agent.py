@@ -84,6 +84,7 @@ class BidAgent:
     _steps: dict[int, asyncio.Task[None]] = field(default_factory=dict, init=False)
     _ready: bool = field(default=False, init=False)  # the standing allowance is in place
     _dirty: bool = field(default=False, init=False)  # a step ended: look again at once
+    _kick: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # ... and wake
 
     def __post_init__(self) -> None:
         self.agent.bids = self
@@ -117,6 +118,7 @@ class BidAgent:
         last = -FULL_EVERY
         try:
             while not stop.is_set():
+                head: int | None = None
                 try:
                     head = await self.market.conn.block_number()
                     if head != self._head or self._dirty or loop.time() - last >= FULL_EVERY:
@@ -124,13 +126,34 @@ class BidAgent:
                         self._dirty = False
                         await self.tick(wait=False)
                 except NucluxError as exc:
+                    head = None
                     self.book.count("errors")
                     log.warning("bid agent tick failed: %s", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=interval)
+                await self._pause(stop, interval, beyond=head)
         finally:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.settle(), DRAIN_TIMEOUT)
+
+    async def _pause(self, stop: asyncio.Event, interval: float, *, beyond: int | None) -> None:
+        """Until the next look: ``interval`` seconds when the head is polled (or the last
+        look failed: ``beyond`` None); when it is pushed (``nuclux.chain.heads``), until a
+        head past ``beyond`` arrives (or ``FULL_EVERY`` passes), so a new block is acted on
+        at once. A step ending, or ``stop``, ends it."""
+        feed = self.market.conn.heads
+        waits: list[Coroutine[Any, Any, object]] = [stop.wait(), self._kick.wait()]
+        if beyond is not None and feed is not None and feed.live and not self._dirty:
+            waits.append(feed.wait_beyond(beyond, FULL_EVERY))
+            timeout = FULL_EVERY
+        else:
+            timeout = 0.0 if self._dirty else interval
+        tasks = [asyncio.ensure_future(w) for w in waits]
+        try:
+            await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._kick.clear()
 
     def _start(self, rid: int, step: Coroutine[Any, Any, None], what: str) -> None:
         """Run ``step`` for request ``rid`` unless one is in flight for it already."""
@@ -154,6 +177,7 @@ class BidAgent:
             # receipt comes with the block that closes a 1-block window): the next step of
             # this request must not wait for yet another block
             self._dirty = True
+            self._kick.set()
 
     # ------------------------------------------------------------------ new requests
 
