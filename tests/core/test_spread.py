@@ -70,6 +70,8 @@ def test_an_auction_admits_the_best_of_each_network() -> None:
     assert spread_bars(ranked, net, {"a"}, 2) == ["a1", "a2", "a3", "b2"]
     # three bidders cannot all avoid "a": only the duplicates are left out
     assert spread_bars(ranked, net, {"a"}, 3) == ["a2", "a3", "b2"]
+    # two bidders, one network left outside "a" and "b": c1 and the better of a1 and b1
+    assert spread_bars(ranked, net, {"a", "b"}, 2) == ["a2", "b1", "a3", "b2"]
     # four bidders need four networks: everybody bids, the lowest bids win
     assert spread_bars(ranked, net, (), 4) == []
     assert spread_bars([], net, (), 0) == []
@@ -90,10 +92,11 @@ def test_whoever_is_admitted_is_in_distinct_networks(
     if len(networks) < keep:
         assert bars == []  # too few networks: nobody is left out
         return
-    assert len(admitted) >= keep
     assert len({net for net, _ in admitted}) == len(admitted)  # one bidder per network
     # each network is represented by its best-ranked candidate
     for x in admitted:
         assert all(y[0] != x[0] for y in ranked[: ranked.index(x)])
-    if len(networks - avoid) >= keep:
-        assert not {net for net, _ in admitted} & avoid
+    fresh = networks - avoid
+    assert {net for net, _ in admitted} >= fresh  # every network outside avoid bids
+    # and of the avoided ones only what it takes to reach keep
+    assert len(admitted) == max(keep, len(fresh))

@@ -14,11 +14,12 @@ fills up from the networks already used (a devnet on one machine, a small networ
 
 An auction picks its winners by bid, not by the consumer's order, so there the spread is made
 by who may bid: ``spread_bars`` names the candidates to keep out so that every bidder, hence
-every winner, is in its own network: all but the best-ranked of each network, and every
-candidate in an avoided network, as long as ``keep`` candidates remain; failing that the same
-without ``avoid``; failing that nobody (too few networks: the lowest bids win wherever they
-are). A request for ``m`` winners asks to keep ``m + 1``: the uniform price is the lowest
-losing bid (``nuclux.core.auction``), and with only ``m`` bidders it would be the reserve.
+every winner, is in its own network: it admits the best-ranked candidate of each network not
+in ``avoid``, and of the avoided networks' best only as many (best first) as it takes to
+admit ``keep``; with fewer networks than ``keep`` it bars nobody (the lowest bids win
+wherever they are). A request for ``m`` winners asks to keep ``m + 1``: the uniform price is
+the lowest losing bid (``nuclux.core.auction``), and with only ``m`` bidders it would be the
+reserve.
 
 A host name is its own network (it is not resolved): two names for one address block count as
 two networks. That is the price of not doing DNS lookups while placing; providers that want
@@ -87,21 +88,20 @@ def spread_order(
 def spread_bars(
     ranked: Sequence[T], network: Callable[[T], K], avoid: Iterable[K], keep: int
 ) -> list[T]:
-    """The candidates of ``ranked`` (best first) to keep out of an auction: the others, at
-    least ``keep`` of them, are then in distinct networks, outside ``avoid`` where enough
-    are. Empty when one per network leaves fewer than ``keep``."""
+    """The candidates of ``ranked`` (best first) to keep out of an auction. The others are
+    the best-ranked candidate of each network, those outside ``avoid`` first, then as few in
+    ``avoid`` (best first) as make them ``keep``. Empty when there are fewer networks than
+    ``keep``."""
     avoided = set(avoid)
-    for skip in (avoided, set()):
-        seen = set(skip)
-        kept = 0
-        bars: list[T] = []
-        for item in ranked:
-            net = network(item)
-            if net in seen:
-                bars.append(item)
-            else:
-                seen.add(net)
-                kept += 1
-        if kept >= keep:
-            return bars
-    return []
+    seen: set[K] = set()
+    fresh: list[int] = []  # positions of the best of each network not avoided
+    stale: list[int] = []  # ... and of each avoided one
+    for i, item in enumerate(ranked):
+        net = network(item)
+        if net not in seen:
+            seen.add(net)
+            (stale if net in avoided else fresh).append(i)
+    if len(fresh) + len(stale) < keep:
+        return []
+    admitted = set(fresh) | set(stale[: max(0, keep - len(fresh))])
+    return [item for i, item in enumerate(ranked) if i not in admitted]

@@ -12,10 +12,10 @@ market's default (twice the reference price, else the highest posted price).
 The auction, not the consumer, picks the providers, so the request excludes every serving
 provider this file cannot use (not among the caller's candidates, or given a share in this
 call already), fixed when it is posted: those cannot bid. It also bars the candidates that
-would put two of the file's shares in one network (``nuclux.core.spread.spread_bars``: all
-but the best of each network, and those in networks the file uses already or the caller
-``avoid``s), when one more network than the winners wanted is left without them (so a
-losing bid, not the reserve, still sets the price). Past ``MAX_EXCLUDED`` of them (a
+would put two of the file's shares in one network (``nuclux.core.spread.spread_bars``): all
+but the best of each network, and of the networks the file uses already or the caller
+``avoid``s all but as many as it takes to have one bidder more than the winners wanted (so
+a losing bid, not the reserve, still sets the price). Past ``MAX_EXCLUDED`` of them (a
 large network), or when the registry changed meanwhile, a winner may still be one the file
 cannot use: that lease is kept (later files use it) and the next round asks for that many
 more providers; after ``MAX_ROUNDS`` rounds the file fails with ``NotEnoughProviders``. A
