@@ -178,6 +178,11 @@ class ChainView:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        heads = self.ledger.conn.heads
+        if heads is not None and heads.number is not None and heads.number < number:
+            # a block the caller knows of (a receipt's) before its push arrived: read the head
+            # so the view's next step does not take the pushed one for the chain's
+            await self.ledger.conn.block_number(fresh=True)
         while self.synced_block < number:
             remaining = deadline - loop.time()
             if remaining <= 0:
