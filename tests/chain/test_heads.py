@@ -63,7 +63,10 @@ async def test_the_head_is_pushed_and_read_without_asking(anvil: AnvilProcess) -
         sent = _counting(conn)
         start = await conn.block_number()
         assert sent == []  # answered from the feed
-        assert conn.pushed_head() is None  # the subscription's first head has no hash yet
+        first = conn.pushed_head()  # the head read when it subscribed, number and hash
+        header = await conn.block_head(start)
+        assert header is not None
+        assert first == (header.number, header.hash)
         await conn.mine()
         await _until(lambda: conn.heads is not None and conn.heads.number == start + 1)
         pushed = conn.pushed_head()
@@ -113,6 +116,10 @@ async def test_a_fresh_read_moves_a_lagging_feed_on(anvil: AnvilProcess) -> None
         assert feed.hash is None  # a noted head has no hash: the view asks for the header
         feed.note(head - 5)  # never backwards
         assert feed.number == head
+        feed.learn(head - 1, b"\1" * 32)  # not the head: ignored
+        assert feed.hash is None
+        feed.learn(head, b"\2" * 32)  # the view read the head's header: known from now on
+        assert conn.pushed_head() == (head, b"\2" * 32)
 
 
 async def test_without_a_websocket_it_asks(anvil: AnvilProcess) -> None:

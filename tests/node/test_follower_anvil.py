@@ -173,3 +173,34 @@ async def test_a_revert_with_nothing_mined_since_rewinds_to_the_fork(chain: Chai
     assert (report.first, report.leases_read, report.providers_read) == (None, 1, 1)
     await assert_matches(view, chain, before)
     assert view.lease(a) is None
+
+
+async def test_with_pushed_heads_a_running_view_reads_new_blocks_at_once(chain: Chain) -> None:
+    """A view following pushed heads (``nuclux.chain.heads``) with a 30 s poll: a new lease
+    is in it within seconds, and while nothing happens it sends no head request at all."""
+    provider, consumer = chain.ledger(PROVIDER), chain.ledger(CONSUMER)
+    async with await ChainConnection.open(chain.conn.url) as conn:
+        assert await conn.follow_heads()
+        view = ChainView(Ledger(conn, chain.deployment, dev_account(READER)))
+        await view.catch_up()
+        sent: list[str] = []
+        real = conn._rpc
+
+        async def counting(method: str, params: list[object]) -> object:
+            sent.append(method)
+            return await real(method, params)
+
+        conn._rpc = counting  # type: ignore[method-assign]
+        stop = asyncio.Event()
+        running = asyncio.create_task(view.run(stop, poll_interval=30))
+        try:
+            await asyncio.sleep(1.0)
+            assert sent == []  # idle: the pushed header matches the cursor
+            lid = await consumer.open_lease(provider.address, STORAGE, 1, 5, 10**18, ESCROW)
+            moved = view.progress
+            await asyncio.wait_for(moved.wait(), 5)  # not the 30 s poll
+            assert view.lease(lid) == await consumer.lease(lid)
+        finally:
+            stop.set()
+            await asyncio.wait_for(running, 10)
+            view.close()

@@ -11,8 +11,8 @@ CPU per second, their anvil 16.
 ``HeadFeed`` asks the endpoint to push instead: it opens a WebSocket at the JSON-RPC
 address (``http`` -> ``ws``, ``https`` -> ``wss``; anvil and many nodes serve both on one
 port), sends ``eth_subscribe(["newHeads"])`` and keeps ``number`` and ``hash``, the newest
-header pushed (the head when it subscribed, read once over JSON-RPC, has no hash). The chain
-view compares the two with its cursor, so an idle node's step asks nothing at all.
+header pushed (until the first push, the head it read over JSON-RPC when it subscribed).
+The chain view compares the two with its cursor, so an idle node's step asks nothing at all.
 ``ChainConnection.block_number`` answers from the feed while it is live and asks the
 endpoint otherwise, so callers do not change; a caller that must see a block it knows exists
 (a client asking the node to re-read the chain after its transaction) passes ``fresh=True``
@@ -66,7 +66,11 @@ def head_of(message: object, subscription: str) -> tuple[int, bytes] | None:
     params = message.get("params")
     if not isinstance(params, dict) or params.get("subscription") != subscription:
         return None
-    header = params.get("result")
+    return _header(params.get("result"))
+
+
+def _header(header: object) -> tuple[int, bytes] | None:
+    """(number, hash) of a JSON-RPC block header, else None."""
     if not isinstance(header, dict):
         return None
     number, block_hash = header.get("number"), header.get("hash")
@@ -175,7 +179,7 @@ class HeadFeed:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 reply = await ws.receive_json()
             subscription = _subscription_id(reply)
-            self._set(await self._first_head(session), None)
+            self._set(*await self._first_head(session))
             self.subscriptions += 1
             self._warned = False
             self._tried.set()
@@ -191,16 +195,28 @@ class HeadFeed:
                 else:
                     self._set(*head)
 
-    async def _first_head(self, session: aiohttp.ClientSession) -> int:
+    async def _first_head(self, session: aiohttp.ClientSession) -> tuple[int, bytes]:
         """The head when the subscription starts (the next push comes with the next block)."""
-        body = {"jsonrpc": "2.0", "id": 2, "method": "eth_blockNumber", "params": []}
+        body = {
+            "jsonrpc": "2.0",
+            "id": 2,
+            "method": "eth_getBlockByNumber",
+            "params": ["latest", False],
+        }
         async with asyncio.timeout(CONNECT_TIMEOUT):
             async with session.post(self.http_url, json=body) as resp:
                 reply: Any = await resp.json(content_type=None)
-        result = reply.get("result") if isinstance(reply, dict) else None
-        if not isinstance(result, str) or not _HEX_NUMBER.fullmatch(result):
-            raise ValueError(f"eth_blockNumber answered {reply!r}")
-        return int(result, 16)
+        header = reply.get("result") if isinstance(reply, dict) else None
+        head = _header(header)
+        if head is None:
+            raise ValueError(f"eth_getBlockByNumber answered {reply!r}")
+        return head
+
+    def learn(self, number: int, block_hash: bytes) -> None:
+        """The hash of block ``number``, read over JSON-RPC, when it is the head pushed
+        without one (``note``d): the chain view can then compare without asking again."""
+        if self.number == number and self.hash is None:
+            self.hash = block_hash
 
 
 def _subscription_id(reply: object) -> str:

@@ -36,7 +36,6 @@ refusals (another party moved first) are logged and forgotten.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -256,11 +255,20 @@ class LeaseAgent:
         return total
 
     async def run(self, stop: asyncio.Event, interval: float = 1.0) -> None:
+        """Tick every ``interval`` seconds, and as soon as the chain view has read new blocks
+        (a ticket to accept, an epoch to prove: the view reads each new block as its head is
+        pushed, ``nuclux.chain.heads``)."""
         while not stop.is_set():
+            moved = self.view.progress  # set by the view's next step that reads blocks
             try:
                 await self.tick()
             except NucluxError as exc:
                 self.stats.errors += 1
                 log.warning("agent tick failed: %s", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+            waiters = [asyncio.ensure_future(e.wait()) for e in (stop, moved)]
+            try:
+                await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+                await asyncio.gather(*waiters, return_exceptions=True)

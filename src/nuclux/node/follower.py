@@ -24,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from eth_utils.address import to_checksum_address
 
@@ -167,7 +167,7 @@ class ChainView:
                     continue
                 failures = 0
                 if report.caught_up:
-                    await self._pause(stop, poll_interval, wakeable=True)
+                    await self._pause(stop, poll_interval, wakeable=True, beyond=report.head)
         finally:
             self._running -= 1
 
@@ -197,9 +197,23 @@ class ChainView:
                 await asyncio.sleep(min(0.05, max(0.0, deadline - loop.time())))
         return True
 
-    async def _pause(self, stop: asyncio.Event, delay: float, *, wakeable: bool) -> None:
+    @property
+    def progress(self) -> asyncio.Event:
+        """Set at the view's next step that reads new blocks (wait on it to act on them)."""
+        return self._progress
+
+    async def _pause(
+        self, stop: asyncio.Event, delay: float, *, wakeable: bool, beyond: int | None = None
+    ) -> None:
+        """Sleep ``delay`` seconds, or until ``stop`` (or ``wake``, when ``wakeable``). With
+        the chain's heads pushed (``nuclux.chain.heads``) and ``beyond`` given, a head past
+        it ends the pause too: the view reads a new block as it arrives."""
         events = [stop, self._wake] if wakeable else [stop]
-        waiters = [asyncio.ensure_future(e.wait()) for e in events]
+        waits: list[Coroutine[Any, Any, object]] = [e.wait() for e in events]
+        heads = self.ledger.conn.heads
+        if wakeable and beyond is not None and heads is not None and heads.live:
+            waits.append(heads.wait_beyond(beyond, delay))
+        waiters = [asyncio.ensure_future(w) for w in waits]
         try:
             await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -109,6 +109,8 @@ class Follower:
             latest = await self.ledger.block_header("latest")
             if latest is None:
                 raise ChainError("the chain reports no latest block")
+            if (heads := self.ledger.conn.heads) is not None:
+                heads.learn(latest.number, latest.hash)  # the next idle step asks nothing
             if latest.number == cursor.number and latest.hash == cursor.hash:
                 return SyncReport(latest.number, None, cursor.number, 0, 0, 0, True, None)
             head = latest.number
