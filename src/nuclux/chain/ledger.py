@@ -159,10 +159,16 @@ class Ledger(StorageLedger):
         term_epochs: int,
         max_price: int,
         escrow: int,
+        *,
+        approved: bool = False,
     ) -> LeaseId:
+        """Open a lease (Ticketed until the provider accepts), paying ``escrow`` into it.
+        ``approved``: the caller has made the allowance cover it (``approve_escrow`` for
+        several opens sent at once); otherwise it is approved here when short."""
         if units <= 0 or term_epochs <= 0 or escrow <= 0:
             raise UsageError("units, term and escrow must be positive")
-        await self._ensure_allowance(self.leases.address, escrow)
+        if not approved:
+            await self._ensure_allowance(self.leases.address, escrow)
         receipt = await self._send(
             self.leases,
             "openLease",
@@ -172,6 +178,13 @@ class Ledger(StorageLedger):
         for ev in self.leases.events.LeaseOpened().process_receipt(receipt, errors=DISCARD):
             return LeaseId(int(ev["args"]["id"]))
         raise ChainError("open lease: no LeaseOpened event in the receipt")
+
+    async def approve_escrow(self, total: int) -> None:
+        """Let the LeaseManager draw ``total`` (the escrows of opens about to be sent at
+        once, ``open_lease(approved=True)``): one approval when the allowance is short. An
+        approval sets the allowance, so opens that approve each their own must not overlap."""
+        if total > 0:
+            await self._ensure_allowance(self.leases.address, total)
 
     async def accept(self, lease_id: int) -> TxReceipt:
         return await self._send(self.leases, "accept", [lease_id], f"accept lease {lease_id}")

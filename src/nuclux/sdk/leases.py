@@ -223,14 +223,26 @@ class LeaseBook:
                 results.append(f"{item}")
             else:
                 results.append(item)
-        # then open what is missing, one transaction at a time, and wait for all acceptances
+        # then open what is missing: one approval for all, the opens sent at once (the
+        # transaction queue numbers them), and wait for all acceptances
+        missing = [i for i, r in enumerate(results) if r is None]
+        terms = {i: self._terms(batch[i], need, want, max_price) for i in missing}
         opened: dict[int, LeaseId] = {}
-        for i, probe in enumerate(batch):
-            if results[i] is None:
-                try:
-                    opened[i] = await self._open(probe, need, want, max_price)
-                except (ChainError, NucluxError) as err:
-                    results[i] = f"could not open a lease: {err}"
+        async with self._tx:
+            try:
+                await self.ledger.approve_escrow(sum(t[3] for t in terms.values()))
+                outcomes = await asyncio.gather(
+                    *(self._open(batch[i], terms[i]) for i in missing), return_exceptions=True
+                )
+            except (ChainError, NucluxError) as err:
+                outcomes = [err] * len(missing)
+        for i, outcome in zip(missing, outcomes, strict=True):
+            if isinstance(outcome, ChainError | NucluxError):
+                results[i] = f"could not open a lease: {outcome}"
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                opened[i] = outcome
         accepted = await self._acceptances(list(opened.values())) if opened else []
         for (i, lid), ok in zip(opened.items(), accepted, strict=True):
             if ok is True:
@@ -301,20 +313,22 @@ class LeaseBook:
         """Keep a lease as just read from the chain (its state or end changed)."""
         self._refresh(lease)
 
-    async def _open(self, probe: Probe, need: int, want: int, max_price: int | None) -> LeaseId:
-        info = probe.provider
+    def _terms(
+        self, probe: Probe, need: int, want: int, max_price: int | None
+    ) -> tuple[int, int, int, int]:
+        """(units, term, price cap, escrow) of a new lease at ``probe``'s posted price."""
         units = self.settings.units_for(need)
-        price = info.price[STORAGE]
-        async with self._tx:
-            lid = await self.ledger.open_lease(
-                info.owner,
-                STORAGE,
-                units,
-                want,
-                price if max_price is None else max_price,
-                max(1, price * units * want),
-            )
-            self.transactions += 1
+        price = probe.provider.price[STORAGE]
+        cap = price if max_price is None else max_price
+        return units, want, cap, max(1, price * units * want)
+
+    async def _open(self, probe: Probe, terms: tuple[int, int, int, int]) -> LeaseId:
+        """One open, its escrow approved already (``_place_batch`` holds ``_tx``)."""
+        units, want, cap, escrow = terms
+        lid = await self.ledger.open_lease(
+            probe.provider.owner, STORAGE, units, want, cap, escrow, approved=True
+        )
+        self.transactions += 1
         return lid
 
     async def _acceptances(self, ids: list[LeaseId]) -> list[bool | str]:
