@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from nuclux.errors import ConfigError
@@ -41,3 +41,16 @@ def run(main: Coroutine[Any, Any, T], loop: str | None = None) -> T:
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+async def first_of(waits: Iterable[Awaitable[object]], timeout: float) -> None:
+    """Wait until the first of ``waits`` is done or ``timeout`` seconds pass; the others are
+    cancelled (and awaited) before it returns. A loop's pause between rounds: its stop event,
+    a wake-up, the next pushed head (``nuclux.chain.heads``)."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -17,6 +17,7 @@ from aiohttp import web
 from nuclux.chain import ChainConnection
 from nuclux.chain.devnet import AnvilProcess, find_anvil
 from nuclux.chain.heads import HeadFeed, head_of, ws_url_of
+from tests.chain.heads_kit import counting, serve
 from tests.node.local_nodes import free_port
 
 pytestmark = pytest.mark.anvil
@@ -36,19 +37,6 @@ async def anvil(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Anvil
     assert not node.running
 
 
-def _counting(conn: ChainConnection) -> list[str]:
-    """The JSON-RPC methods ``conn`` sends from now on."""
-    sent: list[str] = []
-    real = conn._rpc
-
-    async def rpc(method: str, params: list[Any]) -> Any:
-        sent.append(method)
-        return await real(method, params)
-
-    conn._rpc = rpc  # type: ignore[method-assign]
-    return sent
-
-
 async def _until(predicate: Any, timeout: float = 5.0) -> None:
     """Wait for the feed's task to change what ``predicate`` reads (it signals nothing)."""
     async with asyncio.timeout(timeout):
@@ -60,7 +48,7 @@ async def test_the_head_is_pushed_and_read_without_asking(anvil: AnvilProcess) -
     async with await ChainConnection.open(anvil.rpc_url) as conn:
         assert conn.pushed_head() is None
         assert await conn.follow_heads()
-        sent = _counting(conn)
+        sent = counting(conn)
         start = await conn.block_number()
         assert sent == []  # answered from the feed
         first = conn.pushed_head()  # the head read when it subscribed, number and hash
@@ -124,19 +112,19 @@ async def test_a_fresh_read_moves_a_lagging_feed_on(anvil: AnvilProcess) -> None
 
 async def test_without_a_websocket_it_asks(anvil: AnvilProcess) -> None:
     closed = f"ws://127.0.0.1:{free_port('127.0.0.1')}"
-    feed = HeadFeed(anvil.rpc_url, ws_url=closed)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    try:
-        assert not await feed.start()
-        assert loop.time() - started < 3  # refused at once, not after the connect timeout
-        assert feed.number is None
-    finally:
-        await feed.close()
     async with await ChainConnection.open(anvil.rpc_url) as conn:
-        conn._heads = HeadFeed(anvil.rpc_url, ws_url=closed)
+        feed = HeadFeed(closed, lambda: conn.block_head("latest"))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            assert not await feed.start()
+            assert loop.time() - started < 3  # refused at once, not after the connect timeout
+            assert feed.number is None
+        finally:
+            await feed.close()
+        conn._heads = feed
         assert not await conn.follow_heads()
-        sent = _counting(conn)
+        sent = counting(conn)
         assert await conn.block_number() >= 0
         assert sent == ["eth_blockNumber"]
 
@@ -165,23 +153,17 @@ async def test_a_closed_socket_falls_back_and_reconnects(anvil: AnvilProcess) ->
                     pump.cancel()
             return ws
 
-        app = web.Application()
-        app.router.add_get("/", relay)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        port = free_port("127.0.0.1")
-        await web.TCPSite(runner, "127.0.0.1", port).start()
-        feed = HeadFeed(anvil.rpc_url, ws_url=f"ws://127.0.0.1:{port}/")
-        try:
-            assert await feed.start()
-            assert feed.subscriptions == 1
-            await sockets[0].close()
-            await _until(lambda: feed.number is None)
-            await _until(lambda: feed.number is not None and feed.subscriptions == 2)
-            assert len(sockets) == 2
-        finally:
-            await feed.close()
-            await runner.cleanup()
+        async with serve(relay) as url, await ChainConnection.open(anvil.rpc_url) as conn:
+            feed = HeadFeed(url, lambda: conn.block_head("latest"))
+            try:
+                assert await feed.start()
+                assert feed.subscriptions == 1
+                await sockets[0].close()
+                await _until(lambda: feed.number is None)
+                await _until(lambda: feed.number is not None and feed.subscriptions == 2)
+                assert len(sockets) == 2
+            finally:
+                await feed.close()
 
 
 @pytest.mark.parametrize("reply", [b"\x00binary", "not json", '{"result": 7}', '{"error": {}}'])
@@ -198,21 +180,15 @@ async def test_a_bad_subscription_reply_leaves_it_asking(anvil: AnvilProcess, re
         await ws.close()
         return ws
 
-    app = web.Application()
-    app.router.add_get("/", bad)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port("127.0.0.1")
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    feed = HeadFeed(anvil.rpc_url, ws_url=f"ws://127.0.0.1:{port}/")
-    try:
-        assert not await feed.start()
-        await _until(lambda: len(seen) >= 2)  # it tried again (after RETRY_MIN)
-        assert feed.number is None
-        assert feed.subscriptions == 0
-    finally:
-        await feed.close()
-        await runner.cleanup()
+    async with serve(bad) as url, await ChainConnection.open(anvil.rpc_url) as conn:
+        feed = HeadFeed(url, lambda: conn.block_head("latest"))
+        try:
+            assert not await feed.start()
+            await _until(lambda: len(seen) >= 2)  # it tried again (after RETRY_MIN)
+            assert feed.number is None
+            assert feed.subscriptions == 0
+        finally:
+            await feed.close()
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ from nuclux.chain.ledger import ProviderOffer
 from nuclux.core.lease import LeaseState
 from nuclux.core.types import ONE_NUX, ResourceClass
 from nuclux.node.follower import ChainView
+from tests.chain.heads_kit import counting
 
 pytestmark = pytest.mark.anvil
 
@@ -183,22 +184,16 @@ async def test_with_pushed_heads_a_running_view_reads_new_blocks_at_once(chain: 
         assert await conn.follow_heads()
         view = ChainView(Ledger(conn, chain.deployment, dev_account(READER)))
         await view.catch_up()
-        sent: list[str] = []
-        real = conn._rpc
-
-        async def counting(method: str, params: list[object]) -> object:
-            sent.append(method)
-            return await real(method, params)
-
-        conn._rpc = counting  # type: ignore[method-assign]
+        sent = counting(conn)
         stop = asyncio.Event()
         running = asyncio.create_task(view.run(stop, poll_interval=30))
         try:
             await asyncio.sleep(1.0)
             assert sent == []  # idle: the pushed header matches the cursor
             lid = await consumer.open_lease(provider.address, STORAGE, 1, 5, 10**18, ESCROW)
-            moved = view.progress
-            await asyncio.wait_for(moved.wait(), 5)  # not the 30 s poll
+            async with asyncio.timeout(5):  # not the 30 s poll
+                while view.lease(lid) is None:  # its blocks may have been read already
+                    await view.progress.wait()
             assert view.lease(lid) == await consumer.lease(lid)
         finally:
             stop.set()

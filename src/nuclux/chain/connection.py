@@ -18,7 +18,7 @@ from web3.providers.eth_tester import AsyncEthereumTesterProvider
 from web3.types import Wei as EthWei
 
 from nuclux.chain import abi as artifacts
-from nuclux.chain.heads import HeadFeed
+from nuclux.chain.heads import HeadFeed, ws_url_of
 from nuclux.chain.records import BlockHeader
 from nuclux.chain.rpc_http import KeepAliveHTTPProvider
 from nuclux.chain.txqueue import TxQueue
@@ -95,7 +95,7 @@ class ChainConnection:
         if self.is_embedded:
             return False
         if self._heads is None:
-            self._heads = HeadFeed(self.url)
+            self._heads = HeadFeed(ws_url_of(self.url), lambda: self.block_head("latest"))
         return await self._heads.start()
 
     @property

@@ -34,9 +34,13 @@ import contextlib
 import json
 import logging
 import re
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 import aiohttp
+
+from nuclux.chain.records import BlockHeader
+from nuclux.errors import NucluxError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,8 @@ CONNECT_TIMEOUT: Final = 5.0
 RETRY_MIN: Final = 1.0
 RETRY_MAX: Final = 60.0
 MAX_MESSAGE: Final = 1 << 20  # a header is about 1 KiB
+# failures that only mean "no subscription here now" (logged once, at info)
+_EXPECTED = (aiohttp.ClientError, OSError, TimeoutError, ValueError, TypeError, NucluxError)
 _HEX_NUMBER = re.compile(r"0x[0-9a-fA-F]{1,16}")
 _HEX_HASH = re.compile(r"0x[0-9a-fA-F]{64}")
 
@@ -84,9 +90,11 @@ def _header(header: object) -> tuple[int, bytes] | None:
 class HeadFeed:
     """The newest block number an endpoint pushed; ``number`` is None while not live."""
 
-    def __init__(self, http_url: str, *, ws_url: str | None = None) -> None:
-        self.http_url = http_url
-        self.ws_url = ws_url or ws_url_of(http_url)
+    def __init__(self, ws_url: str, read_head: Callable[[], Awaitable[BlockHeader | None]]) -> None:
+        """Follow ``ws_url``; ``read_head`` reads the latest header over JSON-RPC (at each
+        subscription: the head until the first push)."""
+        self.ws_url = ws_url
+        self._read_head = read_head
         self.number: int | None = None
         self.hash: bytes | None = None  # of block ``number`` when pushed, None when noted
         self.ignored = 0
@@ -146,8 +154,7 @@ class HeadFeed:
                 try:
                     await self._follow(session)
                 except Exception as exc:  # the feed is a hint: it must never stop for good
-                    expected = (aiohttp.ClientError, OSError, TimeoutError, ValueError, TypeError)
-                    if not isinstance(exc, expected):
+                    if not isinstance(exc, _EXPECTED):
                         log.warning(
                             "newHeads subscription at %s failed", self.ws_url, exc_info=True
                         )
@@ -179,7 +186,7 @@ class HeadFeed:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 reply = await ws.receive_json()
             subscription = _subscription_id(reply)
-            self._set(*await self._first_head(session))
+            self._set(*await self._first_head())
             self.subscriptions += 1
             self._warned = False
             self._tried.set()
@@ -195,22 +202,14 @@ class HeadFeed:
                 else:
                     self._set(*head)
 
-    async def _first_head(self, session: aiohttp.ClientSession) -> tuple[int, bytes]:
-        """The head when the subscription starts (the next push comes with the next block)."""
-        body = {
-            "jsonrpc": "2.0",
-            "id": 2,
-            "method": "eth_getBlockByNumber",
-            "params": ["latest", False],
-        }
+    async def _first_head(self) -> tuple[int, bytes]:
+        """The head when the subscription starts (the next push comes with the next block),
+        read through the caller's JSON-RPC path (``read_head``)."""
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            async with session.post(self.http_url, json=body) as resp:
-                reply: Any = await resp.json(content_type=None)
-        header = reply.get("result") if isinstance(reply, dict) else None
-        head = _header(header)
-        if head is None:
-            raise ValueError(f"eth_getBlockByNumber answered {reply!r}")
-        return head
+            header = await self._read_head()
+        if header is None:
+            raise ValueError("the endpoint reports no latest block")
+        return header.number, header.hash
 
     def learn(self, number: int, block_hash: bytes) -> None:
         """The hash of block ``number``, read over JSON-RPC, when it is the head pushed

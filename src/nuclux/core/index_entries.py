@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from nuclux.core.manifest import MAX_NAME_BYTES, MAX_SHARES, MAX_VERSION, check_name
+from nuclux.core.manifest import MAX_SHARES, MAX_VERSION, check_name, encode_name, lp1
 from nuclux.core.reference import FILE_ID_BYTES
 from nuclux.core.types import LeaseId
 from nuclux.errors import UsageError
@@ -72,7 +72,7 @@ def encode_entry(e: IndexEntry) -> bytes:
     if e.healthy_shares is not None:
         healthy = _u(e.healthy_shares, 0, MAX_SHARES, "healthy shares (None: not checked)")
     _u(len(e.locators), 1, MAX_LOCATORS, "number of manifest locators")
-    name = _name_bytes(e.name)
+    name = encode_name(e.name)
     fixed = _FIXED.pack(
         e.file_id,
         _u(e.size, 0, 2**64 - 1, "size"),
@@ -82,20 +82,7 @@ def encode_entry(e: IndexEntry) -> bytes:
         len(e.locators),
     )
     leases = b"".join(_u(x, 1, _LEASE_MAX, "lease id").to_bytes(32, "big") for x in e.locators)
-    return b"".join((fixed, leases, len(name).to_bytes(1, "big"), name))
-
-
-def _name_bytes(name: str) -> bytes:
-    if not isinstance(name, str):
-        raise UsageError("name must be text")
-    try:
-        raw = name.encode("utf-8")
-    except UnicodeEncodeError:
-        raise UsageError("name is not valid Unicode text") from None
-    if len(raw) > MAX_NAME_BYTES:
-        raise UsageError(f"name is {len(raw)} bytes; at most {MAX_NAME_BYTES} (UTF-8)")
-    check_name(name)
-    return raw
+    return b"".join((fixed, leases, lp1(name)))
 
 
 def check_sorted(entries: Sequence[IndexEntry]) -> None:

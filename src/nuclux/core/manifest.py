@@ -226,15 +226,18 @@ def _text(value: str, limit: int, what: str, *, ascii_only: bool) -> bytes:
         raise UsageError(f"{what} is {len(raw)} bytes; at most {limit} (UTF-8)")
     if ascii_only and not all(0x20 <= b <= 0x7E for b in raw):
         raise UsageError(f"{what} must be printable ASCII")
+    _check_controls(value, what)
+    return raw
+
+
+def _check_controls(value: str, what: str) -> None:
     if _CONTROL.search(value):
         raise UsageError(f"{what} must not contain control characters")
-    return raw
 
 
 def check_name(name: str) -> None:
     """``UsageError`` if a file name (text already) holds a control character."""
-    if _CONTROL.search(name):
-        raise UsageError("name must not contain control characters")
+    _check_controls(name, "name")
 
 
 def encode_name(name: str) -> bytes:

@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from nuclux.aio import first_of
 from nuclux.chain import Ledger
 from nuclux.core.lease import Lease, LeaseState
 from nuclux.core.types import ResourceClass
@@ -265,10 +266,4 @@ class LeaseAgent:
             except NucluxError as exc:
                 self.stats.errors += 1
                 log.warning("agent tick failed: %s", exc)
-            waiters = [asyncio.ensure_future(e.wait()) for e in (stop, moved)]
-            try:
-                await asyncio.wait(waiters, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
-                await asyncio.gather(*waiters, return_exceptions=True)
+            await first_of((stop.wait(), moved.wait()), interval)

@@ -48,10 +48,11 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from nuclux.aio import first_of
 from nuclux.chain.market_ledger import MarketLedger, RequestInfo, RequestStatus
 from nuclux.core.auction import SALT_BYTES, commitment
 from nuclux.core.lease import Lease, LeaseState
@@ -83,8 +84,8 @@ class BidAgent:
     _time: int = field(default=0, init=False)
     _steps: dict[int, asyncio.Task[None]] = field(default_factory=dict, init=False)
     _ready: bool = field(default=False, init=False)  # the standing allowance is in place
-    _dirty: bool = field(default=False, init=False)  # a step ended: look again at once
-    _kick: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # ... and wake
+    _kick: asyncio.Event = field(default_factory=asyncio.Event, init=False)  # a step ended:
+    # look again at once
 
     def __post_init__(self) -> None:
         self.agent.bids = self
@@ -121,9 +122,10 @@ class BidAgent:
                 head: int | None = None
                 try:
                     head = await self.market.conn.block_number()
-                    if head != self._head or self._dirty or loop.time() - last >= FULL_EVERY:
+                    kicked = self._kick.is_set()
+                    if head != self._head or kicked or loop.time() - last >= FULL_EVERY:
                         last = loop.time()
-                        self._dirty = False
+                        self._kick.clear()
                         await self.tick(wait=False)
                 except NucluxError as exc:
                     head = None
@@ -138,22 +140,13 @@ class BidAgent:
         """Until the next look: ``interval`` seconds when the head is polled (or the last
         look failed: ``beyond`` None); when it is pushed (``nuclux.chain.heads``), until a
         head past ``beyond`` arrives (or ``FULL_EVERY`` passes), so a new block is acted on
-        at once. A step ending, or ``stop``, ends it."""
+        at once. A step ending (``_kick``), or ``stop``, ends it."""
         feed = self.market.conn.heads
-        waits: list[Coroutine[Any, Any, object]] = [stop.wait(), self._kick.wait()]
-        if beyond is not None and feed is not None and feed.live and not self._dirty:
+        waits: list[Awaitable[object]] = [stop.wait(), self._kick.wait()]
+        if beyond is not None and feed is not None and feed.live:
             waits.append(feed.wait_beyond(beyond, FULL_EVERY))
-            timeout = FULL_EVERY
-        else:
-            timeout = 0.0 if self._dirty else interval
-        tasks = [asyncio.ensure_future(w) for w in waits]
-        try:
-            await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._kick.clear()
+            interval = FULL_EVERY
+        await first_of(waits, interval)
 
     def _start(self, rid: int, step: Coroutine[Any, Any, None], what: str) -> None:
         """Run ``step`` for request ``rid`` unless one is in flight for it already."""
@@ -176,7 +169,6 @@ class BidAgent:
             # the head may have moved while this step waited for its block (a commit's
             # receipt comes with the block that closes a 1-block window): the next step of
             # this request must not wait for yet another block
-            self._dirty = True
             self._kick.set()
 
     # ------------------------------------------------------------------ new requests

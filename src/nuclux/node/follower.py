@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Iterable
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from eth_utils.address import to_checksum_address
 
+from nuclux.aio import first_of
 from nuclux.chain.ledger import Ledger, ProviderInfo
 from nuclux.core.lease import Lease, LeaseState
 from nuclux.errors import ChainError, UsageError
@@ -208,18 +209,13 @@ class ChainView:
         """Sleep ``delay`` seconds, or until ``stop`` (or ``wake``, when ``wakeable``). With
         the chain's heads pushed (``nuclux.chain.heads``) and ``beyond`` given, a head past
         it ends the pause too: the view reads a new block as it arrives."""
-        events = [stop, self._wake] if wakeable else [stop]
-        waits: list[Coroutine[Any, Any, object]] = [e.wait() for e in events]
+        waits: list[Awaitable[object]] = [stop.wait()]
+        if wakeable:
+            waits.append(self._wake.wait())
         heads = self.ledger.conn.heads
         if wakeable and beyond is not None and heads is not None and heads.live:
             waits.append(heads.wait_beyond(beyond, delay))
-        waiters = [asyncio.ensure_future(w) for w in waits]
-        try:
-            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for w in waiters:
-                w.cancel()
-            await asyncio.gather(*waiters, return_exceptions=True)
+        await first_of(waits, delay)
         self._wake.clear()
 
 
