@@ -17,6 +17,7 @@ import pytest
 from nuclux.core.reference import Reference
 from nuclux.net.client import NodeClient
 from nuclux.sdk import NotEnoughProviders, StorageClient
+from nuclux.sdk.download import Downloader
 from nuclux.sdk.leases import Placement
 from nuclux.sdk.nodeapi import block_object_id
 from nuclux.sdk.reading import open_file
@@ -86,13 +87,21 @@ def _blob(net: Network, provider: str, info: Any) -> Path:
     return hits[0]
 
 
-async def test_a_corrupt_block_names_its_provider(net: Network, tmp_path: Path) -> None:
+async def test_a_corrupt_block_names_its_provider(
+    net: Network, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the reader ranks sources by how fast they answered; in-process nodes share the test's
+    # event loop, so the corrupt share is put first rather than left to that race
+    real_ranked = Downloader._ranked
+    monkeypatch.setattr(
+        Downloader, "_ranked", lambda self: sorted(real_ranked(self), key=lambda s: s.share != 1)
+    )
     acct = net.world.consumers[1].account
     async with net.client(acct, BLOCKS) as client:
         ref, data = await _put(client, tmp_path / "f", 200_000)
         opened = await open_file(client.ctx, ref)
         assert opened.body.layout is not None
-        share = opened.body.layout.shares[1]  # a data share: the first choice of a reader
+        share = opened.body.layout.shares[1]  # a data share, read first (above)
         rt = net.node_of(share.provider)
         info = await rt.store.stat(share.lease_id, block_object_id(ref.file_id, 1, 2))
         blob = _blob(net, share.provider, info)
