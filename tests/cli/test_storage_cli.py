@@ -146,7 +146,7 @@ async def _swap_index_pages(
     rpc: str, deployment: Path, key: str, pages: dict[int, bytes] | None
 ) -> dict[int, bytes]:
     """Replace page 0 of the account's file index on every lease holding it: with ``pages``
-    (lease -> bytes) if given, else with the same page marked version 2 (a format this
+    (lease -> bytes) if given, else with the same page marked version 3 (a format this
     version cannot read); returns what each lease held before."""
     keys = from_private_key(parse_private_key_hex(key))
     before: dict[int, bytes] = {}
@@ -161,7 +161,7 @@ async def _swap_index_pages(
                     before[lease.id] = await node.get(lease.id, index_object_id(0))
                 except ObjectNotFound:
                     continue
-                new = bytes([2]) + before[lease.id][1:] if pages is None else pages[lease.id]
+                new = bytes([3]) + before[lease.id][1:] if pages is None else pages[lease.id]
                 await node.put(lease.id, index_object_id(0), new)
         finally:
             await client.close()

@@ -10,8 +10,10 @@ from nuclux.core.batch import (
     MAX_BATCH_BYTES,
     MAX_COUNT,
     MAX_OBJECT_BYTES,
+    chunk,
     decode_batch,
     encode_batch,
+    record_bytes,
 )
 from nuclux.errors import UsageError
 
@@ -65,3 +67,16 @@ def test_encoder_refuses_what_the_decoder_would() -> None:
     big = [(i.to_bytes(4, "big"), bytes(MAX_OBJECT_BYTES)) for i in range(70)]
     with pytest.raises(UsageError, match="at most 4194304"):
         encode_batch(big)
+
+
+def test_chunk_cuts_into_the_fewest_batches_in_order() -> None:
+    big = [(b"o/%d" % i, bytes(MAX_OBJECT_BYTES)) for i in range(130)]
+    batches = chunk(big)
+    assert [item for batch in batches for item in batch] == big
+    for batch in batches:
+        assert len(encode_batch(batch)) <= MAX_BATCH_BYTES  # each one a valid batch
+    per = (MAX_BATCH_BYTES - 6) // record_bytes(b"o/100", MAX_OBJECT_BYTES)
+    assert len(batches) == -(-130 // per)
+    tiny = [(b"t/%d" % i, b"x") for i in range(MAX_COUNT + 1)]
+    assert [len(b) for b in chunk(tiny)] == [MAX_COUNT, 1]
+    assert chunk([]) == []

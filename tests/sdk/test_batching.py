@@ -24,7 +24,8 @@ async def test_many_small_files_cost_few_requests(
     async def counted(
         self: NodeClient, lease_id: int, items: Sequence[tuple[bytes, bytes]]
     ) -> list[StoredObject]:
-        batches.append(len(items))
+        if not any(oid.startswith(b"i/") for oid, _ in items):  # the file index's own batch
+            batches.append(len(items))
         return await real(self, lease_id, items)
 
     monkeypatch.setattr(NodeClient, "put_batch", counted)

@@ -1,29 +1,23 @@
 """The file index and leases: the same files from any device with the seed, no transaction
-per file once leases exist, removal, an index of more than 1,024 files in pages, and a torn
-copy ignored in favour of a whole one."""
+per file once leases exist, removal, and copies of a newer format never written over (the
+paged index: ``test_index_pages``)."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 
-from nuclux.core.file_index import FileIndex, IndexEntry, seal_pages
 from nuclux.core.reference import index_object_id
-from nuclux.core.types import LeaseId
 from nuclux.errors import NucluxError, ObjectNotFound, StoreError
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.net.client import NodeClient, StoredObject
 from nuclux.sdk import StorageClient
 from nuclux.sdk.index import IndexUnreadable
 from nuclux.sdk.reading import open_file
-from nuclux.sdk.settings import INDEX_COPIES
 from tests.sdk.network import SETTINGS, Network
 
 
@@ -134,94 +128,15 @@ async def test_a_packed_file_not_stored_fails_the_flush(
         await client.close()
 
 
-async def index_pages_held(net: Network, client: StorageClient) -> dict[int, list[bytes]]:
+async def index_objects_held(net: Network, client: StorageClient) -> dict[int, list[bytes]]:
     """The file index objects on each of the account's leases that holds any."""
     held: dict[int, list[bytes]] = {}
     for lease in await client.ctx.leases.mine():
         objects = await net.node_of(lease.provider).store.list_objects(lease.id, limit=1000)
         ids = [o.object_id for o in objects if o.object_id.startswith(b"i/")]
         if ids:
-            held[lease.id] = sorted(ids, key=lambda oid: int(oid[2:]))
+            held[lease.id] = ids
     return held
-
-
-async def read_fresh(net: Network, acct: LocalAccount) -> FileIndex:
-    """The index as a device that knows only the account's key sees it."""
-    device = net.client(acct)
-    try:
-        return await device.ctx.index.current()
-    finally:
-        await device.close()
-
-
-async def test_a_paged_index_on_a_second_device_and_a_torn_copy(
-    net: Network, tmp_path: Path
-) -> None:
-    acct = await net.new_account("paged-index")
-    laptop = net.client(acct)
-    try:
-        await laptop.put(write_files(tmp_path, 1, 100)[0])  # the first file opens leases
-        lease = LeaseId((await laptop.ctx.leases.mine())[0].id)
-        store = laptop.ctx.index
-        for i in range(2000):  # entries straight into the store: 2,000 real files are slow
-            fid = hashlib.sha256(b"paged/%d" % i).digest()[:16]
-            store.put(IndexEntry(fid, f"photos/{i:05d}.jpg", i, 1_700_000_000, 1, (lease,)))
-            if i % 500 == 0:  # current() on the way, as ls would: only new changes apply
-                assert len((await store.current()).entries) == i + 2
-        await laptop.flush()
-        written = await store.current()
-        keys = laptop.ctx.keys
-        held = await index_pages_held(net, laptop)
-    finally:
-        await laptop.close()
-    assert len(written.entries) == 2001
-    pages = seal_pages(written, x25519_private=keys.x25519_private, write_id=bytes(8))
-    assert len(pages) == 3  # 87-byte entries: 752 to a page of at most 64 KiB
-    want = [index_object_id(p) for p in range(3)]
-    assert 2 <= len(held) <= INDEX_COPIES
-    assert all(ids == want for ids in held.values())  # every copy whole, in one batch each
-    assert await read_fresh(net, acct) == written  # a second device: only the key
-
-    # Torn copies on one lease: a newer write's page 0 (counter + 1) over the older pages 1
-    # and 2; then under pages 1 and 2 of a rival write with that same counter (two devices
-    # writing at once). The whole copies on the other leases decide.
-    torn_lease = sorted(held)[0]
-    first = IndexEntry(bytes(16), "first.txt", 1, 1_700_000_000, 1, (lease,))
-    newer = written.put(first)
-    rival = written.put(dataclasses.replace(first, name="rival.txt"))
-    assert newer.counter == rival.counter
-    x = keys.x25519_private
-    newer_pages = seal_pages(newer, x25519_private=x, write_id=os.urandom(8))
-    rival_pages = seal_pages(rival, x25519_private=x, write_id=os.urandom(8))
-    assert len(newer_pages) == len(rival_pages) == 3
-    device = net.client(acct)
-    try:
-        _, node = await device.ctx.peers.client_for_lease(torn_lease)
-        await node.put_batch(torn_lease, [(index_object_id(0), newer_pages[0])])
-        assert await device.ctx.index.current() == written
-        assert torn_lease not in device.ctx.index._homes
-        await node.put_batch(torn_lease, [(index_object_id(p), rival_pages[p]) for p in (1, 2)])
-        assert await read_fresh(net, acct) == written
-        # the same page 0 with its own pages: whole again, and the newest copy wins
-        await node.put_batch(torn_lease, [(index_object_id(p), newer_pages[p]) for p in (1, 2)])
-    finally:
-        await device.close()
-    assert await read_fresh(net, acct) == newer
-
-    # A shorter index leaves pages 1 and 2 behind on its leases: readers follow `pages`.
-    phone = net.client(acct)
-    try:
-        for e in written.entries[1:]:
-            phone.ctx.index.remove(e.file_id)
-        await phone.flush()
-        shrunk = await phone.ctx.index.current()
-        after = await index_pages_held(net, phone)
-    finally:
-        await phone.close()
-    assert [e.name for e in shrunk.entries] == ["first.txt", written.entries[0].name]
-    assert shrunk.counter == newer.counter + 2000
-    assert await read_fresh(net, acct) == shrunk
-    assert any(len(ids) == 3 for ids in after.values())  # left over, harmless
 
 
 async def test_copies_this_version_cannot_open_are_never_written_over(
@@ -235,12 +150,12 @@ async def test_copies_this_version_cannot_open_are_never_written_over(
     try:
         await laptop.put(write_files(tmp_path, 1, 100)[0])
         await laptop.flush()
-        held = await index_pages_held(net, laptop)
+        held = await index_objects_held(net, laptop)
         newer: dict[int, bytes] = {}
-        for lid in held:  # the same copy, as if written by a version-2 writer
+        for lid in held:  # the same copy, as if written by a format-3 writer
             _, node = await laptop.ctx.peers.client_for_lease(lid)
             page = await node.get(lid, index_object_id(0))
-            newer[lid] = bytes([2]) + page[1:]
+            newer[lid] = bytes([3]) + page[1:]
             await node.put(lid, index_object_id(0), newer[lid])
     finally:
         await laptop.close()

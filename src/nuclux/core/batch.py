@@ -91,3 +91,18 @@ def _check_item(oid: bytes, size: int, seen: set[bytes]) -> None:
     if oid in seen:
         raise UsageError(f"object {oid.hex()} appears twice in the batch")
     seen.add(oid)
+
+
+def chunk(items: Sequence[tuple[bytes, bytes]]) -> list[list[tuple[bytes, bytes]]]:
+    """``items`` (distinct ids, each at most ``MAX_OBJECT_BYTES``) in order, cut into as few
+    consecutive batches as the limits allow."""
+    out: list[list[tuple[bytes, bytes]]] = []
+    size = MAX_BATCH_BYTES
+    for oid, data in items:
+        more = record_bytes(oid, len(data))
+        if not out or len(out[-1]) == MAX_COUNT or size + more > MAX_BATCH_BYTES:
+            out.append([])
+            size = _HEAD
+        out[-1].append((oid, data))
+        size += more
+    return out

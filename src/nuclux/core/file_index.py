@@ -1,7 +1,11 @@
 """The account's file index: the list ``nuclux ls`` shows, stored encrypted on the network.
 
-Theory of operation
--------------------
+This module holds the index's model (``FileIndex``, ``newest``), its key, and format 1,
+which earlier releases wrote and this one reads and moves over: writers now use format 2
+(``nuclux.core.index_tree``; ``docs/spec/manifest.md`` section 7).
+
+Theory of operation (format 1)
+------------------------------
 An account's files are listed in an index that lives with its data, not on one device: it is
 sealed under a key only the account's seed phrase can rebuild and stored as objects ``i/0``,
 ``i/1``, ... (one per page, ``nuclux.core.reference``) on the account's storage leases. Any
@@ -362,7 +366,7 @@ def empty_index(owner: str) -> FileIndex:
     return FileIndex(to_address(address_bytes(owner)), 0)
 
 
-def _tiebreak(index: FileIndex) -> bytes:
+def tiebreak(index: FileIndex) -> bytes:
     """sha256 of the entries as one page would encode them (count u16, then the entries): a
     readable index holds at most 63 x 1,024 < 2^16 entries."""
     count = len(index.entries)
@@ -383,4 +387,4 @@ def newest(indexes: Iterable[FileIndex]) -> FileIndex:
     tied = list({id(i): i for i in candidates if i.counter == top}.values())
     if len(tied) == 1:
         return tied[0]
-    return max(tied, key=_tiebreak)
+    return max(tied, key=tiebreak)

@@ -16,9 +16,10 @@ a page that decodes within the bounds the encoder enforces is canonical: decodin
 bound where it reads the field, which ``test_file_index`` holds against re-encoding. An entry
 is at most ``MAX_ENTRY_BYTES`` (422) bytes and at least ``MIN_ENTRY_BYTES`` (71).
 
-Speed: an account of 26,000 files is 63 pages, encoded and decoded whole on every write and
-read, so the fixed part of an entry is one ``struct`` call each way (about 2 and 3 us per
-entry here, against 6 and 9-16 with a call per field and a decoder that re-encoded).
+Speed: an account of 26,000 files is about 63 pages, each encoded when a write changes it
+and all decoded on a full read, so the fixed part of an entry is one ``struct`` call each
+way (about 2 and 3 us per entry here, against 6 and 9-16 with a call per field and a decoder
+that re-encoded).
 """
 
 from __future__ import annotations

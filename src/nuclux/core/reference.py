@@ -23,7 +23,9 @@ exactly one file (numbers decimal, no leading zeros)::
     f/<file id, 32 lowercase hex>/m          the file's latest manifest (replaced by repair)
     f/<file id, 32 lowercase hex>/s/<i>/<j>  block j (0 .. 2^32-1) of share i (0 .. 255)
     f/<file id, 32 lowercase hex>/t/<v>      the time-stamp proof of manifest version v (>= 1)
-    i/<p>                                    page p of the owner's file index (0 .. 65535)
+    i/<p>                                    page p of the owner's file index (0 .. 65535);
+                                             i/0 is the head of a format 2 index
+    i/p/<name hex>                           a format 2 index page (name: 16 bytes)
 
 The file id has a fixed length and ends in ``/``, so one file's prefix is never a prefix of
 another file's objects; likewise a share's prefix ``f/<fid>/s/<i>/`` covers exactly that
@@ -58,7 +60,7 @@ MAX_INDEX_PAGE: Final = 65535
 _BASE32 = re.compile(r"[a-z2-7]{64}")
 _OBJECT_ID = re.compile(
     rb"f/([0-9a-f]{32})/(?:(m)|s/(0|[1-9][0-9]{0,2})/(0|[1-9][0-9]{0,9})|t/([1-9][0-9]{0,9}))"
-    rb"|i/(0|[1-9][0-9]{0,4})"
+    rb"|i/(0|[1-9][0-9]{0,4})|i/p/([0-9a-f]{32})"
 )
 
 
@@ -125,10 +127,12 @@ def parse_reference(text: str) -> Reference:
 
 
 class ObjectName(NamedTuple):
-    """A parsed object id: ``kind`` is "manifest", "block", "timestamp" or "index".
+    """A parsed object id: ``kind`` is "manifest", "block", "timestamp", "index" or
+    "index page".
 
     ``number`` is the share index of a block, the manifest version of a time-stamp proof or
-    the page of an index page; ``block`` the block index of a block (else None)."""
+    the page of a format 1 index page (or the format 2 head, page 0); ``block`` the block
+    index of a block (else None). ``file_id`` holds a format 2 index page's name."""
 
     kind: str
     file_id: bytes | None
@@ -180,12 +184,21 @@ def index_object_id(page: int) -> bytes:
     return b"i/" + str(p).encode("ascii")
 
 
+def index_page_object_id(name: bytes) -> bytes:
+    """``i/p/<hex>``: the file index page (format 2) named ``name`` (16 bytes)."""
+    if not isinstance(name, bytes) or len(name) != 16:
+        raise UsageError("a file index page name is 16 bytes")
+    return b"i/p/" + name.hex().encode("ascii")
+
+
 def parse_object_id(object_id: bytes) -> ObjectName:
     """Classify an object id of the scheme above; ``UsageError`` for anything else."""
     m = _OBJECT_ID.fullmatch(object_id) if isinstance(object_id, bytes) else None
     if m is None:
         raise UsageError(f"not a Nuclux object id: {object_id!r}")
-    fid_hex, manifest, share, block, version, page = m.groups()
+    fid_hex, manifest, share, block, version, page, name = m.groups()
+    if name is not None:
+        return ObjectName("index page", bytes.fromhex(name.decode("ascii")), None)
     if page is not None:
         n = int(page)
         if n > MAX_INDEX_PAGE:

@@ -4,7 +4,8 @@ Object ids (``docs/spec/storage-protocol.md`` §1)::
 
     f/<fid hex>/s/<i>/<j>    block j of share i
     f/<fid hex>/m            the latest manifest
-    i/<p>                    page p of the account's file index (``index_object_id``)
+    i/0                      the head of the account's file index (format 2)
+    i/p/<name hex>           a page of it (``index_page_object_id``); format 1: i/<p>
 
 ``share_roots`` asks a provider for a share's block roots (``GET .../shares/{fid}/{i}``).
 A node that predates that endpoint answers a plain 404 for the route; that is reported as
