@@ -301,7 +301,8 @@ class NodeClient:
         with peer_errors():
             headers = self._headers("POST", url, hashlib.sha256(body).digest())
             headers["Content-Type"] = BATCH_CONTENT_TYPE
-            async with self._session.post(url, data=body, headers=headers) as resp:
+            headers["Content-Length"] = str(len(body))
+            async with self._session.post(url, data=_chunks(body), headers=headers) as resp:
                 await self._raise_for(resp)
                 answer = await _json(resp)
         try:
