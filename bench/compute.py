@@ -47,13 +47,14 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from bench._devnet import network
 from bench.storage import CpuMeter, emit
 from bench.wasm import TRIVIAL, fuel_slowdown, local_trivial, percentile
-from nuclux.chain import ChainConnection, Deployment, DeployParams, Ledger
-from nuclux.chain.devnet import dev_account, devnet_down, devnet_up
+from nuclux.chain import ChainConnection, Deployment, Ledger
+from nuclux.chain.devnet import dev_account
 from nuclux.core.job import JobLimits
 from nuclux.keys.derive import from_private_key
-from nuclux.node.localnet import LocalNode, start_nodes, stop_nodes
+from nuclux.node.localnet import LocalNode
 from nuclux.sdk import ComputeClient, ComputeSettings
 
 EXAMPLES = Path(__file__).parents[1] / "examples" / "jobs"
@@ -166,16 +167,9 @@ async def measure(
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, float]:
     state = work / "devnet"
-    info = await devnet_up(state, params=DeployParams(epoch_length=EPOCH), funded=2)
-    try:
-        nodes: list[LocalNode] = []
-        try:
-            nodes = await start_nodes(state, NODES, storage_bytes=1 << 30, compute_units=SLOTS)
-            return await measure(args, info.rpc_url, state / "deployment.json", nodes)
-        finally:
-            await asyncio.wait_for(stop_nodes(state), 90)
-    finally:
-        await asyncio.wait_for(devnet_down(state), 60)
+    nodes_options = {"storage_bytes": 1 << 30, "compute_units": SLOTS}
+    async with network(state, NODES, epoch=EPOCH, **nodes_options) as (rpc_url, nodes):
+        return await measure(args, rpc_url, state / "deployment.json", nodes)
 
 
 def main() -> None:

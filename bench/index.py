@@ -35,13 +35,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench._devnet import network
 from bench.storage import DAYS, EPOCH, NODES, K, N, consumer, emit
-from nuclux.chain import DeployParams
-from nuclux.chain.devnet import dev_account, devnet_down, devnet_up
+from nuclux.chain.devnet import dev_account
 from nuclux.core.file_index import IndexEntry
 from nuclux.core.types import LeaseId
 from nuclux.net.client import NodeClient
-from nuclux.node.localnet import start_nodes, stop_nodes
 
 SMALL = 4096
 
@@ -111,15 +110,8 @@ async def measure(args: argparse.Namespace, state: Path, files: Path, rpc_url: s
 async def run(args: argparse.Namespace, work: Path) -> None:
     state, files = work / "devnet", work / "files"
     files.mkdir()
-    info = await devnet_up(state, params=DeployParams(epoch_length=EPOCH), funded=2)
-    try:
-        try:
-            await start_nodes(state, NODES)
-            await measure(args, state, files, info.rpc_url)
-        finally:
-            await asyncio.wait_for(stop_nodes(state), 90)
-    finally:
-        await asyncio.wait_for(devnet_down(state), 60)
+    async with network(state, NODES, epoch=EPOCH) as (rpc_url, _):
+        await measure(args, state, files, rpc_url)
 
 
 def main() -> None:

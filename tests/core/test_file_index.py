@@ -36,6 +36,7 @@ from nuclux.core.reference import Reference
 from nuclux.core.types import LeaseId
 from nuclux.errors import IntegrityError, UsageError
 from nuclux.keys.derive import from_mnemonic
+from tests.core.index_kit import entries_from_json
 
 VECTOR: dict[str, Any] = json.loads(
     (Path(__file__).parent / "vectors" / "file_index.json").read_text(encoding="utf-8")
@@ -48,18 +49,7 @@ PHRASE = "abandon " * 11 + "about"
 
 
 def entries_from_vector() -> tuple[IndexEntry, ...]:
-    return tuple(
-        IndexEntry(
-            bytes.fromhex(e["file_id"]),
-            e["name"],
-            e["size"],
-            e["created_at"],
-            e["manifest_version"],
-            tuple(LeaseId(int(x)) for x in e["locators"]),
-            e["healthy_shares"],
-        )
-        for e in VECTOR["entries"]
-    )
+    return entries_from_json(VECTOR["entries"])
 
 
 def entry(i: int, **changes: Any) -> IndexEntry:

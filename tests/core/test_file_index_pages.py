@@ -42,6 +42,7 @@ from nuclux.core.reference import index_object_id
 from nuclux.core.types import Address, LeaseId
 from nuclux.errors import IntegrityError, UsageError
 from nuclux.keys.derive import from_mnemonic
+from tests.core.index_kit import entries_from_json
 
 VECTOR: dict[str, Any] = json.loads(
     (Path(__file__).parent / "vectors" / "file_index_pages.json").read_text(encoding="utf-8")
@@ -65,18 +66,7 @@ def largest(i: int) -> IndexEntry:
 
 
 def vector_entries(page: dict[str, Any]) -> tuple[IndexEntry, ...]:
-    return tuple(
-        IndexEntry(
-            bytes.fromhex(e["file_id"]),
-            e["name"],
-            e["size"],
-            e["created_at"],
-            e["manifest_version"],
-            tuple(LeaseId(int(x)) for x in e["locators"]),
-            e["healthy_shares"],
-        )
-        for e in page["entries"]
-    )
+    return entries_from_json(page["entries"])
 
 
 def generated(i: int) -> IndexEntry:

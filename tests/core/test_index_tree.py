@@ -42,6 +42,7 @@ from nuclux.core.index_tree import (
 )
 from nuclux.core.types import LeaseId
 from nuclux.errors import IntegrityError, UsageError
+from tests.core.index_kit import entries_from_json
 
 VECTOR: dict[str, Any] = json.loads(
     (Path(__file__).parent / "vectors" / "file_index_v2.json").read_text(encoding="utf-8")
@@ -52,18 +53,7 @@ OTHER = "0x" + "22" * 20
 
 
 def entries_of(page: dict[str, Any]) -> tuple[IndexEntry, ...]:
-    return tuple(
-        IndexEntry(
-            bytes.fromhex(e["file_id"]),
-            e["name"],
-            e["size"],
-            e["created_at"],
-            e["manifest_version"],
-            tuple(LeaseId(int(x)) for x in e["locators"]),
-            e["healthy_shares"],
-        )
-        for e in page["entries"]
-    )
+    return entries_from_json(page["entries"])
 
 
 def entry(i: int, name: str = "file {i}", **changes: Any) -> IndexEntry:
