@@ -11,6 +11,7 @@ copy older than a version already seen (from the index, or a grant) is a rollbac
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -115,11 +116,15 @@ class StorageContext:
     async def entry(self, reference: Reference) -> IndexEntry | None:
         return (await self.index.current()).get(reference.file_id)
 
-    async def owner_manifest(self, reference: Reference) -> tuple[Manifest, list[int]]:
+    async def owner_manifest(
+        self, reference: Reference, *, narrow: bool = False
+    ) -> tuple[Manifest, list[int]]:
         """Our own file's newest manifest, asked of every live lease of the account at once,
         the index's locators first: a lease without a copy answers 404 at once, and a hung
         provider holding one costs no more than the grace after the first good copy. The
-        index, when it can be read, gives the lowest version to accept."""
+        index, when it can be read, gives the lowest version to accept. ``narrow`` (a listing
+        of many files): ask only the index's locators, and every lease only if none of them
+        serves a copy."""
         await self.behind.wait_for(reference.file_id)  # stored by this client a moment ago?
         try:
             entry = await self.entry(reference)
@@ -127,6 +132,9 @@ class StorageContext:
             entry = None
         floor = 1 if entry is None else entry.manifest_version
         ids: list[int] = list(entry.locators) if entry is not None else []
+        if narrow and ids:
+            with contextlib.suppress(ObjectNotFound, ManifestUnavailable, IntegrityError):
+                return await self.fetch_manifest(reference, [Location(i) for i in ids], floor)
         ids += [x.id for x in await self.leases.mine() if x.id not in ids]
         return await self.fetch_manifest(reference, [Location(i) for i in ids], floor)
 

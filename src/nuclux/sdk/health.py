@@ -15,6 +15,7 @@ import asyncio
 from dataclasses import dataclass, replace
 
 from nuclux.core.file_index import IndexEntry
+from nuclux.core.lease import Lease
 from nuclux.core.reference import Reference
 from nuclux.errors import NucluxError
 from nuclux.sdk import reading
@@ -46,10 +47,12 @@ async def list_files(ctx: StorageContext, *, check: bool) -> list[FileEntry]:
     if not check:
         return entries
     gate = asyncio.Semaphore(8)
+    ends = LeaseEnds(ctx)
+    now = await ctx.chain_now()  # one reading of the chain's clock for the whole listing
 
     async def one(entry: FileEntry) -> FileEntry:
         async with gate:
-            return await _check(ctx, entry)
+            return await _check(ctx, entry, ends, now)
 
     checked = await asyncio.gather(*(one(e) for e in entries))
     for before, after in zip(index.entries, checked, strict=True):
@@ -62,9 +65,9 @@ def _entry(ref: Reference, e: IndexEntry) -> FileEntry:
     return FileEntry(ref, e.name, e.size, e.created_at, e.manifest_version, e.healthy_shares)
 
 
-async def _check(ctx: StorageContext, entry: FileEntry) -> FileEntry:
+async def _check(ctx: StorageContext, entry: FileEntry, ends: LeaseEnds, now: int) -> FileEntry:
     try:
-        opened = await reading.open_file(ctx, entry.reference)
+        opened = await reading.open_file(ctx, entry.reference, narrow=True)
     except NucluxError:
         why = "its manifest cannot be read"
         return replace(entry, healthy=0, status="unreachable", at_risk=True, risk=why)
@@ -96,8 +99,7 @@ async def _check(ctx: StorageContext, entry: FileEntry) -> FileEntry:
     leases = set(opened.manifest_leases)
     if layout is not None:
         leases |= {s.lease_id for s in layout.shares}
-    expires = await _expiry(ctx, leases)
-    now = await ctx.chain_now()
+    expires = await ends.first(leases)
     what = "copies" if layout is None else "shares"
     reasons = [] if status == "healthy" else [f"only {healthy} of {total} {what} answer"]
     if expires is not None and expires <= now + int(ctx.settings.risk_days * 86_400):
@@ -115,14 +117,22 @@ async def _check(ctx: StorageContext, entry: FileEntry) -> FileEntry:
     )
 
 
-async def _expiry(ctx: StorageContext, lease_ids: set[int]) -> int | None:
-    """When the first of these leases ends (chain time), as the chain says now."""
-    leases = await asyncio.gather(
-        *(ctx.peers.lease(lid, fresh=True) for lid in lease_ids), return_exceptions=True
-    )
-    ends = [x.end_epoch for x in leases if not isinstance(x, BaseException)]
-    length = ctx.ledger.deployment.params.epoch_length
-    return min(ends) * length if ends else None
+class LeaseEnds:
+    """When leases end, read from the chain once per lease for a whole listing (the files of
+    an account share a handful of leases)."""
+
+    def __init__(self, ctx: StorageContext) -> None:
+        self._ctx = ctx
+        self._reads: dict[int, asyncio.Task[Lease]] = {}
+
+    async def first(self, lease_ids: set[int]) -> int | None:
+        """When the first of these leases ends (chain time); those unreadable are left out."""
+        for lid in lease_ids - self._reads.keys():
+            self._reads[lid] = asyncio.ensure_future(self._ctx.peers.lease(lid, fresh=True))
+        got = await asyncio.gather(*(self._reads[lid] for lid in lease_ids), return_exceptions=True)
+        ends = [x.end_epoch for x in got if not isinstance(x, BaseException)]
+        length = self._ctx.ledger.deployment.params.epoch_length
+        return min(ends) * length if ends else None
 
 
 def _span(seconds: int) -> str:

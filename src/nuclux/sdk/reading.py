@@ -70,12 +70,13 @@ def parse_target(target: Target) -> Reference | Grant:
     raise UsageError(f"{text[:20]!r} is neither a reference (nux:...) nor a grant (nuxgrant1...)")
 
 
-async def open_file(ctx: StorageContext, target: Target) -> OpenedFile:
+async def open_file(ctx: StorageContext, target: Target, *, narrow: bool = False) -> OpenedFile:
+    """``narrow``: one of many files listed (``StorageContext.owner_manifest``)."""
     what = parse_target(target)
     if isinstance(what, Grant):
         return await _open_grant(ctx, what)
     ctx.own(what)
-    manifest, leases = await ctx.owner_manifest(what)
+    manifest, leases = await ctx.owner_manifest(what, narrow=narrow)
     file_key = manifest_file_key(manifest, ctx.keys.x25519_private)
     body = open_manifest(manifest, file_key)
     return OpenedFile(what, manifest, body, file_key, tuple(leases))
