@@ -261,6 +261,7 @@ def test_run_exit_codes(
     [
         (RuntimeError("boom"), 70, "internal error: RuntimeError: boom"),
         (KeyboardInterrupt(), 130, ""),
+        (BrokenPipeError(32, "Broken pipe"), 141, ""),  # `nuclux ... | head` stopped reading
     ],
 )
 def test_run_unexpected_exceptions(
@@ -279,3 +280,5 @@ def test_run_unexpected_exceptions(
     err = capsys.readouterr().err
     assert fragment in err
     assert "Traceback" not in err
+    if code != 70:
+        assert "internal error" not in err

@@ -79,6 +79,10 @@ def test_put_ls_get_share_audit_rm(net: Net, tmp_path: Path) -> None:
     assert small_ref.startswith("nux:")
 
     listed = {e["reference"]: e for e in net.json(1, "ls")}
+    assert [e["name"] for e in net.json(1, "ls", "big.*", "--no-check")] == ["big.bin"]
+    res = net.run(1, "ls", "*.mp4", "--no-check")
+    assert res.exit_code == 0, res.output
+    assert "no files match *.mp4" in res.output
     assert listed[ref]["name"] == "big.bin"
     assert listed[ref]["status"] == "healthy"
     assert (listed[ref]["healthy"], listed[ref]["total"], listed[ref]["needed"]) == (4, 4, 2)

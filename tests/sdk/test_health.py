@@ -1,5 +1,6 @@
 """``ls`` with health checks on many files: each lease's end read once for the listing, each
-manifest asked of the leases the index names (every lease only when none of those has it)."""
+manifest asked of the leases the index names (every lease only when none of those has it),
+and a name pattern choosing which files."""
 
 from __future__ import annotations
 
@@ -47,6 +48,11 @@ async def test_ls_check_reads_each_lease_once_and_asks_the_index_locators(
         leases = len(await client.ctx.leases.mine())
         lease_reads.clear()  # the index's read above met every lease already
         listed = await client.ls(check=True)
+        reads, gets = dict(lease_reads), dict(manifest_gets)
+        some = await client.ls(check=True, match="f1*")  # a shell pattern on stored names
+        assert sorted(e.name for e in some) == ["f1", "f10", "f11"]
+        assert all(e.status == "healthy" for e in some)
+        assert await client.ls(match="nothing-*") == []
         # the 12 files' manifests lived on 3 of the account's leases: one of those left now
         gone = refs[1]
         entry = index.get(gone.file_id)
@@ -62,10 +68,10 @@ async def test_ls_check_reads_each_lease_once_and_asks_the_index_locators(
     assert {e.reference for e in listed} == set(refs)
     assert all(e.status == "healthy" for e in listed)
     for ref in refs:  # the index's locators, not every lease of the account
-        assert manifest_gets[manifest_object_id(ref.file_id)] == locators[ref.file_id]
+        assert gets[manifest_object_id(ref.file_id)] == locators[ref.file_id]
     assert max(locators.values()) < leases
-    assert lease_reads  # lease ends from the chain, once per lease for the whole listing
-    assert max(lease_reads.values()) == 1
+    assert reads  # lease ends from the chain, once per lease for the whole listing
+    assert max(reads.values()) == 1
     manifest_gets.clear()
     async with net.client(acct) as client:
         again = {e.reference: e for e in await client.ls(check=True)}

@@ -11,6 +11,7 @@ command of the tree (so ``CliRunner`` tests see exactly what a user sees):
 
 * ``NucluxError``       -> ``error: <message>`` on stderr, exit ``err.exit_code`` (1-6)
 * ``KeyboardInterrupt`` -> exit 130
+* ``BrokenPipeError``   -> exit 141, silently (the reader of the output went away)
 * anything else         -> ``internal error: ...``, exit 70
 * with ``--debug`` a traceback is printed first.
 
@@ -21,6 +22,7 @@ errors that can happen outside a command (while parsing options) the same way.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from pathlib import Path
@@ -43,6 +45,7 @@ from nuclux.cli.lease_cmd import lease_app
 from nuclux.cli.market_cmd import market_app
 from nuclux.cli.node_cmd import node_app
 from nuclux.cli.output import (
+    BROKEN_PIPE_EXIT,
     INTERRUPTED_EXIT,
     Ctx,
     report_error,
@@ -70,8 +73,21 @@ class NucluxGroup(TyperGroup):
         except KeyboardInterrupt as err:
             stderr_console().print("interrupted", style="bold red")
             raise typer.Exit(INTERRUPTED_EXIT) from err
+        except BrokenPipeError as err:  # whoever read our output stopped (`| head`): quietly
+            _drop_stdout()
+            raise typer.Exit(BROKEN_PIPE_EXIT) from err
         except Exception as err:
             raise typer.Exit(report_internal(err, debug=_debug(ctx))) from err
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, io.UnsupportedOperation):  # not a real descriptor (tests)
+        pass
 
 
 def _debug(ctx: _click.Context) -> bool:

@@ -42,6 +42,7 @@ from nuclux.errors import NucluxError, UsageError
 
 INTERNAL_ERROR_EXIT = 70
 INTERRUPTED_EXIT = 130
+BROKEN_PIPE_EXIT = 141  # 128 + SIGPIPE, as a shell reports a command its pipe closed on
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 """The ``--json`` option every command that shows state takes."""

@@ -234,6 +234,14 @@ def _entry_json(e: FileEntry) -> dict[str, Any]:
 
 def ls_cmd(
     ctx: typer.Context,
+    pattern: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="PATTERN",
+            help="Only files whose name matches this shell pattern (*, ?, [...]; quote it).",
+            show_default=False,
+        ),
+    ] = None,
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="Probe every provider for health.")
     ] = True,
@@ -246,11 +254,11 @@ def ls_cmd(
     c = command_ctx(ctx, json=json)
     keys = _keys(c, account, private_key_env)
 
-    entries = _using(c, keys, deployment, lambda client: client.ls(check=check))
+    entries = _using(c, keys, deployment, lambda client: client.ls(check=check, match=pattern))
 
     def render() -> None:
         if not entries:
-            stdout_console().print("no files")
+            stdout_console().print("no files" if pattern is None else f"no files match {pattern}")
             return
         records_table(
             "Files",

@@ -162,9 +162,10 @@ class StorageClient:
         or a directory to put it in under its stored name)."""
         return await reading.download(self.ctx, ref_or_grant, out_path, progress)
 
-    async def ls(self, *, check: bool = False) -> list[FileEntry]:
-        """The account's files; with ``check``, each file's shares are probed for health."""
-        return await health.list_files(self.ctx, check=check)
+    async def ls(self, *, check: bool = False, match: str | None = None) -> list[FileEntry]:
+        """The account's files (with ``match``, those whose name matches that shell-style
+        pattern: ``*``, ``?``, ``[...]``); with ``check``, each file's shares are probed."""
+        return await health.list_files(self.ctx, check=check, match=match)
 
     async def renew(
         self, *, days: float | None = None, max_spend: int | None = None, dry_run: bool = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 
 from nuclux.core.file_index import IndexEntry
 from nuclux.core.lease import Lease
@@ -41,9 +42,14 @@ class FileEntry:
     risk: str | None = None  # why it is at risk, e.g. "lease 12 ends in 2.1 days"
 
 
-async def list_files(ctx: StorageContext, *, check: bool) -> list[FileEntry]:
+async def list_files(
+    ctx: StorageContext, *, check: bool, match: str | None = None
+) -> list[FileEntry]:
+    """The files of the index (those whose stored name matches the shell-style pattern
+    ``match``, if given), each checked with ``check``."""
     index = await ctx.index.current()
-    entries = [_entry(index.reference(e), e) for e in index.entries]
+    chosen = [e for e in index.entries if match is None or fnmatchcase(e.name, match)]
+    entries = [_entry(index.reference(e), e) for e in chosen]
     if not check:
         return entries
     gate = asyncio.Semaphore(8)
@@ -55,7 +61,7 @@ async def list_files(ctx: StorageContext, *, check: bool) -> list[FileEntry]:
             return await _check(ctx, entry, ends, now)
 
     checked = await asyncio.gather(*(one(e) for e in entries))
-    for before, after in zip(index.entries, checked, strict=True):
+    for before, after in zip(chosen, checked, strict=True):
         if after.healthy is not None and after.healthy != before.healthy_shares:
             ctx.index.put(replace(before, healthy_shares=min(after.healthy, 64)))
     return list(checked)
