@@ -16,8 +16,8 @@ from nuclux.sdk import StorageSettings
 
 
 def account_record_path(c: Ctx, ledger: Ledger, kind: str) -> Path:
-    """The account's record of ``kind`` (``renewals``, ``leftovers``) on this deployment, in
-    the data directory."""
+    """The account's record of ``kind`` (``renewals``, ``leftovers``; ``index-pages`` without
+    its suffix is a directory) on this deployment, in the data directory."""
     dep = ledger.deployment
     manager = dep.address("LeaseManager").lower()
     return c.config.data_dir / kind / f"{dep.chain_id}-{manager}-{ledger.address.lower()}.json"
@@ -30,5 +30,6 @@ def storage_settings(c: Ctx, ledger: Ledger, *, market: bool = True) -> StorageS
         renew_budget=c.config.renew_budget,
         renew_record=str(account_record_path(c, ledger, "renewals")),
         leftovers_record=str(account_record_path(c, ledger, "leftovers")),
+        index_cache=str(account_record_path(c, ledger, "index-pages").with_suffix("")),
         use_market=market and c.config.market,
     )

@@ -62,6 +62,7 @@ from nuclux.core.index_tree import (
 from nuclux.core.index_tree import join as join_head
 from nuclux.core.reference import index_object_id, index_page_object_id
 from nuclux.errors import IntegrityError, NucluxError, ObjectNotFound, UsageError
+from nuclux.sdk.index_cache import PageCache
 from nuclux.sdk.index_copies import Copy, CopyReader, NotOpened, order
 from nuclux.sdk.leases import LeaseBook
 from nuclux.sdk.peers import Peers, gather_answers
@@ -107,7 +108,8 @@ class IndexStore:
     ) -> None:
         self.owner = empty_index(owner).owner
         self._key = index_key(x25519_private, owner)
-        self.copies = CopyReader(owner, x25519_private, self._key, peers)
+        cache = PageCache(settings.index_cache) if settings.index_cache else None
+        self.copies = CopyReader(owner, x25519_private, self._key, peers, cache)
         self.leases, self.peers, self.settings, self._clock = leases, peers, settings, clock
         self._view: FileIndex | None = None  # the newest copy read, with _ops[:_seen] applied
         self._seen = 0
@@ -290,6 +292,8 @@ class IndexStore:
                 continue
             ref, sealed = seal_page(self.owner, page, key=self._key, nonce=os.urandom(12))
             self.copies.pages[ref.name] = page
+            if self.copies.cache is not None:
+                self.copies.cache.put(ref.name, sealed)
             refs.append(ref)
             items.append((index_page_object_id(ref.name), sealed))
         return refs, items

@@ -10,11 +10,12 @@ then the larger tie-break digest (a format 1 copy's is the sha256 of its entries
 once its pages are joined, so format 1 copies of one counter are joined together and ranked
 by ``newest``).
 
-A format 2 copy's pages are fetched by name from its homes (the head's home first, the others
-if it fails), at most ``PAGE_FETCHES`` at once, each checked against the head
-(``open_page``). Pages already opened are kept by name, so a reader that writes and reads
-again fetches only the pages it does not hold. A page that no home serves makes the copy
-torn (``Torn``): the next copy in the order decides.
+A format 2 copy's pages are fetched by name from its homes (the head's home first, the
+others if it fails; a device keeps the sealed pages it saw, ``index_cache``), at most
+``PAGE_FETCHES`` at once, each checked against the head (``open_page``). Pages already opened
+are kept by name, so a reader that writes and reads again fetches only the pages it does not
+hold. A page that no home serves makes the copy torn (``Torn``): the next copy in the order
+decides.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from nuclux.core.index_entries import IndexEntry
 from nuclux.core.index_tree import IndexHead, PageRef, open_head, open_page, page_name
 from nuclux.core.reference import index_object_id, index_page_object_id
 from nuclux.errors import IntegrityError, NucluxError, ObjectNotFound, UsageError
+from nuclux.sdk.index_cache import PageCache
 from nuclux.sdk.peers import Peers
 
 PAGE_FETCHES = 16
@@ -91,8 +93,16 @@ def order(copies: Iterable[Copy]) -> list[Copy]:
 class CopyReader:
     """Opens what the account's leases hold at ``i/0`` and fetches pages of copies."""
 
-    def __init__(self, owner: str, x25519_private: bytes, key: bytes, peers: Peers) -> None:
+    def __init__(
+        self,
+        owner: str,
+        x25519_private: bytes,
+        key: bytes,
+        peers: Peers,
+        cache: PageCache | None = None,
+    ) -> None:
         self.owner, self._x, self._key, self.peers = owner, x25519_private, key, peers
+        self.cache = cache  # sealed pages kept on this device (index_cache)
         self.pages: dict[bytes, tuple[IndexEntry, ...]] = {}  # opened pages by name
         self._heads: dict[bytes, IndexHead | str] = {}  # identical bytes are opened once
         self._v1: dict[bytes, IndexPage | str] = {}
@@ -147,7 +157,10 @@ class CopyReader:
         return once(joined, key, lambda: join_pages(pages), "its pages do not join: ")
 
     async def raw(self, homes: Sequence[int], ref: PageRef, timeout: float) -> bytes:
-        """Page ``ref``'s sealed bytes from the first of ``homes`` serving it whole."""
+        """Page ``ref``'s sealed bytes: kept on this device, else from the first of
+        ``homes`` serving it whole (and then kept)."""
+        if self.cache is not None and (kept := self.cache.get(ref.name)) is not None:
+            return kept
         why: list[str] = []
         for lease_id in homes:
             try:
@@ -156,6 +169,8 @@ class CopyReader:
                     client.get(lease_id, index_page_object_id(ref.name)), timeout
                 )
                 if page_name(data) == ref.name:
+                    if self.cache is not None:
+                        self.cache.put(ref.name, data)
                     return data
                 why.append(f"lease {lease_id}: a page whose bytes do not match its name")
             except (NucluxError, OSError, TimeoutError) as exc:

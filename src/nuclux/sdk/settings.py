@@ -69,6 +69,8 @@ class StorageSettings:
     renew_record: str | None = None  # file counting what renewals spent (None: this client)
     # removals a provider did not answer, done by a later repair (None: this client's life)
     leftovers_record: str | None = None
+    # a directory keeping the file index's pages this device has seen (None: memory only)
+    index_cache: str | None = None
     # new leases and replacements through auctions (nuclux.sdk.market); False: open leases
     # directly at providers' posted prices
     use_market: bool = True
