@@ -12,7 +12,8 @@ flushed.
 * ``index_files``: the entries in the index.
 * ``index_first_write_s``: that flush (every page new, on up to five leases).
 * ``index_ls_s``: a fresh client's full read of the index (``nuclux ls`` without checks),
-  start-up excluded.
+  start-up excluded. ``index_ls_cached_s``: the same on a device that keeps the pages it saw
+  (``StorageSettings.index_cache``, as the CLI does), read once before.
 * ``put_small_file_s``: a fresh client's put of one 4 KiB file and the flush after it (what
   ``nuclux put`` costs after start-up), the median of ``--puts``.
 * ``put_index_bytes``: the bytes of file-index objects that put sent to the providers (all
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import os
 import statistics
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._devnet import network
-from bench.storage import DAYS, EPOCH, NODES, K, N, consumer, emit
+from bench.storage import DAYS, EPOCH, NODES, K, N, bench_settings, consumer, emit
 from nuclux.chain.devnet import dev_account
 from nuclux.core.file_index import IndexEntry
 from nuclux.core.types import LeaseId
@@ -91,6 +93,13 @@ async def measure(args: argparse.Namespace, state: Path, files: Path, rpc_url: s
         listed = await client.ctx.index.current()
         emit("index_ls_s", time.perf_counter() - start)
         emit("index_files", len(listed.entries))
+    cached = dataclasses.replace(bench_settings(), index_cache=str(files / "index-pages"))
+    for step in ("fill", "timed"):  # as the CLI lists: the pages it saw kept on the device
+        async with consumer(rpc_url, dep, key, cached) as client:
+            start = time.perf_counter()
+            await client.ctx.index.current()
+            if step == "timed":
+                emit("index_ls_cached_s", time.perf_counter() - start)
     meter = IndexBytes()
     seconds, sent = [], []
     for i in range(args.puts):
