@@ -4,6 +4,7 @@ written by an earlier release moved over, and retired pages deleted an hour late
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
-from nuclux.core.file_index import FileIndex, IndexEntry, seal_pages
+from nuclux.core.file_index import Change, FileIndex, IndexEntry, seal_pages
 from nuclux.core.index_tree import (
     RETIRE_AFTER,
     IndexHead,
@@ -206,3 +207,36 @@ async def test_retired_pages_are_deleted_an_hour_later(net: Network, tmp_path: P
         assert len([i for i in ids if i.startswith(b"i/p/")]) == 2
     assert {len(h.retired) for h in last.values()} == {1}
     assert len(index.entries) == 4
+
+
+async def test_two_devices_writing_at_once_leave_one_whole_index(
+    net: Network, tmp_path: Path
+) -> None:
+    """Both read the same copy and write at once: every device then reads the same one of the
+    two writes, whole (the other device's change is to be made again, as in format 1)."""
+    laptop, lease = await started(net, "index-race", tmp_path)
+    acct = laptop_account(net, laptop)
+    try:
+        for i in range(2000):
+            laptop.ctx.index.put(entry(i, lease))
+        await laptop.flush()
+        base = await laptop.ctx.index.current()
+    finally:
+        await laptop.close()
+    a, b = net.client(acct), net.client(acct)
+    try:
+        a.ctx.index.put(entry(5000, lease, "from-a.txt"))
+        a.ctx.index.remove(entry(3, lease).file_id)
+        b.ctx.index.put(entry(6000, lease, "from-b.txt"))
+        b.ctx.index.put(entry(7, lease, "renamed-by-b.txt"))
+        await asyncio.gather(a.ctx.index.flush(), b.ctx.index.flush())
+    finally:
+        await asyncio.gather(a.close(), b.close())
+    ops_a: list[Change] = [entry(5000, lease, "from-a.txt"), entry(3, lease).file_id]
+    ops_b: list[Change] = [entry(6000, lease, "from-b.txt"), entry(7, lease, "renamed-by-b.txt")]
+    whole = [base.apply(ops_a), base.apply(ops_b)]  # either write, whole
+    whole += [base.apply(ops_a + ops_b), base.apply(ops_b + ops_a)]  # or one after the other
+    seen = [await read_fresh(net, acct) for _ in range(3)]
+    assert seen[0] in whole
+    assert seen[1] == seen[0]
+    assert seen[2] == seen[0]
