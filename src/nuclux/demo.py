@@ -34,8 +34,8 @@ from nuclux.demo_compute import compute_section
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.net.client import NodeClient
 from nuclux.net.tls import NodeIdentity
-from nuclux.node.config import NodeConfig
-from nuclux.node.daemon import NodeRuntime, identity_paths
+from nuclux.node.config import NodeConfig, identity_paths
+from nuclux.node.daemon import NodeRuntime
 
 EPOCH = 60
 PRICE = {

@@ -9,8 +9,7 @@ from pathlib import Path
 from nuclux.core.types import ONE_NUX
 from nuclux.core.units import GIB
 from nuclux.net.tls import NodeIdentity
-from nuclux.node.config import NodeConfig, save_config
-from nuclux.node.daemon import identity_paths
+from nuclux.node.config import NodeConfig, identity_paths, save_config
 from tests.chain.world import PRICES, World
 
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import typer
 
 from nuclux.cli.output import JsonFlag, command_ctx, emit, stdout_console, table
 from nuclux.core.types import format_nux
-from nuclux.demo import DemoSummary, run_demo
+
+if TYPE_CHECKING:  # the demo (and the node it runs) is imported when it runs, not at start-up
+    from nuclux.demo import DemoSummary
 
 
 def demo_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
     """Run the demo: deploy, register providers, lease, claim, extend, settle."""
+    from nuclux.demo import run_demo
+
     c = command_ctx(ctx, json=json)
     console = stdout_console()
     say = (lambda _m: None) if json else (lambda m: console.print(f"[green]•[/green] {m}"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,7 +23,9 @@ from nuclux.cli.session import devnet_dir
 from nuclux.core.types import ONE_NUX, format_nux, parse_nux
 from nuclux.core.units import parse_size
 from nuclux.errors import UsageError
-from nuclux.node.localnet import LocalNode, NodeState, nodes_status, start_nodes, stop_nodes
+
+if TYPE_CHECKING:  # the local nodes' module (and the node daemon) is imported when used
+    from nuclux.node.localnet import LocalNode, NodeState
 
 devnet_app = typer.Typer(
     help="Run a local multi-process chain (anvil on 127.0.0.1).", no_args_is_help=True
@@ -115,6 +117,8 @@ def up_cmd(
     if auction_blocks:  # commits are closed before the first reveal's block exists
         params = dataclasses.replace(params, auction_seed_delay=0)
 
+    from nuclux.node.localnet import NodeState, start_nodes
+
     async def go() -> tuple[DevnetInfo, list[LocalNode]]:
         info = await devnet_up(
             devnet_dir(c),
@@ -186,6 +190,8 @@ def _nodes_table(states: list[NodeState]) -> None:
 @devnet_app.command("status")
 def status_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
     """Show whether the devnet runs, its RPC URL, contracts and funded accounts."""
+    from nuclux.node.localnet import nodes_status
+
     c = command_ctx(ctx, json=json)
     st = asyncio.run(devnet_status(devnet_dir(c)))
     local = nodes_status(devnet_dir(c))
@@ -212,6 +218,8 @@ def status_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
 @devnet_app.command("down")
 def down_cmd(ctx: typer.Context, json: JsonFlag = False) -> None:
     """Stop the devnet's provider nodes, then its anvil (only those processes)."""
+    from nuclux.node.localnet import stop_nodes
+
     c = command_ctx(ctx, json=json)
 
     async def go() -> tuple[list[LocalNode], DevnetDown]:

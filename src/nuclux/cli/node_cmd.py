@@ -34,8 +34,14 @@ from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.keys.keystore import DEFAULT_KDF_N, Keystore
 from nuclux.net.tls import NodeIdentity, client_ssl_context
 from nuclux.node.bid_agent_state import read_summary
-from nuclux.node.config import AUTO, NodeConfig, load_config, parse_endpoint, save_config
-from nuclux.node.daemon import NodeRuntime, identity_paths, register
+from nuclux.node.config import (
+    AUTO,
+    NodeConfig,
+    identity_paths,
+    load_config,
+    parse_endpoint,
+    save_config,
+)
 from nuclux.node.posted_prices import read_choices
 
 node_app = typer.Typer(help="Run a provider node.", no_args_is_help=True)
@@ -171,6 +177,8 @@ def register_cmd(
     """Stake and register (or update) the node, signed by the owner (cold) key."""
     c = command_ctx(ctx, json=json)
     cfg = load_config(data_dir.resolve())
+    from nuclux.node.daemon import register  # the node itself: imported when used
+
     owner = signer(c, account, private_key_env)
     operator = _keystore(cfg.data_dir).info(cfg.operator_account).address
     if operator is None:
@@ -200,6 +208,8 @@ def run_cmd(
     poll: Annotated[float, typer.Option(help="Chain poll interval, seconds.")] = 1.0,
 ) -> None:
     """Serve until SIGTERM or SIGINT (the operator key's passphrase: NUCLUX_PASSPHRASE)."""
+    from nuclux.node.daemon import NodeRuntime  # the node itself: imported when it runs
+
     command_ctx(ctx)
     cfg = load_config(data_dir.resolve())
     operator = _operator(cfg)

@@ -284,3 +284,8 @@ def _price(offer: dict[str, Any], key: str) -> int | None:
 
 def _size(value: object) -> int:
     return value if isinstance(value, int) else parse_size(str(value))
+
+
+def identity_paths(cfg: NodeConfig) -> tuple[Path, Path]:
+    """Where the node's TLS certificate and key are kept."""
+    return cfg.tls_dir / "cert.pem", cfg.tls_dir / "key.pem"

@@ -25,7 +25,6 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aiohttp import web
 from eth_account.signers.local import LocalAccount
@@ -43,7 +42,7 @@ from nuclux.node.bid_agent import BidAgent
 from nuclux.node.bid_agent_policy import PricePolicy
 from nuclux.node.bid_agent_state import BidBook
 from nuclux.node.compute.service import ComputeService, start_compute
-from nuclux.node.config import NodeConfig
+from nuclux.node.config import NodeConfig, identity_paths
 from nuclux.node.follower import ChainView
 from nuclux.node.posted_prices import (
     PostedPrices,
@@ -60,10 +59,6 @@ from nuclux.node.store import ShardStore
 log = logging.getLogger("nuclux.node")
 
 SHUTDOWN_TIMEOUT = 30.0  # in-flight requests get this long to finish on SIGTERM
-
-
-def identity_paths(cfg: NodeConfig) -> tuple[Path, Path]:
-    return cfg.tls_dir / "cert.pem", cfg.tls_dir / "key.pem"
 
 
 def offer_for(

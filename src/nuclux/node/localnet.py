@@ -44,8 +44,8 @@ from nuclux.errors import ChainError, UsageError
 from nuclux.keys.derive import from_mnemonic, generate_mnemonic
 from nuclux.keys.keystore import Keystore
 from nuclux.net.tls import NodeIdentity
-from nuclux.node.config import NodeConfig, save_config
-from nuclux.node.daemon import identity_paths, register
+from nuclux.node.config import NodeConfig, identity_paths, save_config
+from nuclux.node.daemon import register
 
 NODES_FILE = "nodes.json"
 NODE_RUN = [sys.executable, "-m", "nuclux", "node", "run"]
