@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nuclux.cli.output import records_table
+from nuclux.cli.output import LARGE_LISTING, records_table
 
 REF = "nux:" + "a" * 65  # as long as a real reference
 COLUMNS = ["reference", "name", "size", "health"]
@@ -60,3 +60,26 @@ def test_wide_characters_count_as_the_terminal_shows_them(
     monkeypatch.setenv("COLUMNS", str(fits))
     records_table("Files", COLUMNS, wide)
     assert "name:" not in capsys.readouterr().out
+
+
+def test_a_large_listing_is_plain_text_in_the_same_layouts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = [(f"nux:{i:065d}", f"photos/{i}.jpg", "4.0 KiB", "healthy") for i in range(600)]
+    assert len(rows) > LARGE_LISTING
+    monkeypatch.setenv("COLUMNS", "200")
+    records_table("Files", COLUMNS, rows)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "Files"
+    assert lines[1].split() == COLUMNS
+    assert len(lines) == 2 + len(rows)
+    for line, (ref, name, size, health) in zip(lines[2:], rows, strict=True):
+        assert line.split() == [ref, name, *size.split(), health]  # whole, in order
+        assert line.index(name) == lines[1].index("name")  # aligned under its header
+    monkeypatch.setenv("COLUMNS", "60")
+    records_table("Files", COLUMNS, rows)
+    blocks = capsys.readouterr().out.split("\n\n")
+    assert len(blocks) == len(rows)
+    assert (
+        blocks[7] == f"{rows[7][0]}\n  name:   photos/7.jpg\n  size:   4.0 KiB\n  health: healthy"
+    )
