@@ -302,7 +302,9 @@ class NodeClient:
             headers = self._headers("POST", url, hashlib.sha256(body).digest())
             headers["Content-Type"] = BATCH_CONTENT_TYPE
             headers["Content-Length"] = str(len(body))
-            async with self._session.post(url, data=_chunks(body), headers=headers) as resp:
+            # a large body streams in views (as put's); a small one goes in the request's write
+            data = body if len(body) <= _WHOLE_BODY else _chunks(body)
+            async with self._session.post(url, data=data, headers=headers) as resp:
                 await self._raise_for(resp)
                 answer = await _json(resp)
         try:
@@ -561,6 +563,9 @@ class NodeClient:
                 await self._raise_for(resp)
                 out: dict[str, Any] = await _json(resp)
                 return out
+
+
+_WHOLE_BODY = 1 << 20  # bodies up to this are written whole (aiohttp's own bound for bytes)
 
 
 async def _parts(parts: Sequence[bytes]) -> AsyncIterator[bytes | memoryview]:
