@@ -195,3 +195,34 @@ def test_a_put_whose_index_cannot_be_updated_still_names_the_file(net: Net, tmp_
         asyncio.run(_swap_index_pages(rpc, deployment, net.keys[0], held))
     names = {e["name"] for e in net.json(0, "ls", "--no-check")}
     assert names == {"first.txt"}  # the index the failed put left alone
+
+
+def test_put_of_several_files_in_one_command(net: Net, tmp_path: Path) -> None:
+    files = []
+    for i in range(4):
+        f = tmp_path / f"photo{i}.jpg"
+        f.write_bytes(os.urandom(2000 + 70_000 * (i % 2)))  # packed and coded files
+        files.append(f)
+    # bad input first: nothing is stored
+    res = net.run(2, "put", str(files[0]), str(tmp_path / "missing.jpg"), "--days", "1")
+    assert res.exit_code == 2, res.output
+    assert "missing.jpg: no such file" in res.output
+    res = net.run(2, "put", str(files[0]), str(files[1]), "--name", "x", "--days", "1")
+    assert res.exit_code == 2, res.output
+    assert "--name names one file" in res.output
+    assert net.json(2, "ls", "photo*", "--no-check") == []
+
+    res = net.run(2, "put", *map(str, files[:2]), "--days", "1")
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == [str(f) for f in files[:2]]
+    refs = [line.split()[0] for line in lines]
+    assert all(r.startswith("nux:") for r in refs)
+    stored = net.json(2, "put", *map(str, files[2:]), "--days", "1")
+    assert [r["name"] for r in stored] == ["photo2.jpg", "photo3.jpg"]
+    refs += [r["reference"] for r in stored]
+    listed = {e["reference"]: e["name"] for e in net.json(2, "ls", "photo*", "--no-check")}
+    assert listed == {ref: f.name for ref, f in zip(refs, files, strict=True)}
+    got = net.run(2, "get", refs[3], "-o", str(tmp_path / "back.jpg"))
+    assert got.exit_code == 0, got.output
+    assert (tmp_path / "back.jpg").read_bytes() == files[3].read_bytes()

@@ -120,7 +120,9 @@ def _using(
 
 def put_cmd(
     ctx: typer.Context,
-    file: Annotated[Path, typer.Argument(help="The file to store.")],
+    files: Annotated[
+        list[Path], typer.Argument(help="The file(s) to store, each under its own reference.")
+    ],
     k: Annotated[int | None, typer.Option("--k", help="Shares needed to read it.", min=1)] = None,
     n: Annotated[int | None, typer.Option("--n", help="Shares stored (providers).", min=2)] = None,
     days: Annotated[float | None, typer.Option(help="Storage term in days (default 30).")] = None,
@@ -131,45 +133,78 @@ def put_cmd(
             " (default: twice the market's reference price, else the highest posted price)."
         ),
     ] = None,
-    name: Annotated[str | None, typer.Option(help="Name to store (default: the file's).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name to store (default: the file's; one file only).")
+    ] = None,
     no_market: NoMarketOpt = False,
     account: AccountOpt = None,
     private_key_env: KeyEnvOpt = None,
     deployment: DeploymentOpt = None,
     json: JsonFlag = False,
 ) -> None:
-    """Store a file (encrypted, erasure-coded across providers); prints its reference."""
+    """Store files (encrypted, erasure-coded across providers); prints each one's reference.
+
+    Several files in one command share its start-up and one update of the file index."""
     c = command_ctx(ctx, json=json)
     cap = None if max_price is None else nux_arg(max_price, "--max-price")
-    if not file.is_file():
-        raise UsageError(f"{file}: no such file" if not file.exists() else f"{file}: not a file")
+    for file in files:  # all checked before anything is stored
+        if not file.is_file():
+            raise UsageError(
+                f"{file}: no such file" if not file.exists() else f"{file}: not a file"
+            )
+    if name is not None and len(files) > 1:
+        raise UsageError("--name names one file; give one file, or leave --name out")
     keys = _keys(c, account, private_key_env)
+    several = len(files) > 1
+    out = stdout_console()
+    stored: list[dict[str, Any]] = []
 
-    async def go() -> dict[str, Any]:
+    async def go() -> None:
         async with storage_client(c, keys, deployment, market=not no_market) as client:
-            with progress_bar(c, f"put {file.name}") as progress:
-                ref = await client.put(
-                    file, k=k, n=n, days=days, max_price=cap, name=name, progress=progress
-                )
             try:
-                await client.flush()  # the file index: a failure here must not hide the file
-            except NucluxError:
-                stderr_console().print(
-                    f"stored as {ref}, but the account's file index was not updated (below):"
-                    f" `nuclux get {ref}` reads the file; `nuclux ls` will not show it",
-                    markup=False,
-                    soft_wrap=True,
-                )
-                raise
-            return {
-                "reference": str(ref),
-                "name": file.name if name is None else name,
-                "size": file.stat().st_size,
-                "transactions": client.transactions,
-            }
+                for file in files:
+                    with progress_bar(c, f"put {file.name}") as progress:
+                        ref = await client.put(
+                            file, k=k, n=n, days=days, max_price=cap, name=name, progress=progress
+                        )
+                    stored.append(
+                        {
+                            "reference": str(ref),
+                            "name": file.name if name is None else name,
+                            "size": file.stat().st_size,
+                        }
+                    )
+                    if several and not c.json:  # each as it is stored: a failure keeps these
+                        out.print(f"{ref}  {file}", soft_wrap=True, markup=False)
+            finally:
+                await _flush_index(client, stored)
+            for record in stored:
+                record["transactions"] = client.transactions
 
-    data = _run(go())
-    emit(c, data, lambda: stdout_console().print(data["reference"], soft_wrap=True))
+    _run(go())
+    if several:
+        emit(c, stored, lambda: None)
+    else:
+        data = stored[0]
+        emit(c, data, lambda: out.print(data["reference"], soft_wrap=True))
+
+
+async def _flush_index(client: StorageClient, stored: list[dict[str, Any]]) -> None:
+    """The file index and time-stamps of what was stored: a failure here must not hide the
+    files, so their references are printed with it."""
+    if not stored:
+        return
+    try:
+        await client.flush()
+    except NucluxError:
+        refs = ", ".join(r["reference"] for r in stored)
+        stderr_console().print(
+            f"stored as {refs}, but the account's file index was not updated (below):"
+            " `nuclux get REF` reads each file; `nuclux ls` will not show them",
+            markup=False,
+            soft_wrap=True,
+        )
+        raise
 
 
 def get_cmd(
