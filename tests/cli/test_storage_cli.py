@@ -226,3 +226,13 @@ def test_put_of_several_files_in_one_command(net: Net, tmp_path: Path) -> None:
     got = net.run(2, "get", refs[3], "-o", str(tmp_path / "back.jpg"))
     assert got.exit_code == 0, got.output
     assert (tmp_path / "back.jpg").read_bytes() == files[3].read_bytes()
+    # several back at once, into a directory (and only into one)
+    res = net.run(2, "get", *refs, "-o", str(tmp_path / "back.jpg"))
+    assert res.exit_code == 2, res.output
+    assert "into a directory" in res.output
+    restore = tmp_path / "restore"
+    restore.mkdir()
+    got = net.json(2, "get", *refs, "-o", str(restore))
+    assert [Path(g["path"]).name for g in got] == [f.name for f in files]
+    for f in files:
+        assert (restore / f.name).read_bytes() == f.read_bytes()

@@ -209,34 +209,53 @@ async def _flush_index(client: StorageClient, stored: list[dict[str, Any]]) -> N
 
 def get_cmd(
     ctx: typer.Context,
-    target: Annotated[str, typer.Argument(help="A reference (nux:...) or a grant (nuxgrant1...).")],
+    targets: Annotated[
+        list[str],
+        typer.Argument(metavar="TARGET...", help="References (nux:...) or grants (nuxgrant1...)."),
+    ],
     out: Annotated[
-        Path, typer.Option("-o", "--out", help="Output file or directory (default: here).")
+        Path,
+        typer.Option(
+            "-o",
+            "--out",
+            help="Output file or directory (default: here; a directory for several files).",
+        ),
     ] = Path("."),
     account: AccountOpt = None,
     private_key_env: KeyEnvOpt = None,
     deployment: DeploymentOpt = None,
     json: JsonFlag = False,
 ) -> None:
-    """Read a file: yours by reference, or someone else's with a grant they gave you."""
+    """Read files: yours by reference, or someone else's with a grant they gave you."""
     c = command_ctx(ctx, json=json)
+    if len(targets) > 1 and not out.is_dir():
+        raise UsageError(f"{out}: several files are written into a directory, and this is not one")
     keys = _keys(c, account, private_key_env)
+    results: list[dict[str, Any]] = []
 
-    async def go() -> GetResult:
+    async def go() -> None:
         async with storage_client(c, keys, deployment) as client:
-            with progress_bar(c, "get") as progress:
-                return await client.get(target, out, progress=progress)
+            for target in targets:
+                with progress_bar(c, "get") as progress:
+                    got = await client.get(target, out, progress=progress)
+                results.append(_got(got))
+                if not c.json:
+                    stdout_console().print(f"wrote {got.path} ({format_size(got.size)})")
 
-    got: GetResult = _run(go())
-    warn = stderr_console()
+    _run(go())
+    emit(c, results if len(targets) > 1 else results[0], lambda: None)
+
+
+def _got(got: GetResult) -> dict[str, Any]:
+    """What a get wrote, with a warning per corrupt block it read around."""
     for f in got.corrupt:
-        warn.print(
+        stderr_console().print(
             f"warning: provider {f.provider} served a corrupt block (share {f.share},"
             f" segment {f.segment}); it was read from another provider",
             markup=False,
             soft_wrap=True,
         )
-    data = {
+    return {
         "reference": str(got.reference),
         "path": str(got.path),
         "size": got.size,
@@ -247,7 +266,6 @@ def get_cmd(
         ],
         "unavailable": sorted({f.provider for f in got.unavailable}),
     }
-    emit(c, data, lambda: stdout_console().print(f"wrote {got.path} ({format_size(got.size)})"))
 
 
 def _entry_json(e: FileEntry) -> dict[str, Any]:
