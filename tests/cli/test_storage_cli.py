@@ -236,3 +236,11 @@ def test_put_of_several_files_in_one_command(net: Net, tmp_path: Path) -> None:
     assert [Path(g["path"]).name for g in got] == [f.name for f in files]
     for f in files:
         assert (restore / f.name).read_bytes() == f.read_bytes()
+    # and removed together; a bad reference first changes nothing
+    res = net.run(2, "rm", refs[0], "nux:notareference")
+    assert res.exit_code == 2, res.output
+    assert len(net.json(2, "ls", "photo*", "--no-check")) == 4
+    res = net.run(2, "rm", *refs[:3])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.splitlines() == [f"removed {r}" for r in refs[:3]]
+    assert [e["reference"] for e in net.json(2, "ls", "photo*", "--no-check")] == [refs[3]]

@@ -45,6 +45,7 @@ from nuclux.cli.output import (
 from nuclux.cli.output import table as print_table
 from nuclux.cli.renewal_config import storage_settings
 from nuclux.cli.session import ledger_session
+from nuclux.core.reference import parse_reference
 from nuclux.core.units import format_size
 from nuclux.errors import IntegrityError, NucluxError, UsageError
 from nuclux.keys.derive import AccountKeys, from_private_key, parse_private_key_hex
@@ -350,27 +351,43 @@ def _health(e: FileEntry) -> str:
 
 def rm_cmd(
     ctx: typer.Context,
-    ref: RefArg,
+    refs: Annotated[list[str], typer.Argument(metavar="REF", help="File references (nux:...).")],
     account: AccountOpt = None,
     private_key_env: KeyEnvOpt = None,
     deployment: DeploymentOpt = None,
     json: JsonFlag = False,
 ) -> None:
-    """Delete a file from its providers and your file index."""
+    """Delete files from their providers and your file index."""
     c = command_ctx(ctx, json=json)
+    parsed = [parse_reference(r) for r in refs]  # all checked before anything is removed
     keys = _keys(c, account, private_key_env)
-    res = _using(c, keys, deployment, lambda client: client.rm(ref))
-    data = {"reference": str(res.reference), "deleted": res.deleted, "problems": list(res.problems)}
-    for problem in res.problems:
-        stderr_console().print(f"warning: {problem}", markup=False, soft_wrap=True)
-    if res.problems:  # recorded as leftovers (nuclux.sdk.leftovers)
+    done: list[dict[str, Any]] = []
+
+    async def go() -> None:
+        async with storage_client(c, keys, deployment) as client:
+            for ref in parsed:
+                res = await client.rm(ref)
+                done.append(
+                    {
+                        "reference": str(res.reference),
+                        "deleted": res.deleted,
+                        "problems": list(res.problems),
+                    }
+                )
+                for problem in res.problems:
+                    stderr_console().print(f"warning: {problem}", markup=False, soft_wrap=True)
+                if not c.json:
+                    stdout_console().print(f"removed {res.reference}", soft_wrap=True)
+
+    _run(go())
+    if any(d["problems"] for d in done):  # recorded as leftovers (nuclux.sdk.leftovers)
         stderr_console().print(
             "warning: what those providers still hold is removed by a later `nuclux repair"
             " --all` once they answer",
             markup=False,
             soft_wrap=True,
         )
-    emit(c, data, lambda: stdout_console().print(f"removed {data['reference']}", soft_wrap=True))
+    emit(c, done if len(parsed) > 1 else done[0], lambda: None)
 
 
 def share_cmd(
