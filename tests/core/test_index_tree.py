@@ -40,6 +40,7 @@ from nuclux.core.index_tree import (
     slots,
     split,
 )
+from nuclux.core.index_tree import sealed_head as seal_with_digest
 from nuclux.core.types import LeaseId
 from nuclux.errors import IntegrityError, UsageError
 from tests.core.index_kit import entries_from_json
@@ -119,6 +120,8 @@ def test_golden_vector() -> None:
     assert sealed_head.hex() == VECTOR["head"]
     opened = open_head(sealed_head, owner=OWNER, key=KEY)
     assert dataclasses.replace(opened, digest=b"") == head
+    with_digest, again = seal_with_digest(head, key=KEY, nonce=bytes.fromhex(VECTOR["head_nonce"]))
+    assert (with_digest, again) == (opened, sealed_head)  # the writer knows the reader's digest
     index = join(opened, [entries_of(p) for p in VECTOR["pages"]])
     assert index.counter == 9
     assert len(index.entries) == sum(len(p["entries"]) for p in VECTOR["pages"])

@@ -57,7 +57,7 @@ import itertools
 import struct
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from cryptography.exceptions import InvalidTag
@@ -214,6 +214,11 @@ def open_page(data: bytes, ref: PageRef, *, owner: str, key: bytes) -> tuple[Ind
 
 def seal_head(head: IndexHead, *, key: bytes, nonce: bytes) -> bytes:
     """The head object ``i/0``; ``UsageError`` beyond the format's bounds."""
+    return sealed_head(head, key=key, nonce=nonce)[1]
+
+
+def sealed_head(head: IndexHead, *, key: bytes, nonce: bytes) -> tuple[IndexHead, bytes]:
+    """``head`` with its ``digest`` (as ``open_head`` gives it) and the object ``i/0``."""
     _check_refs(head.pages)
     if len(head.retired) > MAX_RETIRED:
         raise UsageError(f"a file index head lists at most {MAX_RETIRED} retired pages")
@@ -238,7 +243,8 @@ def seal_head(head: IndexHead, *, key: bytes, nonce: bytes) -> bytes:
             _nonce(nonce),
         ]
     )
-    return header + AESGCM(key).encrypt(nonce, body, header)
+    data = header + AESGCM(key).encrypt(nonce, body, header)
+    return replace(head, digest=hashlib.sha256(body).digest()), data
 
 
 def open_head(data: bytes, *, owner: str, key: bytes) -> IndexHead:

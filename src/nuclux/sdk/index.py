@@ -52,12 +52,12 @@ from nuclux.core.index_tree import (
     IndexHead,
     PageRef,
     Plan,
-    open_head,
     plan,
     retire,
-    seal_head,
     seal_page,
+    sealed_head,
     slots,
+    split,
 )
 from nuclux.core.index_tree import join as join_head
 from nuclux.core.reference import index_object_id, index_page_object_id
@@ -146,7 +146,7 @@ class IndexStore:
         if self._known is not None:  # what this client wrote: its pages are mostly held
             try:
                 return await self._whole(self._known)
-            except (NotOpened, NucluxError, OSError, TimeoutError):
+            except (NucluxError, OSError, TimeoutError):  # NotOpened too
                 self._known = None
         unopened: list[str] = []
         for copy in await self._copies(unopened):
@@ -262,7 +262,7 @@ class IndexStore:
             if merged.counter == copy.counter:
                 return None
             base = IndexHead(self.owner, copy.counter, now, ())
-            planned = plan(base, {}, merged.entries)
+            planned = Plan(merged.counter - copy.counter, tuple(split(merged.entries)), ())
             counter = merged.counter
         else:
             head = None if copy is None else copy.head
@@ -274,14 +274,17 @@ class IndexStore:
             counter = base.counter + planned.made
         refs, new_items = self._seal(planned)
         retired, due = retire(base, planned.dropped, now)
-        head = IndexHead(self.owner, counter, now, tuple(refs), retired)
-        data = seal_head(head, key=self._key, nonce=os.urandom(12))
+        head, data = sealed_head(
+            IndexHead(self.owner, counter, now, tuple(refs), retired),
+            key=self._key,
+            nonce=os.urandom(12),
+        )
         homes = await self._write(
             copy, data, new_items, [r for r in planned.layout if isinstance(r, PageRef)], due
         )
         for ref in planned.dropped:
             self.copies.pages.pop(ref.name, None)
-        return Copy(counter, homes, head=open_head(data, owner=self.owner, key=self._key))
+        return Copy(counter, homes, head=head)
 
     def _seal(self, planned: Plan) -> tuple[list[PageRef], list[tuple[bytes, bytes]]]:
         refs: list[PageRef] = []
