@@ -54,7 +54,8 @@ before the first put) and ``k=4, n=8``. MB = 10^6 bytes.
   ``bench.gas`` on the embedded EVM (about 10 s); ``--no-gas`` skips it.
 
 ``NUCLUX_BENCH_BLOCK_BYTES`` and ``NUCLUX_BENCH_IN_FLIGHT`` in the environment set the SDK's
-``block_bytes`` and ``segments_in_flight`` (here and in the child) to try other settings.
+``block_bytes`` and ``segments_in_flight`` (here and in the child) to try other settings;
+``NUCLUX_BENCH_STREAMS=0`` sends every block as its own HTTP request (no block streams).
 
 The consumer tunes glibc's allocator as the ``nuclux`` CLI does (``nuclux.allocator``: bulk
 buffers reuse heap memory instead of fresh pages), so the figures are those a CLI user gets.
@@ -146,7 +147,10 @@ def bench_settings() -> StorageSettings:
     base = StorageSettings(use_market=False)
     block = int(os.environ.get("NUCLUX_BENCH_BLOCK_BYTES") or base.block_bytes)
     flight = int(os.environ.get("NUCLUX_BENCH_IN_FLIGHT") or base.segments_in_flight)
-    return dataclasses.replace(base, block_bytes=block, segments_in_flight=flight)
+    streams = os.environ.get("NUCLUX_BENCH_STREAMS", "1") != "0"
+    return dataclasses.replace(
+        base, block_bytes=block, segments_in_flight=flight, block_streams=streams
+    )
 
 
 @contextlib.asynccontextmanager

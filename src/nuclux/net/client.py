@@ -29,25 +29,11 @@ import aiohttp
 from yarl import URL
 
 from nuclux.core.batch import encode_batch
-from nuclux.core.compute_account import (
-    CountersignRequired,
-    EscrowExhausted,
-    TooManyDeclined,
-    UsageRejected,
-)
-from nuclux.core.job import ComputeBusy, JobRejected
 from nuclux.core.merkle import merkle_root, root_of_bytes
 from nuclux.core.reference import parse_block_id
 from nuclux.errors import (
-    Forbidden,
     IntegrityError,
-    NucluxError,
     ObjectNotFound,
-    QuotaExceeded,
-    ReplayedRequest,
-    StaleRequest,
-    StoreError,
-    Unauthenticated,
     UsageError,
 )
 from nuclux.net.answers import (
@@ -61,27 +47,11 @@ from nuclux.net.answers import (
     revision_from_json,
     stored_from_json,
 )
+from nuclux.net.block_stream import BlockStream, StreamsNotOffered
 from nuclux.net.bodies import BodyCheck, BufferTooSmall, read_into
+from nuclux.net.node_errors import node_error
 from nuclux.net.signing import CAPABILITY_HEADER, signed_headers
 from nuclux.net.tls import client_ssl_context, peer_errors
-
-_BY_CODE: dict[str, type[NucluxError]] = {
-    "unauthenticated": Unauthenticated,
-    "stale_request": StaleRequest,
-    "replayed_request": ReplayedRequest,
-    "forbidden": Forbidden,
-    "not_found": ObjectNotFound,
-    "unknown_lease": ObjectNotFound,
-    "integrity": IntegrityError,
-    "quota_exceeded": QuotaExceeded,
-    "capacity_exceeded": QuotaExceeded,
-    "compute_busy": ComputeBusy,
-    "job_rejected": JobRejected,
-    "countersign_required": CountersignRequired,
-    "escrow_exhausted": EscrowExhausted,
-    "too_many_declined": TooManyDeclined,
-    "usage_rejected": UsageRejected,
-}
 
 __all__ = [
     "BufferTooSmall",
@@ -103,6 +73,7 @@ BATCH_CONTENT_TYPE = "application/vnd.nuclux.batch"
 # aborts them when the session closes; fixed versions refuse the option with a warning.
 SSL_CLOSE_LEAKS = sys.version_info < (3, 12, 8) or (3, 13, 0) <= sys.version_info < (3, 13, 1)
 READ_BUFSIZE = 1 << 20  # a download keeps flowing while the caller handles a chunk
+_EMPTY_SHA256 = hashlib.sha256(b"").digest()
 
 
 async def _json(resp: aiohttp.ClientResponse) -> Any:
@@ -115,15 +86,26 @@ async def _json(resp: aiohttp.ClientResponse) -> Any:
 
 class NodeClient:
     def __init__(
-        self, endpoint: str, fingerprint: bytes, private_key: bytes, *, timeout: float = 60.0
+        self,
+        endpoint: str,
+        fingerprint: bytes,
+        private_key: bytes,
+        *,
+        timeout: float = 60.0,
+        block_streams: bool = True,
     ) -> None:
         self.base = URL(endpoint)
         self.fingerprint = fingerprint
         self._key = private_key
+        self._ssl = client_ssl_context(fingerprint)
+        self._timeout = timeout
+        # share blocks travel on one block stream per lease (``net.block_stream``) unless the
+        # node does not offer them (then, and with ``block_streams=False``, as HTTP requests)
+        self._streams_offered = block_streams
+        self._streams: dict[int, BlockStream] = {}
+        self._opening: dict[int, asyncio.Task[BlockStream]] = {}
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                ssl=client_ssl_context(fingerprint), enable_cleanup_closed=SSL_CLOSE_LEAKS
-            ),
+            connector=aiohttp.TCPConnector(ssl=self._ssl, enable_cleanup_closed=SSL_CLOSE_LEAKS),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout),
             read_bufsize=READ_BUFSIZE,
         )
@@ -138,6 +120,11 @@ class NodeClient:
         return self._hash_pool
 
     async def close(self) -> None:
+        for task in self._opening.values():
+            task.cancel()
+        for stream in self._streams.values():
+            stream.close()
+        self._streams.clear()
         await self._session.close()
         if self._hash_pool is not None:
             self._hash_pool.shutdown(wait=False)
@@ -181,32 +168,8 @@ class NodeClient:
         return h
 
     async def _raise_for(self, resp: aiohttp.ClientResponse) -> None:
-        if resp.status < 400:
-            return
-        err: Any = {}
-        raw = await resp.read()
-        try:
-            err = bounded_json(raw)["error"]
-            code, message = str(err["code"]), str(err["message"])
-        except (UsageError, KeyError, TypeError, ValueError):
-            code, message = "unknown", raw[:200].decode("utf-8", "replace")
-        if code == "revision_conflict":
-            latest = err.get("latest")
-            raise RevisionConflict(message, None if latest is None else revision_from_json(latest))
-        if code == "revision_mismatch":
-            try:
-                used, root, count = err["used_bytes"], err["root"], err["share_count"]
-                raise RevisionMismatch(message, int(used), bytes.fromhex(root), int(count))
-            except (KeyError, TypeError, ValueError):
-                raise NodeRequestError(resp.status, code, message) from None
-        cls = _BY_CODE.get(code)
-        if cls is not None:
-            raise cls(message)
-        if resp.status == 400:
-            raise UsageError(message)
-        if resp.status >= 500 and code == "store":
-            raise StoreError(message)
-        raise NodeRequestError(resp.status, code, message)
+        if resp.status >= 400:
+            raise node_error(resp.status, await resp.read())
 
     # ------------------------------------------------------------------ API
 
@@ -266,8 +229,12 @@ class NodeClient:
         A share block (a block id) is signed by its Merkle root, any other object by its
         SHA-256; pass ``root`` or ``sha256`` if already known (saves hashing it twice)."""
         url = self._url(lease_id, object_id)
-        if parse_block_id(object_id) is not None and sha256 is None:
+        by_root = parse_block_id(object_id) is not None and sha256 is None
+        if by_root:
             digest = root if root is not None else root_of_bytes(data)
+            stream = await self._block_stream(lease_id)
+            if stream is not None:
+                return await stream.put(object_id, data, digest)
             headers = self._headers("PUT", url, body_root=digest)
         else:
             if root is not None:
@@ -366,6 +333,10 @@ class NodeClient:
         view = memoryview(buffer).cast("B")
         if view.readonly:
             raise UsageError("get_into needs a writable buffer")
+        whole_block = offset == 0 and length is None and not check_sha256 and not capability
+        stream = await self._block_stream(lease_id) if whole_block else None
+        if stream is not None:
+            return (await stream.get_into(object_id, view, timeout))[0]
         what = f"object {object_id.hex()} of lease {lease_id}"
         url, headers, check = self._object_request(
             lease_id, object_id, offset, length, capability, check_sha256
@@ -398,6 +369,34 @@ class NodeClient:
                 if body is not None:
                     await body.verify(what)
                 return n
+
+    async def _block_stream(self, lease_id: int) -> BlockStream | None:
+        """The lease's open block stream, opened if need be (one opening at a time); None if
+        the node does not offer them."""
+        stream = self._streams.get(lease_id)
+        if stream is not None and stream.is_open:
+            return stream
+        if not self._streams_offered:
+            return None
+        task = self._opening.get(lease_id)
+        if task is None:
+            task = asyncio.ensure_future(self._open_stream(lease_id))
+            self._opening[lease_id] = task
+            task.add_done_callback(lambda _: self._opening.pop(lease_id, None))
+        try:
+            stream = await asyncio.shield(task)
+        except StreamsNotOffered:
+            self._streams_offered = False  # an older node: HTTP it is
+            return None
+        self._streams[lease_id] = stream
+        return stream
+
+    async def _open_stream(self, lease_id: int) -> BlockStream:
+        def sign(url: URL) -> dict[str, str]:
+            return self._headers("POST", url, _EMPTY_SHA256)
+
+        with peer_errors():
+            return await BlockStream.open(self.base, lease_id, self._ssl, sign, self._timeout)
 
     def _object_request(
         self,

@@ -33,6 +33,7 @@ from aiohttp import web
 
 from nuclux.core.auth import RequestVerifier
 from nuclux.core.batch import MAX_BATCH_BYTES
+from nuclux.core.block_frames import PROTOCOL
 from nuclux.core.capability import capability_from_header, verify_capability
 from nuclux.core.compute_account import (
     CountersignRequired,
@@ -67,7 +68,9 @@ from nuclux.net.signing import (
     authenticate,
     check_body,
 )
+from nuclux.node import block_stream
 from nuclux.node.batch import store_batch
+from nuclux.node.block_stream import BlockStream, stored_json
 from nuclux.node.compute.service import ComputeService, ModuleUnknown
 from nuclux.node.revisions import RevisionDesk, RevisionSigner
 from nuclux.node.shares import (
@@ -80,7 +83,6 @@ from nuclux.node.shares import (
     parse_revision_request,
 )
 from nuclux.node.store import ShardStore
-from nuclux.node.store_types import ObjectInfo
 
 MAX_FIELD_SIZE = 96 << 10  # one header field (a capability can be ~90 KiB)
 READ_BUFSIZE = 1 << 20
@@ -144,8 +146,11 @@ _STATUS: list[tuple[type[NucluxError], int, str]] = [
 def error_response(
     status: int, code: str, message: str, extra: dict[str, Any] | None = None
 ) -> web.Response:
-    body = {"code": code, "message": message} | (extra or {})
-    return web.json_response({"error": body}, status=status)
+    return web.json_response(error_body(code, message, extra), status=status)
+
+
+def error_body(code: str, message: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message} | (extra or {})}
 
 
 def revision_json(r: StoredRevision) -> dict[str, Any]:
@@ -174,19 +179,24 @@ def _error_extra(err: NucluxError) -> dict[str, Any] | None:
     return None
 
 
+def error_fields(err: NucluxError) -> tuple[int, str, str, dict[str, Any] | None]:
+    """An error's HTTP status, code, message and extra details, as the API answers it."""
+    if isinstance(err, HttpError):
+        return err.status, err.code, str(err), None
+    for cls, status, code in _STATUS:
+        if isinstance(err, cls):
+            return status, code, str(err), _error_extra(err)
+    return 500, "internal", str(err), None
+
+
 @web.middleware
 async def errors_as_json(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except HttpError as err:
-        return error_response(err.status, err.code, str(err))
     except NucluxError as err:
-        for cls, status, code in _STATUS:
-            if isinstance(err, cls):
-                return error_response(status, code, str(err), _error_extra(err))
-        return error_response(500, "internal", str(err))
+        return error_response(*error_fields(err))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -221,6 +231,7 @@ class NodeService:
     _active: int = 0  # requests being handled
     _stopping: bool = False
     _idle: asyncio.Event | None = None
+    _streams: set[BlockStream] = field(default_factory=set)
 
     def app(self) -> web.Application:
         @web.middleware
@@ -246,6 +257,7 @@ class NodeService:
         r.add_get(f"{API}/leases/{{lease}}/objects", self.list_objects)
         r.add_post(f"{API}/leases/{{lease}}/objects", self.post_batch)
         r.add_put(f"{API}/leases/{{lease}}/objects/{{object}}", self.put)
+        r.add_post(f"{API}/leases/{{lease}}/stream", self.open_stream)
         r.add_get(f"{API}/leases/{{lease}}/objects/{{object}}", self.get)
         r.add_delete(f"{API}/leases/{{lease}}/objects/{{object}}", self.delete)
         r.add_get(f"{API}/leases/{{lease}}/shares/{{fid}}/{{index}}", self.share)
@@ -261,6 +273,8 @@ class NodeService:
         socket is closed and before the runner closes connections (which drops any request
         body still arriving)."""
         self._stopping = True
+        for stream in list(self._streams):
+            stream.end()
         if not self._active:
             return True
         self._idle = asyncio.Event()
@@ -433,7 +447,29 @@ class NodeService:
             async for chunk in request.content.iter_any():
                 await w.write(chunk)
             info = await w.commit()
-        return web.json_response(_stored_json(info), status=201)
+        return web.json_response(stored_json(info), status=201)
+
+    async def open_stream(self, request: web.Request) -> web.StreamResponse:
+        """A block stream on the lease (``block_stream``; ``spec/node-api.md`` section 9)."""
+        if request.headers.get("Upgrade", "").lower() != PROTOCOL:
+            raise UsageError(f"a block stream is opened with Upgrade: {PROTOCOL}")
+        if request.content_length:
+            raise UsageError("the request opening a block stream has no body")
+        lease, _ = await self._authorise(request, write=True)
+        return await block_stream.serve(self, request, lease.id)
+
+    async def stream_lease(self, lease_id: int) -> None:
+        lease = self._lease(lease_id)
+        await self.store.ensure_lease(lease.id, lease.units * self.unit_bytes)
+
+    def refusal(self, err: NucluxError) -> dict[str, Any]:
+        status, code, message, extra = error_fields(err)
+        return error_body(code, message, extra) | {"status": status}
+
+    def track_stream(self, stream: BlockStream) -> None:
+        """Remember an open stream, to end it on shutdown (``finish_requests``)."""
+        self._streams.add(stream)
+        stream.closed.add_done_callback(lambda _: self._streams.discard(stream))
 
     async def post_batch(self, request: web.Request) -> web.Response:
         """Many small objects in one body (``nuclux.core.batch``; ``node/batch.py``)."""
@@ -492,7 +528,7 @@ class NodeService:
         items = await self.store.list_objects(
             lease_id, after=bytes.fromhex(after_text) if after_text else None, limit=limit
         )
-        body: list[dict[str, Any]] = [{"id": i.object_id.hex()} | _stored_json(i) for i in items]
+        body: list[dict[str, Any]] = [{"id": i.object_id.hex()} | stored_json(i) for i in items]
         return web.json_response(body)
 
     # ------------------------------------------------------------------ storage protocol
@@ -551,12 +587,6 @@ class NodeService:
         if latest is None:
             raise ObjectNotFound(f"lease {lease.id} has no co-signed revision yet")
         return web.json_response(revision_json(latest))
-
-
-def _stored_json(info: ObjectInfo) -> dict[str, Any]:
-    """An object's digest and size as the API reports them: ``root`` for a block stored under
-    its Merkle root, ``sha256`` for everything else."""
-    return {"root" if info.root_digest else "sha256": info.sha256.hex(), "size": info.size}
 
 
 def _lease_number(text: str) -> int:

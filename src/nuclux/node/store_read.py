@@ -19,6 +19,7 @@ from nuclux.node.store_runtime import Workers, wait
 from nuclux.node.store_types import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
+    MAX_READ_RANGE,
     ObjectInfo,
     check_range,
 )
@@ -78,3 +79,20 @@ class OpenObject:
             data = await wait(self._pending)
             self._pending = next_read()
             yield data
+
+    async def read(self, offset: int = 0, length: int | None = None) -> bytes | bytearray:
+        """``length`` bytes (default: to the end, at most ``MAX_READ_RANGE``) from ``offset``
+        in one piece: from the page cache on this thread when all of it is there, else in an
+        I/O thread."""
+        if self._closed:
+            raise UsageError("the object was closed; open it again")
+        n = check_range(self.info.size, offset, length)
+        if n > MAX_READ_RANGE:
+            raise UsageError(f"a read in one piece is at most {MAX_READ_RANGE} bytes")
+        cached = pread_cached(self._fd, n, offset) if n else bytearray()
+        if cached is not None:
+            return cached
+        self._pending = self._w.io_submit(
+            functools.partial(pread_exact, self._fd, n, offset, self.info.sha256)
+        )
+        return await wait(self._pending)

@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from nuclux.core.merkle import MerkleBuilder
+from nuclux.core.merkle import Buffer, MerkleBuilder
 from nuclux.core.reference import parse_block_id
 from nuclux.errors import IntegrityError, QuotaExceeded, StoreError, UsageError
 from nuclux.node.store_index import Index, oid_text
@@ -72,7 +72,7 @@ _NOT_OPEN = {
 }
 
 
-def _write_all(fd: int, chunks: list[bytes]) -> int:
+def _write_all(fd: int, chunks: list[Buffer]) -> int:
     """Write ``chunks`` in order with ``writev`` (at most ``IOV_MAX`` pieces a call, resuming
     after short writes); returns the number of bytes written."""
     total = 0
@@ -122,7 +122,7 @@ class ObjectWriter:
         self._tmp: Path | None = None
         self._hash = None if self._root is not None else hashlib.sha256()
         self._merkle = MerkleBuilder() if block else None
-        self._batch: list[bytes] = []
+        self._batch: list[Buffer] = []
         self._batch_bytes = self._file_bytes = 0
         self._written = self._credit = self._charged = 0
         self._credit_known = False
@@ -153,8 +153,12 @@ class ObjectWriter:
         if self._state != _COMMITTED:
             await self._abort()
 
-    async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Accept the next chunk; raises QuotaExceeded as soon as it would not fit."""
+    async def write(self, data: bytes | bytearray | memoryview, *, borrowed: bool = False) -> None:
+        """Accept the next chunk; raises QuotaExceeded as soon as it would not fit.
+
+        A chunk that is not ``bytes`` is copied, unless ``borrowed``: then the caller keeps
+        its memory unchanged until the writer is done (committed or rolled back), and the
+        writer uses it in place (a block stream's receive buffer)."""
         if self._state != _OPEN:
             raise UsageError(_NOT_OPEN[self._state])
         try:
@@ -169,8 +173,10 @@ class ObjectWriter:
             if total > self._charged + self._credit:  # past what is reserved already
                 await self._with_credit(lambda: self._charge(total))
             self._written = total
-            # a bytes chunk is immutable: keep a reference; anything else may change, copy it
-            self._batch.append(data if isinstance(data, bytes) else bytes(data))
+            if borrowed:
+                self._batch.append(memoryview(data).cast("B"))
+            else:  # bytes are immutable: keep a reference; anything else may change, copy it
+                self._batch.append(data if isinstance(data, bytes) else bytes(data))
             self._batch_bytes += n
             if self._batch_bytes < WRITE_BUFFER_SIZE:
                 return
@@ -255,7 +261,7 @@ class ObjectWriter:
         self._book.set_used(self._lease_id, result[1])
         self._release()
 
-    def _hash_all(self, batch: list[bytes]) -> None:
+    def _hash_all(self, batch: list[Buffer]) -> None:
         if self._hash is not None:
             for chunk in batch:
                 self._hash.update(chunk)
@@ -263,7 +269,7 @@ class ObjectWriter:
             for chunk in batch:
                 self._merkle.update(chunk)
 
-    def _write_sync(self, batch: list[bytes], *, hash_it: bool = True) -> None:
+    def _write_sync(self, batch: list[Buffer], *, hash_it: bool = True) -> None:
         if self._tmp is None:  # created on first use: one thread hand-off fewer per object
             fd, name = tempfile.mkstemp(dir=self._ix.root / "tmp", prefix="w-")
             self._fd, self._tmp = fd, Path(name)
@@ -275,7 +281,7 @@ class ObjectWriter:
         start_writeback(self._fd, self._file_bytes, n)
         self._file_bytes += n
 
-    def _finish_sync(self, tail: list[bytes]) -> tuple[bytes, bytes | None]:
+    def _finish_sync(self, tail: list[Buffer]) -> tuple[bytes, bytes | None]:
         """Write the tail, check the digest, fsync and close; (content digest, Merkle root or
         None). The digest is the SHA-256, or the Merkle root of a block written against one."""
         self._write_sync(tail)

@@ -77,7 +77,12 @@ class StorageContext:
             raise UsageError(
                 f"the keys are for {keys.address} but the ledger signs as {ledger.address}"
             )
-        peers = Peers(ledger, keys.eth_private_key, timeout=settings.request_timeout)
+        peers = Peers(
+            ledger,
+            keys.eth_private_key,
+            timeout=settings.request_timeout,
+            block_streams=settings.block_streams,
+        )
         leases = LeaseBook(ledger, peers, settings)
         index = IndexStore(keys.address, keys.x25519_private, leases, peers, settings)
         executor = ThreadPoolExecutor(1, thread_name_prefix="nuclux-sdk")

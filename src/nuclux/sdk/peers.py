@@ -53,10 +53,13 @@ class Probe:
 class Peers:
     """Registry lookups and connections, shared by every operation of one client."""
 
-    def __init__(self, ledger: Ledger, eth_private_key: bytes, *, timeout: float) -> None:
+    def __init__(
+        self, ledger: Ledger, eth_private_key: bytes, *, timeout: float, block_streams: bool = True
+    ) -> None:
         self.ledger = ledger
         self._key = eth_private_key
         self._timeout = timeout
+        self._block_streams = block_streams
         self._info: dict[str, ProviderInfo] = {}
         self._clients: dict[tuple[str, str, bytes], NodeClient] = {}
         self._leases: dict[int, Lease] = {}
@@ -111,7 +114,11 @@ class Peers:
         client = self._clients.get(key)
         if client is None:
             client = NodeClient(
-                info.endpoint, info.cert_fingerprint, self._key, timeout=self._timeout
+                info.endpoint,
+                info.cert_fingerprint,
+                self._key,
+                timeout=self._timeout,
+                block_streams=self._block_streams,
             )
             self._clients[key] = client
         return client

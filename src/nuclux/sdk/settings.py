@@ -74,6 +74,9 @@ class StorageSettings:
     # new leases and replacements through auctions (nuclux.sdk.market); False: open leases
     # directly at providers' posted prices
     use_market: bool = True
+    # share blocks on one block stream per lease (spec/node-api.md, "Block streams") where
+    # the node offers them; False: every block is its own HTTP request
+    block_streams: bool = True
 
     def block_bytes_for(self, n: int) -> int:
         """The block size of a new file with ``n`` shares: ``block_bytes``, halved until a

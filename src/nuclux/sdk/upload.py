@@ -307,10 +307,12 @@ class Uploader:
         p = lane.placement
         oid = block_object_id(self.file_id, lane.share, j)
         timeout = self.settings.request_timeout
+
+        async def send() -> None:  # the request starts with the task (never unawaited)
+            await asyncio.wait_for(p.client.put(p.lease_id, oid, block, root=root), timeout)
+
         for attempt in (1, 2):
-            busy = asyncio.ensure_future(
-                asyncio.wait_for(p.client.put(p.lease_id, oid, block, root=root), timeout)
-            )
+            busy = asyncio.ensure_future(send())
             lane.busy.add(busy)
             try:
                 await busy
