@@ -122,8 +122,9 @@ class BlockStream(asyncio.BufferedProtocol):
         return self._transport is not None and self._error is None
 
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
+        """Drop the connection at once (its socket closed now, not after a TLS goodbye the
+        event loop may not live to see); requests still waiting fail."""
+        self._fail(ConnectionResetError(f"the block stream to {self.where} was closed"))
 
     # ------------------------------------------------------------------ requests
 

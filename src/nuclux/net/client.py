@@ -120,11 +120,15 @@ class NodeClient:
         return self._hash_pool
 
     async def close(self) -> None:
-        for task in self._opening.values():
+        opening = list(self._opening.values())
+        for task in opening:
             task.cancel()
-        for stream in self._streams.values():
+        await asyncio.gather(*opening, return_exceptions=True)
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
             stream.close()
-        self._streams.clear()
+        if streams:
+            await asyncio.sleep(0)  # the aborted sockets close on the loop's next turn
         await self._session.close()
         if self._hash_pool is not None:
             self._hash_pool.shutdown(wait=False)
@@ -382,7 +386,7 @@ class NodeClient:
         if task is None:
             task = asyncio.ensure_future(self._open_stream(lease_id))
             self._opening[lease_id] = task
-            task.add_done_callback(lambda _: self._opening.pop(lease_id, None))
+            task.add_done_callback(lambda t: self._opened(lease_id, t))
         try:
             stream = await asyncio.shield(task)
         except StreamsNotOffered:
@@ -390,6 +394,11 @@ class NodeClient:
             return None
         self._streams[lease_id] = stream
         return stream
+
+    def _opened(self, lease_id: int, task: asyncio.Task[BlockStream]) -> None:
+        self._opening.pop(lease_id, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: the callers that still wait see it themselves
 
     async def _open_stream(self, lease_id: int) -> BlockStream:
         def sign(url: URL) -> dict[str, str]:
