@@ -167,3 +167,13 @@ async def test_a_node_without_streams_gets_http_requests(
         await c.get_into(served.lease, oid, buf, check_sha256=False)
         assert buf == data
     assert not served.service._streams
+
+
+async def test_an_unknown_lease_is_not_taken_for_a_node_without_streams(served: Served) -> None:
+    async with served.client() as c:
+        oid, data, root = block(0)
+        with pytest.raises(ObjectNotFound, match="does not know lease"):
+            await c.put(served.lease + 1000, oid, data, root=root)
+        assert c._streams_offered is True  # a later lease still gets a stream
+        await c.put(served.lease, oid, data, root=root)
+        assert len(served.service._streams) == 1
