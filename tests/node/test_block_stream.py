@@ -15,9 +15,16 @@ import nuclux.node.block_stream
 from nuclux.core import block_frames as bf
 from nuclux.core.merkle import root_of_bytes
 from nuclux.core.reference import block_object_id
-from nuclux.errors import Forbidden, IntegrityError, ObjectNotFound, UsageError
+from nuclux.errors import (
+    Forbidden,
+    IntegrityError,
+    ObjectNotFound,
+    PeerIdentityMismatch,
+    UsageError,
+)
 from nuclux.net.block_stream import BlockStream
 from nuclux.net.client import NodeClient
+from nuclux.net.tls import NodeIdentity
 from tests.node.conftest import Served
 
 FID = bytes(range(16))
@@ -177,3 +184,12 @@ async def test_an_unknown_lease_is_not_taken_for_a_node_without_streams(served: 
         assert c._streams_offered is True  # a later lease still gets a stream
         await c.put(served.lease, oid, data, root=root)
         assert len(served.service._streams) == 1
+
+
+async def test_a_stream_to_a_server_with_another_certificate_is_refused(served: Served) -> None:
+    impostor = NodeIdentity.generate(served.world.providers[1].address)
+    async with served.client(fingerprint=impostor.fingerprint) as c:
+        oid, data, root = block(0)
+        with pytest.raises(PeerIdentityMismatch):
+            await c.put(served.lease, oid, data, root=root)
+    assert not served.service._streams
