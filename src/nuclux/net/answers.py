@@ -132,3 +132,18 @@ def stored_from_json(object_id: bytes, x: Any) -> StoredObject:
     if "root" in x:
         return StoredObject(object_id, bytes.fromhex(x["root"]), int(x["size"]), True)
     return StoredObject(object_id, bytes.fromhex(x["sha256"]), int(x["size"]))
+
+
+def checked_stored(object_id: bytes, answer: Any, digest: bytes, size: int) -> StoredObject:
+    """A node's answer to a PUT, checked against what was sent (``IntegrityError`` if it is
+    malformed or reports another digest or size)."""
+    try:
+        stored = stored_from_json(object_id, answer)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IntegrityError(f"malformed answer to a PUT: {exc!r}") from None
+    if stored.sha256 != digest or stored.size != size:
+        raise IntegrityError(
+            f"the node stored object {object_id.hex()} as {stored.sha256.hex()}"
+            f" ({stored.size} bytes), not what was sent"
+        )
+    return stored

@@ -39,7 +39,7 @@ from nuclux.core.block_frames import (
 )
 from nuclux.core.merkle import Buffer
 from nuclux.errors import IntegrityError, NucluxError
-from nuclux.net.answers import StoredObject, stored_from_json
+from nuclux.net.answers import StoredObject, checked_stored
 from nuclux.net.bodies import BufferTooSmall
 from nuclux.net.node_errors import node_error
 
@@ -134,16 +134,7 @@ class BlockStream(asyncio.BufferedProtocol):
         view = memoryview(data).cast("B")
         header = put_header(object_id, len(view), root)
         body: dict[str, Any] = await self._ask(PUT, header, view, None, None)
-        try:
-            stored = stored_from_json(object_id, body)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"malformed answer to a block PUT: {exc!r}") from None
-        if stored.sha256 != root or stored.size != len(view):
-            raise IntegrityError(
-                f"the node stored block {object_id.hex()} as {stored.sha256.hex()}"
-                f" ({stored.size} bytes), not what was sent"
-            )
-        return stored
+        return checked_stored(object_id, body, root, len(view))
 
     async def get_into(
         self, object_id: bytes, buffer: memoryview, timeout: float | None = None
@@ -267,7 +258,7 @@ class BlockStream(asyncio.BufferedProtocol):
                     raise IntegrityError(f"{self.where} upgraded to {fields.get('upgrade')!r}")
                 self._upgraded, self._head = True, bytearray()
                 self._opened.set_result(None)
-                self._feed(rest)
+                feed(self, rest, lambda: self._error is not None)
                 return
             length = fields.get("content-length", "0")
             self._head_body = min(int(length), MAX_HEAD) if length.isdigit() else 0
@@ -278,15 +269,6 @@ class BlockStream(asyncio.BufferedProtocol):
             if self._status in (404, 405) and b'"unknown_lease"' not in body:
                 err = StreamsNotOffered(f"{self.where} offers no block streams ({err})")
             self._fail(err)
-
-    def _feed(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view and self._error is None:
-            buf = self.get_buffer(len(view))
-            n = min(len(buf), len(view))
-            buf[:n] = view[:n]
-            view = view[n:]
-            self.buffer_updated(n)
 
     def _answer_header(self) -> None:
         answer = parse_answer(self._answer)
@@ -348,3 +330,15 @@ def _refusal(payload: bytes) -> Exception:
     except (ValueError, KeyError, TypeError):
         status = 400
     return node_error(status, payload)
+
+
+def feed(protocol: asyncio.BufferedProtocol, data: bytes, stop: Callable[[], bool]) -> None:
+    """Hand ``protocol`` bytes that arrived before it took the connection over, through its
+    own buffers, until they run out or ``stop()``."""
+    view = memoryview(data)
+    while view and not stop():
+        buf = memoryview(protocol.get_buffer(len(view)))
+        n = min(len(buf), len(view))
+        buf[:n] = view[:n]
+        view = view[n:]
+        protocol.buffer_updated(n)

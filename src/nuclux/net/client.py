@@ -44,6 +44,7 @@ from nuclux.net.answers import (
     ShareRoots,
     StoredObject,
     bounded_json,
+    checked_stored,
     revision_from_json,
     stored_from_json,
 )
@@ -250,16 +251,7 @@ class NodeClient:
             async with self._session.put(url, data=_chunks(data), headers=headers) as resp:
                 await self._raise_for(resp)
                 body = await _json(resp)
-        try:
-            stored = stored_from_json(object_id, body)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise IntegrityError(f"malformed answer to a PUT: {exc!r}") from None
-        if stored.sha256 != digest or stored.size != len(data):
-            raise IntegrityError(
-                f"the node stored object {object_id.hex()} as {stored.sha256.hex()}"
-                f" ({stored.size} bytes), not what was sent"
-            )
-        return stored
+        return checked_stored(object_id, body, digest, len(data))
 
     async def put_batch(
         self, lease_id: int, items: Sequence[tuple[bytes, bytes]]

@@ -43,6 +43,7 @@ from nuclux.core.block_frames import (
 from nuclux.core.merkle import Buffer
 from nuclux.core.reference import parse_block_id
 from nuclux.errors import NucluxError, StoreError, UsageError
+from nuclux.net.block_stream import feed
 from nuclux.node.store import ShardStore
 from nuclux.node.store_types import MAX_READ_RANGE, ObjectInfo
 
@@ -67,6 +68,9 @@ class StreamHost(Protocol):
 
     def refusal(self, err: NucluxError) -> dict[str, Any]:
         """The JSON body of an error, as the HTTP API answers it."""
+
+    def track_stream(self, stream: BlockStream) -> None:
+        """Remember an open stream (to end it on shutdown)."""
 
 
 class BlockStream(asyncio.BufferedProtocol):
@@ -116,13 +120,7 @@ class BlockStream(asyncio.BufferedProtocol):
 
     def feed(self, data: bytes) -> None:
         """Bytes that arrived before the protocol took over (sent right behind the upgrade)."""
-        view = memoryview(data)
-        while view and not self._ending:
-            buf = self.get_buffer(len(view))
-            n = min(len(buf), len(view))
-            buf[:n] = view[:n]
-            view = view[n:]
-            self.buffer_updated(n)
+        feed(self, data, lambda: self._ending)
 
     def eof_received(self) -> bool:
         return False  # close once the answers are written (the transport closes the socket)
@@ -264,8 +262,6 @@ class BlockStream(asyncio.BufferedProtocol):
                 if payload:
                     transport.write(payload)
                 self._limit()
-        except asyncio.CancelledError:
-            raise
         except Exception:  # a bug: never leave the consumer waiting on a silent stream
             log.exception("block stream of lease %s failed", self._lease_id)
             self._close()
@@ -295,8 +291,6 @@ async def serve(host: StreamHost, request: web.Request, lease_id: int) -> web.St
     transport.resume_reading()
     if tail:
         stream.feed(tail)
-    register = getattr(host, "track_stream", None)
-    if register is not None:
-        register(stream)
+    host.track_stream(stream)
     await stream.closed
     return resp
